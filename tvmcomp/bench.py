@@ -1,0 +1,111 @@
+"""Time a built package (TVM's time_evaluator) and, optionally, its PyTorch source on the same inputs."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TvmcompError
+from .runtime import Package, read_metadata, set_num_threads
+from .targets import host_cores
+
+
+def summarize(seconds: list[float]) -> dict:
+    ms = [s * 1e3 for s in seconds]
+    return {
+        "median_ms": statistics.median(ms),
+        "min_ms": min(ms),
+        "max_ms": max(ms),
+        "std_ms": statistics.pstdev(ms),
+        "runs": len(ms),
+    }
+
+
+def time_callable(fn, repeat: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def reference_torch_module(model: str):
+    """The float PyTorch model a package was built from (bundled models and .pt2 files)."""
+    if Path(model).suffix.lower() == ".pt2":
+        import torch
+
+        return torch.export.load(model).module()
+    if Path(model).suffix.lower() == ".onnx":
+        raise TvmcompError("--compare torch needs a PyTorch source; this package was built from an ONNX file")
+    from .models import get_model
+
+    return get_model(model).load_torch()
+
+
+def bench_torch(module, inputs: dict[str, np.ndarray], threads: int, repeat: int) -> tuple[dict, list[np.ndarray]]:
+    import torch
+
+    from .frontend.torch_frontend import torch_reference
+
+    torch.set_num_threads(threads)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+    with torch.inference_mode():
+        samples = time_callable(lambda: module(**tensors), repeat)
+    return summarize(samples), torch_reference(module, inputs)
+
+
+def bench_package(path: str | Path, repeat: int = 50, threads: int | None = None, compare: str | None = None) -> dict:
+    """Latency of the package at ``path`` on this machine; ``compare="torch"`` adds PyTorch eager."""
+    metadata = read_metadata(path)
+    if metadata["target"]["device"] != "cpu" or metadata["target"].get("cross_compiler"):
+        raise TvmcompError(
+            f"{path} was built for '{metadata['target']['name']}', which this machine cannot run; "
+            "benchmark it on its device (see docs/arm.md for RPC)"
+        )
+    threads = threads or host_cores()
+    set_num_threads(threads)
+    package = Package(path)
+    inputs = package.example_inputs()
+    outputs = package.run(**inputs)  # also warms up
+    result = {
+        "package": str(path),
+        "model": metadata["model"],
+        "variant": metadata["variant"],
+        "target": metadata["target"]["schedule_key"],
+        "threads": threads,
+        "library_bytes": metadata["library_bytes"],
+        "tvmcomp": summarize(package.time(inputs, number=1, repeat=repeat)),
+    }
+    if compare == "torch":
+        torch_stats, reference = bench_torch(reference_torch_module(metadata["model"]), inputs, threads, repeat)
+        result["torch"] = torch_stats
+        result["speedup_vs_torch"] = torch_stats["median_ms"] / result["tvmcomp"]["median_ms"]
+        result["max_abs_err_vs_torch"] = float(max(np.abs(o - r).max() for o, r in zip(outputs, reference)))
+    elif compare is not None:
+        raise TvmcompError(f"--compare takes 'torch', not '{compare}'")
+    return result
+
+
+def format_bench(result: dict) -> str:
+    rows = [("tvmcomp " + result["variant"], result["tvmcomp"])]
+    if "torch" in result:
+        rows.append(("pytorch eager fp32", result["torch"]))
+    lines = [
+        f"model {result['model']} | target {result['target']} | {result['threads']} threads | "
+        f"library {result['library_bytes'] / 2**20:.1f} MiB",
+        f"{'engine':<22}{'median ms':>11}{'min ms':>10}{'max ms':>10}{'std ms':>9}{'runs':>6}",
+    ]
+    for name, s in rows:
+        lines.append(f"{name:<22}{s['median_ms']:>11.3f}{s['min_ms']:>10.3f}{s['max_ms']:>10.3f}{s['std_ms']:>9.3f}{s['runs']:>6}")
+    if "speedup_vs_torch" in result:
+        lines.append(
+            f"speedup vs pytorch: {result['speedup_vs_torch']:.2f}x "
+            f"(max abs output difference {result['max_abs_err_vs_torch']:.2e})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""Build a deployable package: import -> lower -> (tune missing kernels) -> compile -> export.
+
+The package is written to a temporary sibling folder and renamed into place at the end, so a
+failed build never leaves a half-written package behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import tune as tuning
+from .errors import TvmcompError
+from .lowering import fuse_for_tuning
+from .runtime import EXAMPLE_INPUTS, LIBRARY, METADATA
+from .source import ModelSource
+from .targets import TargetSpec
+
+QUANT_SCHEMES = ("none",)
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    metadata: dict
+    tuned_now: int  # kernels tuned during this build (0 when the database had them all)
+
+
+def model_hash(source: ModelSource) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(source.imported.params):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(source.imported.params[name]).tobytes())
+    digest.update(str(source.imported.mod["main"].script()).encode())
+    return digest.hexdigest()[:16]
+
+
+def _untuned_message(missing: int, total: int, target: TargetSpec, model: str) -> str:
+    return (
+        f"{missing} of {total} kernels have no tuning records for target '{target.schedule_key}' "
+        f"(in {tuning.database_dir(target)}); untuned code runs ~40x slower. Tune first: "
+        f"`tvmcomp tune --model {model} --target {target.name}`, or build with --trials N "
+        "to tune what is missing, or --allow-untuned"
+    )
+
+
+def compile_with_database(fused_mod, target: TargetSpec, database):
+    """Apply the best schedule of every kernel found in ``database`` and compile for ``target``."""
+    import tvm
+    from tvm import relax
+
+    tvm_target = target.tvm_target()
+    with tvm_target, database, tvm.transform.PassContext(opt_level=3):
+        scheduled = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused_mod)
+        return tvm.compile(scheduled, target=tvm_target)
+
+
+def export_library(executable, path: Path, target: TargetSpec) -> None:
+    if target.is_cross:
+        from tvm.support import cc
+
+        executable.export_library(str(path), fcompile=cc.cross_compiler(target.cross_compiler))
+    else:
+        executable.export_library(str(path))
+
+
+def build(
+    source: ModelSource,
+    target: TargetSpec,
+    out_dir: str | Path,
+    quant: str = "none",
+    trials: int = 0,
+    allow_untuned: bool = False,
+    stream=None,
+) -> BuildResult:
+    """Compile ``source`` for ``target`` into the package folder ``out_dir``.
+
+    Kernels come from the target's tuning database; with ``trials > 0`` the kernels that have no
+    record are tuned first (with that many trials in total).
+    """
+    import tvm
+
+    stream = stream or sys.stderr
+    if quant not in QUANT_SCHEMES:
+        raise TvmcompError(f"unknown quantization scheme '{quant}'; available: {', '.join(QUANT_SCHEMES)}")
+    target.check_toolchain()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / METADATA).is_file():
+        raise TvmcompError(f"{out_dir} exists and is not a tvmcomp package; refusing to overwrite it")
+
+    started = time.monotonic()
+    tvm_target = target.tvm_target()
+    fused = fuse_for_tuning(source.imported.bound(), tvm_target)
+    database = tuning.open_database(target)
+    tasks = tuning.extract_tasks(fused, target)
+    missing = tuning.tasks_without_records(tasks, database, target)
+    tuned_now = 0
+    if missing and trials > 0:
+        print(f"[build] {len(missing)} of {len(tasks)} kernels have no tuning records: tuning them", file=stream)
+        tuning.tune(fused, target, total_trials=trials, only_missing=True, stream=stream)
+        tuned_now = len(missing)
+        database = tuning.open_database(target)
+        missing = tuning.tasks_without_records(tasks, database, target)
+    if missing and not allow_untuned:
+        raise TvmcompError(_untuned_message(len(missing), len(tasks), target, source.name))
+
+    print(f"[build] compiling {len(tasks)} kernels for {target.schedule_key}", file=stream)
+    executable = compile_with_database(fused, target, database)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        export_library(executable, staging / LIBRARY, target)
+        np.savez(staging / EXAMPLE_INPUTS, **source.example_inputs)
+        metadata = {
+            "model": source.name,
+            "model_hash": model_hash(source),
+            "variant": quant,
+            "target": target.to_json() | {"schedule_key": target.schedule_key},
+            "inputs": [spec.to_json() for spec in source.imported.inputs],
+            "outputs": list(source.imported.outputs),
+            "tvm_version": tvm.__version__,
+            "kernels": len(tasks),
+            "untuned_kernels": len(missing),
+            "library_bytes": (staging / LIBRARY).stat().st_size,
+            "weight_bytes": int(sum(v.nbytes for v in source.imported.params.values())),
+            "build_seconds": round(time.monotonic() - started, 1),
+        }
+        (staging / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return BuildResult(out_dir, metadata, tuned_now)

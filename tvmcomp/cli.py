@@ -1,0 +1,152 @@
+"""``tvmcomp`` command line: parses arguments and calls the library; nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import TvmcompError
+
+DESCRIPTION = """\
+tvmcomp compiles a Transformer (a bundled model, an ONNX file or a torch.export .pt2 file) into a
+deployable TVM library for a target, with kernels auto-scheduled by MetaSchedule.
+
+typical session:
+  tvmcomp tune  --model minilm --target x86            # once per model and CPU: records -> schedules/
+  tvmcomp build --model minilm --target x86 -o out/minilm
+  tvmcomp bench out/minilm --compare torch
+
+see `tvmcomp COMMAND --help` for each command."""
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="minilm", help="bundled model name (see `tvmcomp models`) or a .onnx/.pt2 file (default: minilm)")
+    parser.add_argument("--target", default="x86", help="preset name (see `tvmcomp targets`), a JSON file, or inline TVM target JSON (default: x86)")
+    parser.add_argument("--batch", type=int, help="batch size for a bundled model (default: the model's, 1 for minilm)")
+    parser.add_argument("--seq-len", type=int, help="sequence length for a bundled model (default: 128 for minilm)")
+    parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2", help="static shape of an ONNX input (repeatable)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tvmcomp", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    build = sub.add_parser(
+        "build",
+        help="compile a model into a deployable package folder",
+        description="Compile a model for a target into a package folder (model.so + metadata.json). "
+        "Kernels come from the target's tuning records in schedules/; --trials N tunes the missing ones first.",
+        epilog="example: tvmcomp build --model minilm --target x86 -o out/minilm",
+    )
+    _add_model_args(build)
+    build.add_argument("-o", "--output", required=True, help="package folder to write (replaced if it is a package)")
+    build.add_argument("--quant", default="none", help="compression scheme (default: none, i.e. fp32)")
+    build.add_argument("--trials", type=int, default=0, help="tune kernels that have no records with this many trials first (default: 0, never tune)")
+    build.add_argument("--allow-untuned", action="store_true", help="build even if some kernels have no tuning records (slow code)")
+
+    tune = sub.add_parser(
+        "tune",
+        help="auto-schedule a model's kernels with MetaSchedule, records -> schedules/",
+        description="Tune every kernel of a model with MetaSchedule and its XGBoost cost model. Records go to "
+        "schedules/<target>/ as they are measured, so Ctrl-C keeps what was found.",
+        epilog="example: tvmcomp tune --model minilm --target x86 --trials 400",
+    )
+    _add_model_args(tune)
+    tune.add_argument("--trials", type=int, default=400, help="total measurement trials over all kernels (default: 400)")
+    tune.add_argument("--trials-per-task", type=int, help="cap per kernel (default: trials / kernels, at least 16)")
+
+    bench = sub.add_parser(
+        "bench",
+        help="time a built package on this machine",
+        description="Time a package with TVM's time_evaluator; --compare torch also times the PyTorch source "
+        "model on the same inputs and thread count.",
+        epilog="example: tvmcomp bench out/minilm --compare torch --json out/minilm-bench.json",
+    )
+    bench.add_argument("package", help="package folder written by `tvmcomp build`")
+    bench.add_argument("--repeat", type=int, default=50, help="timed runs (default: 50)")
+    bench.add_argument("--threads", type=int, help="CPU threads for TVM and PyTorch (default: physical cores)")
+    bench.add_argument("--compare", choices=["torch"], help="also time the source model in PyTorch eager mode")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    sub.add_parser("targets", help="list target presets", description="List the target presets in targets/.")
+    sub.add_parser("models", help="list bundled models", description="List the models tvmcomp bundles.")
+    return parser
+
+
+def _cmd_build(args) -> None:
+    from .build import build
+    from .source import load_source
+    from .targets import resolve_target
+
+    target = resolve_target(args.target)
+    source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
+    result = build(source, target, args.output, quant=args.quant, trials=args.trials, allow_untuned=args.allow_untuned)
+    meta = result.metadata
+    print(
+        f"built {result.path}: {meta['model']} ({meta['variant']}) for {meta['target']['schedule_key']}, "
+        f"library {meta['library_bytes'] / 2**20:.1f} MiB, {meta['kernels']} kernels "
+        f"({meta['untuned_kernels']} untuned), {meta['build_seconds']} s"
+    )
+
+
+def _cmd_tune(args) -> None:
+    from .lowering import fuse_for_tuning
+    from .source import load_source
+    from .targets import resolve_target
+    from .tune import tune
+
+    target = resolve_target(args.target)
+    target.check_toolchain()
+    source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
+    fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
+    result = tune(fused, target, total_trials=args.trials, trials_per_task=args.trials_per_task)
+    state = "interrupted" if result.interrupted else "done"
+    print(f"tuning {state}: {result.tasks} kernels, records in {result.database}")
+
+
+def _cmd_bench(args) -> None:
+    from .bench import bench_package, format_bench
+
+    result = bench_package(args.package, repeat=args.repeat, threads=args.threads, compare=args.compare)
+    print(format_bench(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _cmd_targets(_args) -> None:
+    from .targets import preset_names, resolve_target
+
+    for name in preset_names():
+        spec = resolve_target(name)
+        print(f"{name:<12} {spec.description}")
+
+
+def _cmd_models(_args) -> None:
+    from .models import get_model, model_names
+
+    for name in model_names():
+        print(f"{name:<12} {get_model(name).description}")
+
+
+COMMANDS = {"build": _cmd_build, "tune": _cmd_tune, "bench": _cmd_bench, "targets": _cmd_targets, "models": _cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except TvmcompError as err:
+        print(f"tvmcomp: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tvmcomp: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The imported model: a Relax module, its weights, and the names/shapes of its inputs and outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "TensorSpec":
+        return cls(doc["name"], tuple(doc["shape"]), doc["dtype"])
+
+
+@dataclass
+class ImportedModel:
+    """``mod["main"](*inputs, *params.values())`` computes the outputs of the source model."""
+
+    mod: object  # tvm.IRModule
+    params: dict[str, np.ndarray]
+    inputs: list[TensorSpec]
+    outputs: list[str]
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def bound(self):
+        """The module with the weights bound as constants: what gets compiled."""
+        import tvm
+        from tvm import relax
+
+        if not self.params:
+            return self.mod
+        consts = {name: tvm.runtime.tensor(value) for name, value in self.params.items()}
+        return relax.transform.BindParams("main", consts)(self.mod)
+
+
+def from_relax_with_weights(mod, output_names: list[str], source: str) -> ImportedModel:
+    """Split a freshly imported module (weights as trailing ``main`` params) into an ImportedModel."""
+    from tvm import relax
+
+    mod, weights = relax.frontend.detach_params(mod)
+    func = mod["main"]
+    weight_values = weights.get("main", [])
+    n_inputs = len(func.params) - len(weight_values)
+    params = {var.name: value.numpy() for var, value in zip(func.params[n_inputs:], weight_values)}
+    return ImportedModel(mod=mod, params=params, inputs=input_specs_of(func)[:n_inputs], outputs=list(output_names), source=source)
+
+
+def input_specs_of(func) -> list[TensorSpec]:
+    """TensorSpecs of a Relax function's parameters (all must have static shapes)."""
+    specs = []
+    for var in func.params:
+        shape = tuple(int(d) for d in var.ty.shape.values)
+        specs.append(TensorSpec(var.name, shape, str(var.ty.dtype)))
+    return specs

@@ -1,0 +1,63 @@
+"""PyTorch -> Relax through ``torch.export`` and TVM's ExportedProgram importer."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TvmcompError
+from .model import ImportedModel, from_relax_with_weights
+
+
+def from_exported_program(program, output_names: list[str] | None = None, source: str = "") -> ImportedModel:
+    from tvm.relax.frontend.torch import from_exported_program as tvm_from_ep
+
+    try:
+        mod = tvm_from_ep(program, keep_params_as_input=True)
+    except AssertionError as err:
+        match = re.search(r"Unsupported function types \[(.*)\]", str(err))
+        if not match:
+            raise
+        raise TvmcompError(
+            f"{source or 'model'} uses PyTorch operators the Relax importer does not support: {match.group(1)}"
+        ) from None
+    n_outputs = len(program.graph_signature.user_outputs)
+    outputs = output_names or [f"output_{i}" for i in range(n_outputs)]
+    return from_relax_with_weights(mod, outputs, source)
+
+
+def from_torch_module(module, example_inputs: dict, output_names: list[str] | None = None) -> ImportedModel:
+    """Export ``module(**example_inputs)`` with torch.export and import it."""
+    import torch
+
+    module = module.eval()
+    kwargs = {k: torch.as_tensor(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for k, v in example_inputs.items()}
+    try:
+        with torch.no_grad():
+            program = torch.export.export(module, args=(), kwargs=kwargs)
+    except Exception as err:  # torch.export reports graph breaks etc. in many exception types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TvmcompError(f"torch.export could not trace {type(module).__name__}: {first}") from None
+    return from_exported_program(program, output_names, source=type(module).__name__)
+
+
+def from_pt2_file(path: Path) -> ImportedModel:
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as err:
+        raise TvmcompError(f"{path} is not a loadable torch.export .pt2 file: {err}") from None
+    return from_exported_program(program, source=str(path))
+
+
+def torch_reference(module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Outputs of the PyTorch module on numpy inputs, as a flat list of numpy arrays."""
+    import torch
+
+    with torch.no_grad():
+        result = module(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()})
+    flat = result if isinstance(result, (tuple, list)) else [result]
+    return [t.detach().numpy() for t in flat]

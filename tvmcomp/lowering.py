@@ -1,0 +1,29 @@
+"""Relax graph -> fused primitive functions: the form MetaSchedule tunes and the builder compiles."""
+
+from __future__ import annotations
+
+
+def fuse_for_tuning(mod, target):
+    """Decompose, legalize and fuse a bound Relax module into TIR kernels.
+
+    MetaSchedule extracts one tuning task per fused TIR function, so these passes must run before
+    task extraction ("No tasks to tune" otherwise) and the build must see the same kernels.
+    Exact GELU is lowered to a vectorizable rational erf (see :mod:`tvmcomp.passes.fast_gelu`).
+    """
+    import tvm
+    from tvm import relax
+
+    from .passes.fast_gelu import fast_gelu_legalize_map
+
+    passes = [
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.CanonicalizeBindings(),
+        relax.transform.LegalizeOps(customize_legalize_map=fast_gelu_legalize_map()),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ]
+    with target:
+        return tvm.transform.Sequential(passes)(mod)

@@ -1,0 +1,51 @@
+"""Model registry: short names (``--model minilm``) for models that ship inside PyPI packages.
+
+An entry says how to build the PyTorch module and its example inputs; adding a model is one
+small module that calls :func:`register`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import TvmcompError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    load_torch: Callable[[], object]  # () -> torch.nn.Module called as module(**inputs)
+    make_inputs: Callable[[int, int], dict[str, np.ndarray]]  # (batch, seq_len) -> real example inputs
+    output_names: tuple[str, ...]
+    default_batch: int = 1
+    default_seq_len: int = 128
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def get_model(name: str) -> ModelEntry:
+    _load_builtin_entries()
+    if name not in _REGISTRY:
+        raise TvmcompError(
+            f"unknown model '{name}'; bundled models: {', '.join(sorted(_REGISTRY))} (or give an .onnx/.pt2 file)"
+        )
+    return _REGISTRY[name]
+
+
+def model_names() -> list[str]:
+    _load_builtin_entries()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin_entries() -> None:
+    from . import minilm  # noqa: F401  (registers itself)

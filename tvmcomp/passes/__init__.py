@@ -1,0 +1,1 @@
+"""Graph passes on Relax IRModules (each module: one rewrite, one public function)."""

@@ -1,0 +1,109 @@
+"""Load and run a built package. Needs only TVM's runtime and NumPy: no torch, no compiler.
+
+A package is a folder with ``model.so`` (the exported Relax VM executable, weights inside),
+``metadata.json`` and ``example_inputs.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TvmcompError
+
+LIBRARY = "model.so"
+METADATA = "metadata.json"
+EXAMPLE_INPUTS = "example_inputs.npz"
+
+
+def set_num_threads(threads: int) -> None:
+    """Size TVM's CPU thread pool (0: TVM's default, one per physical core)."""
+    import tvm_ffi
+
+    tvm_ffi.get_global_func("runtime.config_threadpool")(1, int(threads))
+
+
+def read_metadata(path: str | Path) -> dict:
+    path = Path(path)
+    meta_file = path / METADATA
+    if not path.is_dir():
+        raise TvmcompError(f"package not found: {path} is not a folder (build one with `tvmcomp build`)")
+    if not meta_file.is_file():
+        raise TvmcompError(f"{path} is not a tvmcomp package: it has no {METADATA}")
+    try:
+        return json.loads(meta_file.read_text())
+    except json.JSONDecodeError as err:
+        raise TvmcompError(f"{meta_file} is corrupt: {err}") from None
+
+
+class Package:
+    """A loaded package: ``run(**inputs)`` returns the outputs as a list of NumPy arrays."""
+
+    def __init__(self, path: str | Path, device=None, module=None):
+        import tvm
+        from tvm import relax
+
+        self.path = Path(path)
+        self.metadata = read_metadata(self.path)
+        self.inputs = self.metadata["inputs"]
+        self.output_names = self.metadata["outputs"]
+        if module is None:
+            library = self.path / LIBRARY
+            if not library.is_file():
+                raise TvmcompError(f"{self.path} has no {LIBRARY}")
+            module = tvm.runtime.load_module(str(library))
+        self.device = device if device is not None else tvm.device(self.metadata["target"]["device"], 0)
+        self.vm = relax.VirtualMachine(module, self.device)
+
+    def example_inputs(self) -> dict[str, np.ndarray]:
+        with np.load(self.path / EXAMPLE_INPUTS) as data:
+            return {name: data[name] for name in data.files}
+
+    def device_inputs(self, inputs: dict[str, np.ndarray]) -> list:
+        """Check names, shapes and dtypes against the package, then copy to the device."""
+        import tvm
+
+        expected = [spec["name"] for spec in self.inputs]
+        unknown = sorted(set(inputs) - set(expected))
+        missing = [name for name in expected if name not in inputs]
+        if unknown or missing:
+            raise TvmcompError(f"inputs must be exactly {expected}; missing {missing}, unexpected {unknown}")
+        arrays = []
+        for spec in self.inputs:
+            value = np.asarray(inputs[spec["name"]])
+            if list(value.shape) != list(spec["shape"]):
+                raise TvmcompError(
+                    f"input '{spec['name']}' has shape {list(value.shape)}, "
+                    f"but the package was built for {spec['shape']} (rebuild with the shape you need)"
+                )
+            if str(value.dtype) != spec["dtype"]:
+                if not np.can_cast(value.dtype, spec["dtype"], casting="same_kind"):
+                    raise TvmcompError(f"input '{spec['name']}' has dtype {value.dtype}, expected {spec['dtype']}")
+                value = value.astype(spec["dtype"])
+            arrays.append(tvm.runtime.tensor(np.ascontiguousarray(value), self.device))
+        return arrays
+
+    def run(self, **inputs) -> list[np.ndarray]:
+        result = self.vm["main"](*self.device_inputs(inputs))
+        return [t.numpy() for t in flatten_outputs(result)]
+
+    def time(self, inputs: dict[str, np.ndarray], number: int, repeat: int, min_repeat_ms: int = 0):
+        """TVM's time_evaluator over ``main``: seconds per run, one entry per repeat."""
+        timer = self.vm.time_evaluator("main", self.device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+        return list(timer(*self.device_inputs(inputs)).results)
+
+
+def flatten_outputs(result) -> list:
+    if hasattr(result, "numpy"):
+        return [result]
+    flat = []
+    for item in result:
+        flat.extend(flatten_outputs(item))
+    return flat
+
+
+def load(path: str | Path) -> Package:
+    """Load a package built by ``tvmcomp build``."""
+    return Package(path)

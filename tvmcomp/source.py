@@ -1,0 +1,69 @@
+"""What the user named with ``--model``: a bundled model or a file, imported with example inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TvmcompError
+from .frontend import ImportedModel, TensorSpec, import_file, import_torch
+
+
+@dataclass
+class ModelSource:
+    name: str  # registry name or file path, as recorded in the package metadata
+    imported: ImportedModel
+    example_inputs: dict[str, np.ndarray]
+    torch_module: object | None = None  # the float reference, when the source is PyTorch
+
+
+def _parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
+    shapes = {}
+    for spec in specs or []:
+        name, sep, dims = spec.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            shapes[name.strip()] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            raise TvmcompError(f"--input-shape '{spec}' is not NAME=D1,D2,... (e.g. input_ids=1,128)") from None
+    return shapes
+
+
+def synthetic_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic inputs for a user's file: small non-negative ints (ids, masks) or N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in specs:
+        if spec.dtype.startswith(("int", "uint")):
+            inputs[spec.name] = rng.integers(0, 2 if "mask" in spec.name else 100, spec.shape).astype(spec.dtype)
+        elif spec.dtype == "bool":
+            inputs[spec.name] = np.ones(spec.shape, dtype=bool)
+        else:
+            inputs[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+    return inputs
+
+
+def load_source(model: str, batch: int | None = None, seq_len: int | None = None, input_shapes: list[str] | None = None) -> ModelSource:
+    """Import ``model`` (a registry name or a .onnx/.pt2 path) with its example inputs."""
+    from .models import get_model, model_names
+
+    looks_like_file = Path(model).suffix.lower() in (".onnx", ".pt2") or "/" in model
+    if not looks_like_file:
+        if model not in model_names():
+            get_model(model)  # raises the "unknown model" error listing the registry
+        entry = get_model(model)
+        example = entry.make_inputs(batch or entry.default_batch, seq_len or entry.default_seq_len)
+        module = entry.load_torch()
+        return ModelSource(model, import_torch(module, example, list(entry.output_names)), example, module)
+    if batch or seq_len:
+        raise TvmcompError("--batch/--seq-len apply to bundled models; for a file use --input-shape NAME=D1,D2,...")
+    imported = import_file(model, _parse_input_shapes(input_shapes))
+    torch_module = None
+    if Path(model).suffix.lower() == ".pt2":
+        import torch
+
+        torch_module = torch.export.load(model).module()
+    return ModelSource(str(model), imported, synthetic_inputs(imported.inputs), torch_module)

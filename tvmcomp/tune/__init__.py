@@ -1,0 +1,116 @@
+"""Auto-scheduling with MetaSchedule and its XGBoost cost model.
+
+Records live in a JSON database per target under ``schedules/<target key>/`` (committed for the
+machines we tune on), so a build finds its schedules without tuning again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TvmcompError
+from ..targets import TargetSpec
+
+SCHEDULES_DIR = Path(os.environ.get("TVMCOMP_SCHEDULES", Path(__file__).resolve().parents[2] / "schedules"))
+
+
+def database_dir(target: TargetSpec) -> Path:
+    return SCHEDULES_DIR / target.schedule_key
+
+
+def open_database(target: TargetSpec):
+    from tvm.s_tir import meta_schedule as ms
+
+    path = database_dir(target)
+    path.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(work_dir=str(path), module_equality="structural")
+
+
+def extract_tasks(fused_mod, target: TargetSpec):
+    from tvm.s_tir import meta_schedule as ms
+
+    return [t for t in ms.relax_integration.extract_tasks(fused_mod, target.tvm_target()) if t.dispatched]
+
+
+def tasks_without_records(tasks, database, target: TargetSpec) -> list:
+    tvm_target = target.tvm_target()
+    return [
+        t for t in tasks
+        if database.query_tuning_record(t.dispatched[0], tvm_target, t.task_name) is None
+    ]
+
+
+@dataclass
+class TuneResult:
+    tasks: int
+    trials: int
+    database: Path
+    interrupted: bool = False
+
+
+def tune(
+    fused_mod,
+    target: TargetSpec,
+    total_trials: int,
+    trials_per_task: int | None = None,
+    only_missing: bool = False,
+    builder=None,
+    runner=None,
+    stream=None,
+) -> TuneResult:
+    """Tune the kernels of ``fused_mod`` (see :func:`tvmcomp.lowering.fuse_for_tuning`).
+
+    ``only_missing`` restricts tuning to kernels with no record yet. Records are committed to the
+    database as they are measured, so an interrupted tune (Ctrl-C) keeps what it found.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    from .builder import fast_local_builder
+    from .progress import make_progress_callback
+
+    stream = stream or sys.stderr
+    database = open_database(target)
+    tasks = extract_tasks(fused_mod, target)
+    if only_missing:
+        tasks = tasks_without_records(tasks, database, target)
+    if not tasks:
+        return TuneResult(tasks=0, trials=0, database=database_dir(target))
+    if total_trials <= 0:
+        raise TvmcompError("--trials must be a positive number of measurement trials")
+    trials_per_task = trials_per_task or max(16, -(-total_trials // len(tasks)))
+    cores = int(target.tvm_config.get("num-cores", os.cpu_count() or 1))
+    work_dir = database_dir(target) / "logs"
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, work_dir=str(work_dir), num_threads=cores
+    )
+    names = [t.task_name for t in tasks]
+    print(
+        f"[tune] {len(tasks)} kernels, {total_trials} trials (at most {trials_per_task} each), "
+        f"target {target.schedule_key}, records -> {database_dir(target)}",
+        file=stream,
+        flush=True,
+    )
+    callbacks = ms.MeasureCallback.create("default") + [make_progress_callback(total_trials, names, weights, stream)]
+    interrupted = False
+    try:
+        ms.tune.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=str(work_dir),
+            max_trials_global=total_trials,
+            max_trials_per_task=trials_per_task,
+            num_trials_per_iter=min(64, trials_per_task),
+            builder=builder or fast_local_builder(max_workers=cores),
+            runner=runner or "local",
+            database=database,
+            cost_model="xgb",
+            measure_callbacks=callbacks,
+            task_scheduler="gradient",
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\n[tune] interrupted: records measured so far are kept in {database_dir(target)}", file=stream)
+    return TuneResult(tasks=len(tasks), trials=total_trials, database=database_dir(target), interrupted=interrupted)
