@@ -70,8 +70,10 @@ class TargetSpec:
     @property
     def schedule_key(self) -> str:
         """Folder name under ``schedules/``: records are only valid for the CPU they were tuned on."""
-        mcpu = self.tvm_config.get("mcpu") or self.tvm_config.get("arch")
-        return f"{self.name}-{mcpu}" if mcpu and mcpu not in self.name else self.name
+        chip = str(self.tvm_config.get("mcpu") or self.tvm_config.get("arch") or "")
+        if not chip or chip.replace("_", "") in self.name.replace("_", ""):
+            return self.name
+        return f"{self.name}-{chip}"
 
     @property
     def is_cross(self) -> bool:

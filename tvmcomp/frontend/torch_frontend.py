@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ def from_exported_program(program, output_names: list[str] | None = None, source
     from tvm.relax.frontend.torch import from_exported_program as tvm_from_ep
 
     try:
-        mod = tvm_from_ep(program, keep_params_as_input=True)
+        with warnings.catch_warnings():  # torch's pytree deprecation noise, not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
+            mod = tvm_from_ep(program, keep_params_as_input=True)
     except AssertionError as err:
         match = re.search(r"Unsupported function types \[(.*)\]", str(err))
         if not match:

@@ -6,6 +6,7 @@ machines we tune on), so a build finds its schedules without tuning again.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ from pathlib import Path
 from ..errors import TvmcompError
 from ..targets import TargetSpec
 
-SCHEDULES_DIR = Path(os.environ.get("TVMCOMP_SCHEDULES", Path(__file__).resolve().parents[2] / "schedules"))
+COMMITTED_SCHEDULES = Path(__file__).resolve().parents[2] / "schedules"
 
 
 def database_dir(target: TargetSpec) -> Path:
-    return SCHEDULES_DIR / target.schedule_key
+    """``$TVMCOMP_SCHEDULES/<key>`` if set (tests, users keeping records elsewhere), else ``schedules/<key>``."""
+    return Path(os.environ.get("TVMCOMP_SCHEDULES") or COMMITTED_SCHEDULES) / target.schedule_key
 
 
 def open_database(target: TargetSpec):
@@ -69,9 +71,11 @@ def tune(
     from tvm.s_tir import meta_schedule as ms
 
     from .builder import fast_local_builder
-    from .progress import make_progress_callback
+    from .progress import TuningProgress
 
     stream = stream or sys.stderr
+    # MetaSchedule echoes its per-task tables to stdout; keep them in its log files only.
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     database = open_database(target)
     tasks = extract_tasks(fused_mod, target)
     if only_missing:
@@ -80,7 +84,11 @@ def tune(
         return TuneResult(tasks=0, trials=0, database=database_dir(target))
     if total_trials <= 0:
         raise TvmcompError("--trials must be a positive number of measurement trials")
-    trials_per_task = trials_per_task or max(16, -(-total_trials // len(tasks)))
+    # Each round gives every kernel its fair share, so even a small budget reaches all kernels; a kernel
+    # may take up to twice that, spending what small kernels (one-candidate design spaces) leave.
+    fair_share = -(-total_trials // len(tasks))
+    trials_per_task = trials_per_task or min(total_trials, max(fair_share, min(64, 2 * fair_share)))
+    trials_per_iter = min(64, fair_share, trials_per_task)
     cores = int(target.tvm_config.get("num-cores", os.cpu_count() or 1))
     work_dir = database_dir(target) / "logs"
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
@@ -93,7 +101,8 @@ def tune(
         file=stream,
         flush=True,
     )
-    callbacks = ms.MeasureCallback.create("default") + [make_progress_callback(total_trials, names, weights, stream)]
+    progress = TuningProgress(total_trials, names, weights, stream)
+    callbacks = ms.MeasureCallback.create("default") + [progress.measure_callback()]
     interrupted = False
     try:
         ms.tune.tune_tasks(
@@ -102,8 +111,8 @@ def tune(
             work_dir=str(work_dir),
             max_trials_global=total_trials,
             max_trials_per_task=trials_per_task,
-            num_trials_per_iter=min(64, trials_per_task),
-            builder=builder or fast_local_builder(max_workers=cores),
+            num_trials_per_iter=trials_per_iter,
+            builder=builder or fast_local_builder(max_workers=cores, on_batch=progress.on_build_batch),
             runner=runner or "local",
             database=database,
             cost_model="xgb",

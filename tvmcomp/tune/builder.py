@@ -1,4 +1,4 @@
-"""A MetaSchedule builder whose workers start in seconds.
+"""A MetaSchedule builder whose workers start in seconds, and that reports each batch it builds.
 
 MetaSchedule's default build function imports ``tvm.s_tir.tensor_intrin`` in every fresh worker
 process: about a minute on a 2-core machine (the CUDA intrinsics alone take most of it), so with the
@@ -8,6 +8,8 @@ needed to compile them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 
 def build_candidate(mod, target, _params):
@@ -19,7 +21,16 @@ def build_candidate(mod, target, _params):
     return tvm_build(mod, target=target)
 
 
-def fast_local_builder(max_workers: int, timeout_sec: float = 120.0):
+def fast_local_builder(max_workers: int, on_batch: Callable[[int], None] | None = None, timeout_sec: float = 120.0):
+    """A LocalBuilder using :func:`build_candidate`; ``on_batch(n)`` is called before each batch."""
+    from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.builder.LocalBuilder(max_workers=max_workers, timeout_sec=timeout_sec, f_build=build_candidate)
+    @derived_object
+    class FastLocalBuilder(ms.builder.LocalBuilder._cls):
+        def build(self, build_inputs):
+            if on_batch is not None:
+                on_batch(len(build_inputs))
+            return super().build(build_inputs)
+
+    return FastLocalBuilder(max_workers=max_workers, timeout_sec=timeout_sec, f_build=build_candidate)

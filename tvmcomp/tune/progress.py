@@ -1,4 +1,5 @@
-"""A one-line-per-batch progress display for MetaSchedule tuning."""
+"""Progress display for MetaSchedule tuning: a line per batch sent to the builder, and a line per
+batch of measurements (trials done, best total kernel latency so far, time left)."""
 
 from __future__ import annotations
 
@@ -11,40 +12,52 @@ def _fmt_secs(secs: float) -> str:
     return f"{secs // 60}m{secs % 60:02d}s" if secs >= 60 else f"{secs}s"
 
 
-def make_progress_callback(total_trials: int, task_names: list[str], task_weights: list[float], stream=None):
-    """A MeasureCallback printing trials done, tasks touched, best model latency so far, time left."""
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.ir.utils import derived_object
+class TuningProgress:
+    def __init__(self, total_trials: int, task_names: list[str], task_weights: list[float], stream=None):
+        self.total_trials = total_trials
+        self.task_names = task_names
+        self.task_weights = task_weights
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self.sent = 0
+        self.measured = 0
+        self.failed = 0
+        self.best: dict[int, float] = {}
 
-    stream = stream or sys.stderr
+    def _print(self, text: str) -> None:
+        print(f"[tune] {text} | elapsed {_fmt_secs(time.monotonic() - self.started)}", file=self.stream, flush=True)
 
-    @derived_object
-    class TuningProgress(ms.measure_callback.PyMeasureCallback):
-        def __init__(self):
-            super().__init__()
-            self.started = time.monotonic()
-            self.trials = 0
-            self.failed = 0
-            self.best: dict[int, float] = {}
+    def on_build_batch(self, candidates: int) -> None:
+        self.sent += candidates
+        self._print(f"building {candidates:>3} candidates ({self.sent}/{self.total_trials} trials sent)")
 
-        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-            self.trials += len(runner_results)
-            for build, run in zip(builder_results, runner_results):
-                if build.error_msg is not None or run.error_msg is not None or not run.run_secs:
-                    self.failed += 1
-                    continue
-                secs = sum(float(s) for s in run.run_secs) / len(run.run_secs)
-                self.best[task_id] = min(self.best.get(task_id, float("inf")), secs)
-            elapsed = time.monotonic() - self.started
-            left = elapsed / self.trials * max(total_trials - self.trials, 0) if self.trials else 0.0
-            tuned = sum(task_weights[i] * secs for i, secs in self.best.items())
-            print(
-                f"[tune] {self.trials:>5}/{total_trials} trials | tasks with a schedule "
-                f"{len(self.best)}/{len(task_names)} | last: {task_names[task_id][:40]:<40} "
-                f"| best kernels total {tuned * 1e3:8.3f} ms | failed {self.failed} "
-                f"| elapsed {_fmt_secs(elapsed)}, left ~{_fmt_secs(left)}",
-                file=stream,
-                flush=True,
-            )
+    def on_measured(self, task_id: int, builder_results, runner_results) -> None:
+        self.measured += len(runner_results)
+        for build, run in zip(builder_results, runner_results):
+            if build.error_msg is not None or run.error_msg is not None or not run.run_secs:
+                self.failed += 1
+                continue
+            secs = sum(float(s) for s in run.run_secs) / len(run.run_secs)
+            self.best[task_id] = min(self.best.get(task_id, float("inf")), secs)
+        elapsed = time.monotonic() - self.started
+        left = elapsed / self.measured * max(self.total_trials - self.measured, 0)
+        total_ms = sum(self.task_weights[i] * secs for i, secs in self.best.items()) * 1e3
+        self._print(
+            f"measured {self.measured:>4}/{self.total_trials} | kernels scheduled {len(self.best)}/{len(self.task_names)} "
+            f"| {self.task_names[task_id][:36]:<36} | sum of best kernels {total_ms:8.3f} ms "
+            f"| failed {self.failed} | left ~{_fmt_secs(left)}"
+        )
 
-    return TuningProgress()
+    def measure_callback(self):
+        """This display as a MetaSchedule MeasureCallback."""
+        from tvm.ir.utils import derived_object
+        from tvm.s_tir import meta_schedule as ms
+
+        progress = self
+
+        @derived_object
+        class ProgressCallback(ms.measure_callback.PyMeasureCallback):
+            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+                progress.on_measured(task_id, builder_results, runner_results)
+
+        return ProgressCallback()

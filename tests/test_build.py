@@ -1,0 +1,96 @@
+"""Build -> package on disk -> tvmcomp.load -> outputs equal PyTorch's; records are reused."""
+
+import json
+
+import numpy as np
+import pytest
+
+import tvmcomp
+from conftest import max_abs_diff
+from models_for_tests import mlp_source
+from tvmcomp import build as build_module
+from tvmcomp.build import build
+from tvmcomp.errors import TvmcompError
+from tvmcomp.frontend.torch_frontend import torch_reference
+from tvmcomp.targets import resolve_target
+from tvmcomp.tune import database_dir
+
+
+def _record_count(target):
+    path = database_dir(target) / "database_tuning_record.json"
+    return sum(1 for _ in path.open()) if path.exists() else 0
+
+
+def test_build_tunes_missing_kernels_then_reuses_records(empty_schedules, tmp_path):
+    source, target = mlp_source(), resolve_target("x86")
+    first = build(source, target, tmp_path / "first", trials=12)
+    assert first.tuned_now == first.metadata["kernels"] >= 2
+    assert first.metadata["untuned_kernels"] == 0
+    records = _record_count(target)
+    assert records >= first.metadata["kernels"]
+
+    second = build(source, target, tmp_path / "second", trials=12)
+    assert second.tuned_now == 0 and second.metadata["untuned_kernels"] == 0
+    assert _record_count(target) == records  # nothing was measured again
+
+    package = tvmcomp.load(tmp_path / "second")
+    (out,) = package.run(**source.example_inputs)
+    assert max_abs_diff([out], torch_reference(source.torch_module, source.example_inputs)) <= 1e-4
+
+
+def test_package_contents_and_metadata(empty_schedules, tmp_path):
+    result = build(mlp_source(), resolve_target("x86"), tmp_path / "pkg", allow_untuned=True)
+    files = sorted(p.name for p in (tmp_path / "pkg").iterdir())
+    assert files == ["example_inputs.npz", "metadata.json", "model.so"]
+    meta = json.loads((tmp_path / "pkg" / "metadata.json").read_text())
+    assert meta == result.metadata
+    assert meta["inputs"] == [{"name": "x", "shape": [8, 64], "dtype": "float32"}]
+    assert meta["outputs"] == ["output_0"] and meta["variant"] == "none"
+    assert meta["target"]["tvm"]["kind"] == "llvm" and meta["tvm_version"].startswith("0.27")
+    assert meta["library_bytes"] == (tmp_path / "pkg" / "model.so").stat().st_size
+    # the weights (64x128 + 128x64 float32 = 64 KiB) are inside the library
+    assert meta["library_bytes"] > meta["weight_bytes"] == (64 * 128 + 128 + 128 * 64 + 64) * 4
+    assert len(meta["model_hash"]) == 16
+
+
+def test_no_records_is_an_error_that_says_how_to_tune(empty_schedules, tmp_path):
+    with pytest.raises(TvmcompError, match=r"no tuning records.*tvmcomp tune --model mlp --target x86"):
+        build(mlp_source(), resolve_target("x86"), tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_failed_build_leaves_nothing_behind(empty_schedules, tmp_path, monkeypatch):
+    def broken_export(*_args, **_kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(build_module, "export_library", broken_export)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build(mlp_source(), resolve_target("x86"), tmp_path / "pkg", allow_untuned=True)
+    assert list(tmp_path.iterdir()) == [empty_schedules]
+
+
+def test_build_refuses_to_overwrite_a_non_package(empty_schedules, tmp_path):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    with pytest.raises(TvmcompError, match="not a tvmcomp package"):
+        build(mlp_source(), resolve_target("x86"), tmp_path / "precious", allow_untuned=True)
+
+
+def test_runtime_checks_input_names_shapes_dtypes(empty_schedules, tmp_path):
+    build(mlp_source(), resolve_target("x86"), tmp_path / "pkg", allow_untuned=True)
+    package = tvmcomp.load(tmp_path / "pkg")
+    with pytest.raises(TvmcompError, match=r"input 'x' has shape \[8, 32\], but the package was built for \[8, 64\]"):
+        package.run(x=np.zeros((8, 32), np.float32))
+    with pytest.raises(TvmcompError, match=r"missing \['x'\], unexpected \['y'\]"):
+        package.run(y=np.zeros((8, 64), np.float32))
+    with pytest.raises(TvmcompError, match="dtype complex64"):
+        package.run(x=np.zeros((8, 64), np.complex64))
+    (out,) = package.run(x=np.ones((8, 64), np.float64))  # safe cast to float32
+    assert out.shape == (8, 64) and out.dtype == np.float32
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(TvmcompError, match="package not found"):
+        tvmcomp.load(tmp_path / "nope")
+    with pytest.raises(TvmcompError, match="has no metadata.json"):
+        tvmcomp.load(tmp_path)

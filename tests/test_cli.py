@@ -1,0 +1,108 @@
+"""Every user error: one line on stderr naming the problem, exit status 2."""
+
+import subprocess
+import sys
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tvmcomp.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_user_error(capsys, argv, pattern):
+    code, _out, err = run_cli(capsys, *argv)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tvmcomp: error: "), err
+    assert pattern in lines[0], lines[0]
+
+
+def test_missing_model_file(capsys, tmp_path):
+    assert_user_error(capsys, ["build", "--model", str(tmp_path / "bert.onnx"), "-o", str(tmp_path / "o")],
+                      f"model file not found: {tmp_path / 'bert.onnx'}")
+
+
+def test_model_path_is_a_folder(capsys, tmp_path):
+    (tmp_path / "dir.onnx").mkdir()
+    assert_user_error(capsys, ["build", "--model", str(tmp_path / "dir.onnx"), "-o", str(tmp_path / "o")], "is not a file")
+
+
+def test_corrupt_onnx_file(capsys, tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
+    assert_user_error(capsys, ["build", "--model", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "o")], "is not a readable ONNX file")
+
+
+def test_unsupported_onnx_operator_is_named(capsys, tmp_path):
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], domain="ai.example")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.example", 1)]),
+              str(tmp_path / "m.onnx"))
+    assert_user_error(capsys, ["build", "--model", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o")], "NoSuchOp")
+
+
+def test_unknown_target_lists_presets(capsys, tmp_path):
+    assert_user_error(capsys, ["build", "--target", "riscv", "-o", str(tmp_path / "o")],
+                      "unknown target 'riscv'; presets: arm, cuda, cuda-sm80, cuda-sm90, x86")
+
+
+def test_unknown_model_lists_registry(capsys, tmp_path):
+    assert_user_error(capsys, ["build", "--model", "gpt5", "-o", str(tmp_path / "o")], "unknown model 'gpt5'; bundled models: minilm")
+
+
+def test_input_shape_names_an_unknown_input(capsys, tmp_path):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx"))
+    assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "--input-shape", "input_ids=1,128",
+                               "-o", str(tmp_path / "o")], "the ONNX inputs are ['x']")
+    assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "--input-shape", "x=1,four",
+                               "-o", str(tmp_path / "o")], "is not NAME=D1,D2")
+
+
+def test_no_tuning_records_says_how_to_tune(capsys, tmp_path, empty_schedules):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx"))
+    assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "-o", str(tmp_path / "o")],
+                      "have no tuning records for target")
+
+
+def test_unknown_quant_scheme(capsys, tmp_path):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx"))
+    assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "--quant", "int3", "-o", str(tmp_path / "o")],
+                      "unknown quantization scheme 'int3'")
+
+
+def test_bench_missing_package(capsys, tmp_path):
+    assert_user_error(capsys, ["bench", str(tmp_path / "nothing")], "package not found")
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tvmcomp.cli", "build", "--target", "tpu", "-o", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "unknown target 'tpu'" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["build", "tune", "bench", "targets", "models"])
+def test_help_teaches_each_command(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tvmcomp " + command)
+    if command in ("build", "tune", "bench"):
+        assert "example: tvmcomp " + command in out
