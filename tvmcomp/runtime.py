@@ -20,9 +20,9 @@ EXAMPLE_INPUTS = "example_inputs.npz"
 
 def set_num_threads(threads: int) -> None:
     """Size TVM's CPU thread pool (0: TVM's default, one per physical core)."""
-    import tvm_ffi
+    import tvm  # loads the runtime library that registers the thread-pool function
 
-    tvm_ffi.get_global_func("runtime.config_threadpool")(1, int(threads))
+    tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
 
 
 def read_metadata(path: str | Path) -> dict:

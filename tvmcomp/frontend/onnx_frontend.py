@@ -62,18 +62,20 @@ def from_onnx_file(path: Path, input_shapes: dict[str, list[int]] | None = None)
     except Exception as err:
         raise TvmcompError(f"{path} is not a readable ONNX file: {err}") from None
     input_shapes = dict(input_shapes or {})
+    graph_inputs = _graph_inputs(model)
+    unknown = sorted(set(input_shapes) - {name for name, _, _ in graph_inputs})
+    if unknown:
+        raise TvmcompError(
+            f"--input-shape names {unknown}, but the ONNX inputs are {sorted(name for name, _, _ in graph_inputs)}"
+        )
     shape_dict, dtype_dict = {}, {}
-    for name, dims, dtype in _graph_inputs(model):
-        shape = input_shapes.pop(name, dims)
+    for name, dims, dtype in graph_inputs:
+        shape = input_shapes.get(name, dims)
         if any(not isinstance(d, int) or d <= 0 for d in shape):
             raise TvmcompError(
                 f"ONNX input '{name}' has dynamic shape {dims}; give it with --input-shape {name}=1,128"
             )
         shape_dict[name], dtype_dict[name] = list(shape), dtype
-    if input_shapes:
-        raise TvmcompError(
-            f"--input-shape names {sorted(input_shapes)}, but the ONNX inputs are {sorted(shape_dict)}"
-        )
     model = fold_constant_of_shape(model)
     printed = io.StringIO()
     try:

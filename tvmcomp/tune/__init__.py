@@ -72,6 +72,7 @@ def tune(
 
     from .builder import fast_local_builder
     from .progress import TuningProgress
+    from .runner import safe_local_runner
 
     stream = stream or sys.stderr
     # MetaSchedule echoes its per-task tables to stdout; keep them in its log files only.
@@ -84,11 +85,12 @@ def tune(
         return TuneResult(tasks=0, trials=0, database=database_dir(target))
     if total_trials <= 0:
         raise TvmcompError("--trials must be a positive number of measurement trials")
-    # Each round gives every kernel its fair share, so even a small budget reaches all kernels; a kernel
-    # may take up to twice that, spending what small kernels (one-candidate design spaces) leave.
+    # The first round gives every kernel its fair share, so even a small budget reaches all of them.
+    # Most kernels (reshapes, elementwise) have one-candidate design spaces and finish at once; the
+    # gradient scheduler then spends the rest on the kernels that still improve (GEMMs), up to 64 each.
     fair_share = -(-total_trials // len(tasks))
-    trials_per_task = trials_per_task or min(total_trials, max(fair_share, min(64, 2 * fair_share)))
-    trials_per_iter = min(64, fair_share, trials_per_task)
+    trials_per_iter = min(32, fair_share)
+    trials_per_task = trials_per_task or min(total_trials, max(64, fair_share))
     cores = int(target.tvm_config.get("num-cores", os.cpu_count() or 1))
     work_dir = database_dir(target) / "logs"
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
@@ -111,9 +113,9 @@ def tune(
             work_dir=str(work_dir),
             max_trials_global=total_trials,
             max_trials_per_task=trials_per_task,
-            num_trials_per_iter=trials_per_iter,
+            num_trials_per_iter=min(trials_per_iter, trials_per_task),
             builder=builder or fast_local_builder(max_workers=cores, on_batch=progress.on_build_batch),
-            runner=runner or "local",
+            runner=runner or safe_local_runner(),
             database=database,
             cost_model="xgb",
             measure_callbacks=callbacks,

@@ -29,7 +29,7 @@ def fast_local_builder(max_workers: int, on_batch: Callable[[int], None] | None 
     @derived_object
     class FastLocalBuilder(ms.builder.LocalBuilder._cls):
         def build(self, build_inputs):
-            if on_batch is not None:
+            if on_batch is not None and build_inputs:
                 on_batch(len(build_inputs))
             return super().build(build_inputs)
 

@@ -1,0 +1,33 @@
+"""Measurement inputs that every kernel can run on.
+
+MetaSchedule's runners fill every argument with random values. For gather kernels (embedding
+``take``, ``index_tensor``) random int64 indices are out of bounds and the candidate crashes, so
+those kernels never get a record. Integer arguments of a kernel are indices, ids or masks, for
+which zero is always valid; floats stay random, as their values do not change a kernel's speed.
+"""
+
+from __future__ import annotations
+
+
+def alloc_measure_arguments(device, args_info, alloc_repeat):
+    """``f_alloc_argument`` for MetaSchedule runners: zeros for integer/bool tensors, random floats."""
+    import numpy as np
+    import tvm
+    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
+
+    random_fill = tvm.get_global_func("tvm.contrib.random.random_fill_for_measure")
+
+    def fill(tensor):
+        dtype = str(tensor.dtype)
+        if dtype.startswith(("int", "uint", "bool")):
+            tensor.copyfrom(np.zeros(tuple(tensor.shape), dtype=dtype))
+        else:
+            random_fill(tensor)
+
+    return alloc_argument_common(fill, device, args_info, alloc_repeat)
+
+
+def safe_local_runner():
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.runner.LocalRunner(f_alloc_argument=alloc_measure_arguments)
