@@ -10,6 +10,14 @@ from onnx import TensorProto, helper
 from tvmcomp.cli import main
 
 
+def relu_onnx(path):
+    """A one-node ONNX model, y = relu(x) with x of shape [1, 4]."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
 def run_cli(capsys, *argv):
     code = main(list(argv))
     captured = capsys.readouterr()
@@ -58,10 +66,7 @@ def test_unknown_model_lists_registry(capsys, tmp_path):
 
 
 def test_input_shape_names_an_unknown_input(capsys, tmp_path):
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx"))
+    relu_onnx(tmp_path / "r.onnx")
     assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "--input-shape", "input_ids=1,128",
                                "-o", str(tmp_path / "o")], "the ONNX inputs are ['x']")
     assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "--input-shape", "x=1,four",
@@ -69,19 +74,13 @@ def test_input_shape_names_an_unknown_input(capsys, tmp_path):
 
 
 def test_no_tuning_records_says_how_to_tune(capsys, tmp_path, empty_schedules):
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx"))
+    relu_onnx(tmp_path / "r.onnx")
     assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "-o", str(tmp_path / "o")],
                       "have no tuning records for target")
 
 
 def test_unknown_quant_scheme(capsys, tmp_path):
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx"))
+    relu_onnx(tmp_path / "r.onnx")
     assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "--quant", "int3", "-o", str(tmp_path / "o")],
                       "unknown quantization scheme 'int3'")
 

@@ -1,0 +1,57 @@
+"""The bundled default model: both import paths and the built package reproduce PyTorch."""
+
+import numpy as np
+import pytest
+import torch
+
+import tvmcomp
+from conftest import max_abs_diff, run_imported
+from tvmcomp.cli import main
+from tvmcomp.frontend import import_file
+from tvmcomp.frontend.torch_frontend import torch_reference
+from tvmcomp.source import load_source
+from tvmcomp.targets import resolve_target
+from tvmcomp.tune import COMMITTED_SCHEDULES
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_source("minilm")
+
+
+def test_minilm_inputs_are_real_tokenized_text(minilm):
+    ids, mask = minilm.example_inputs["input_ids"], minilm.example_inputs["attention_mask"]
+    assert ids.shape == mask.shape == (1, 128) and ids.dtype == np.int64
+    assert ids[0, 0] == 101 and 5 < mask.sum() < 128  # [CLS] first, then padding
+
+
+def test_minilm_torch_import_matches_pytorch(minilm):
+    reference = torch_reference(minilm.torch_module, minilm.example_inputs)
+    assert max_abs_diff(run_imported(minilm.imported, minilm.example_inputs), reference) <= TOL
+
+
+def test_minilm_onnx_import_matches_pytorch(minilm, tmp_path):
+    path = tmp_path / "minilm.onnx"
+    args = tuple(torch.from_numpy(v) for v in minilm.example_inputs.values())
+    torch.onnx.export(minilm.torch_module, args, str(path), input_names=list(minilm.example_inputs),
+                      output_names=["last_hidden_state"], dynamo=True, verbose=False)
+    imported = import_file(path)
+    reference = torch_reference(minilm.torch_module, minilm.example_inputs)
+    assert max_abs_diff(run_imported(imported, minilm.example_inputs), reference) <= TOL
+
+
+def test_minilm_build_uses_committed_records_and_matches_pytorch(minilm, tmp_path, capsys):
+    target = resolve_target("x86")
+    committed = (COMMITTED_SCHEDULES / target.schedule_key / "database_tuning_record.json").exists()
+    argv = ["build", "--model", "minilm", "--target", "x86", "-o", str(tmp_path / "pkg")]
+    assert main(argv if committed else argv + ["--allow-untuned"]) == 0
+    err = capsys.readouterr().err
+    package = tvmcomp.load(tmp_path / "pkg")
+    if committed:  # this CPU was tuned for: the build must not tune, and no kernel may be untuned
+        assert "[tune]" not in err
+        assert package.metadata["untuned_kernels"] == 0
+    outputs = package.run(**minilm.example_inputs)
+    assert max_abs_diff(outputs, torch_reference(minilm.torch_module, minilm.example_inputs)) <= TOL
+    assert package.metadata["library_bytes"] > 0.95 * package.metadata["weight_bytes"] > 80e6
