@@ -56,6 +56,7 @@ class TargetSpec:
     device: str = "cpu"
     cross_compiler: str | None = None
     cross_compiler_package: str | None = None
+    tensor_intrinsics: tuple[str, ...] = ()  # submodules of tvm.s_tir.tensor_intrin the schedules may use
     extra: dict = field(default_factory=dict)
 
     def tvm_target(self):
@@ -114,8 +115,16 @@ def _from_document(name: str, doc: dict) -> TargetSpec:
         device=doc.get("device", "cuda" if doc["tvm"]["kind"] == "cuda" else "cpu"),
         cross_compiler=doc.get("cross_compiler"),
         cross_compiler_package=doc.get("cross_compiler_package"),
+        tensor_intrinsics=tuple(doc.get("tensor_intrinsics", _default_intrinsics(doc["tvm"]))),
         extra={k: v for k, v in doc.items() if k not in TargetSpec.__dataclass_fields__ and k != "tvm"},
     )
+
+
+def _default_intrinsics(tvm_config: dict) -> list[str]:
+    """For inline targets: the intrinsics of the target's architecture."""
+    if tvm_config["kind"] == "cuda":
+        return ["cuda"]
+    return ["arm_cpu"] if str(tvm_config.get("mtriple", "")).startswith("aarch64") else ["x86"]
 
 
 def _read_json(path: Path, what: str) -> dict:

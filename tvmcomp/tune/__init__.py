@@ -6,14 +6,17 @@ machines we tune on), so a build finds its schedules without tuning again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TvmcompError
 from ..targets import TargetSpec
+from .intrinsics import register_tensor_intrinsics
 
 COMMITTED_SCHEDULES = Path(__file__).resolve().parents[2] / "schedules"
 
@@ -43,6 +46,27 @@ def tasks_without_records(tasks, database, target: TargetSpec) -> list:
         t for t in tasks
         if database.query_tuning_record(t.dispatched[0], tvm_target, t.task_name) is None
     ]
+
+
+@contextlib.contextmanager
+def stop_on_ctrl_c(progress, stream):
+    """First Ctrl-C: finish the batch in flight, then stop. Second Ctrl-C: abort at once.
+
+    A KeyboardInterrupt raised inside MetaSchedule's C++ loop corrupts its state and aborts the
+    process, so the first Ctrl-C only sets a flag; the progress callback, which runs after the
+    database callback has committed a batch, then raises TuningStopped.
+    """
+
+    def request_stop(_signum, _frame):
+        progress.stop_requested = True
+        print("\n[tune] Ctrl-C: stopping after the batch in flight (Ctrl-C again to abort)", file=stream, flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -75,6 +99,7 @@ def tune(
     from .runner import safe_local_runner
 
     stream = stream or sys.stderr
+    register_tensor_intrinsics(list(target.tensor_intrinsics))
     # MetaSchedule echoes its per-task tables to stdout; keep them in its log files only.
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     database = open_database(target)
@@ -105,23 +130,26 @@ def tune(
     )
     progress = TuningProgress(total_trials, names, weights, stream)
     callbacks = ms.MeasureCallback.create("default") + [progress.measure_callback()]
-    interrupted = False
-    try:
-        ms.tune.tune_tasks(
-            tasks=contexts,
-            task_weights=weights,
-            work_dir=str(work_dir),
-            max_trials_global=total_trials,
-            max_trials_per_task=trials_per_task,
-            num_trials_per_iter=min(trials_per_iter, trials_per_task),
-            builder=builder or fast_local_builder(max_workers=cores, on_batch=progress.on_build_batch),
-            runner=runner or safe_local_runner(),
-            database=database,
-            cost_model="xgb",
-            measure_callbacks=callbacks,
-            task_scheduler="gradient",
-        )
-    except KeyboardInterrupt:
-        interrupted = True
-        print(f"\n[tune] interrupted: records measured so far are kept in {database_dir(target)}", file=stream)
+    with stop_on_ctrl_c(progress, stream):
+        try:
+            ms.tune.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(work_dir),
+                max_trials_global=total_trials,
+                max_trials_per_task=trials_per_task,
+                num_trials_per_iter=min(trials_per_iter, trials_per_task),
+                builder=builder or fast_local_builder(max_workers=cores, on_batch=progress.on_build_batch),
+                runner=runner or safe_local_runner(),
+                database=database,
+                cost_model="xgb",
+                measure_callbacks=callbacks,
+                task_scheduler="gradient",
+            )
+        except Exception:  # TuningStopped arrives re-wrapped by the FFI as a RuntimeError
+            if not progress.stop_requested:
+                raise
+    interrupted = progress.stop_requested
+    if interrupted:
+        print(f"[tune] interrupted: the records measured so far are kept in {database_dir(target)}", file=stream)
     return TuneResult(tasks=len(tasks), trials=total_trials, database=database_dir(target), interrupted=interrupted)

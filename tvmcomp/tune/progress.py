@@ -12,6 +12,10 @@ def _fmt_secs(secs: float) -> str:
     return f"{secs // 60}m{secs % 60:02d}s" if secs >= 60 else f"{secs}s"
 
 
+class TuningStopped(Exception):
+    """Raised by the progress callback, after the batch's records are committed, to end tuning."""
+
+
 class TuningProgress:
     def __init__(self, total_trials: int, task_names: list[str], task_weights: list[float], stream=None):
         self.total_trials = total_trials
@@ -23,6 +27,7 @@ class TuningProgress:
         self.measured = 0
         self.failed = 0
         self.best: dict[int, float] = {}
+        self.stop_requested = False
 
     def _print(self, text: str) -> None:
         print(f"[tune] {text} | elapsed {_fmt_secs(time.monotonic() - self.started)}", file=self.stream, flush=True)
@@ -59,5 +64,7 @@ class TuningProgress:
         class ProgressCallback(ms.measure_callback.PyMeasureCallback):
             def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
                 progress.on_measured(task_id, builder_results, runner_results)
+                if progress.stop_requested:  # raised here, between batches, where unwinding is safe
+                    raise TuningStopped()
 
         return ProgressCallback()
