@@ -1,0 +1,94 @@
+"""Quantization schemes: small registered dataclasses sharing one interface.
+
+A scheme says, for weights and for activations, how many bits, signed or not, symmetric or not,
+and at what granularity scales are kept. Adding a scheme is adding an entry to ``SCHEMES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from ..errors import TvmcompError
+
+
+class Granularity(str, Enum):
+    PER_TENSOR = "per_tensor"
+    PER_CHANNEL = "per_channel"  # one scale per output channel (weights)
+
+
+@dataclass(frozen=True)
+class TensorQuant:
+    """How one tensor is mapped to integers: ``q = clip(round(x / scale) + zero_point, qmin, qmax)``."""
+
+    bits: int
+    signed: bool
+    symmetric: bool
+    granularity: Granularity = Granularity.PER_TENSOR
+
+    @property
+    def qmin(self) -> int:
+        # Symmetric signed ranges drop -2^(b-1) so that -x is representable (int8: [-127, 127]).
+        return -(2 ** (self.bits - 1)) + int(self.symmetric) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+
+    @property
+    def dtype(self) -> str:
+        return f"{'int' if self.signed else 'uint'}{max(8, self.bits)}"
+
+    def scale_zero_point(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scale and zero point covering [lo, hi] (arrays: one entry per channel, or 0-d)."""
+        lo = np.minimum(np.asarray(lo, np.float64), 0.0)
+        hi = np.maximum(np.asarray(hi, np.float64), 0.0)
+        if self.symmetric:
+            bound = np.maximum(np.abs(lo), np.abs(hi))
+            scale = np.where(bound > 0, bound / self.qmax, 1.0)
+            zero = np.zeros_like(scale) if self.signed else np.full_like(scale, (self.qmax + 1) // 2)
+        else:
+            span = hi - lo
+            scale = np.where(span > 0, span / (self.qmax - self.qmin), 1.0)
+            zero = np.clip(np.round(self.qmin - lo / scale), self.qmin, self.qmax)
+        return scale.astype(np.float32), zero.astype(np.int32)
+
+    def quantize(self, x: np.ndarray, scale, zero_point) -> np.ndarray:
+        """The reference rounding every kernel must match: round half to even, then clip."""
+        q = np.round(np.asarray(x, np.float32) / scale) + zero_point
+        return np.clip(q, self.qmin, self.qmax).astype(self.dtype)
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    name: str
+    description: str
+    weight: TensorQuant
+    activation: TensorQuant
+    observer: str = "minmax"  # default activation observer (see observers.OBSERVERS)
+
+
+SCHEMES: dict[str, QuantScheme] = {}
+
+
+def register_scheme(scheme: QuantScheme) -> QuantScheme:
+    SCHEMES[scheme.name] = scheme
+    return scheme
+
+
+def get_scheme(name: str) -> QuantScheme:
+    if name not in SCHEMES:
+        raise TvmcompError(f"unknown quantization scheme '{name}'; available: none, {', '.join(sorted(SCHEMES))}")
+    return SCHEMES[name]
+
+
+register_scheme(
+    QuantScheme(
+        name="int8",
+        description="W8A8: symmetric per-output-channel int8 weights, asymmetric per-tensor uint8 activations",
+        weight=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
+        activation=TensorQuant(bits=8, signed=False, symmetric=False),
+    )
+)
