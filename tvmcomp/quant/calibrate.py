@@ -1,0 +1,73 @@
+"""Calibrate: run the annotated float graph on sample inputs and record each quant site's range.
+
+``tvmcomp.quant_site`` is registered here as an identity that feeds the site's observer, so the
+graph that is calibrated is the graph that is realized. The result (one scale and zero point per
+site) is plain JSON, saved with the package so that a rebuild does not recalibrate.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import TvmcompError
+from .annotate import QUANT_SITE, quant_sites
+from .observers import make_observer
+from .schemes import QuantScheme
+
+
+@dataclass(frozen=True)
+class SiteRange:
+    scale: float
+    zero_point: int
+    lo: float
+    hi: float
+
+
+def check_samples(samples: list[dict[str, np.ndarray]], input_specs) -> None:
+    if not samples:
+        raise TvmcompError("calibration needs at least one sample")
+    for i, sample in enumerate(samples):
+        for spec in input_specs:
+            value = sample.get(spec.name)
+            if value is None:
+                raise TvmcompError(f"calibration sample {i} has no input '{spec.name}'")
+            if tuple(value.shape) != tuple(spec.shape) or str(value.dtype) != spec.dtype:
+                raise TvmcompError(
+                    f"calibration sample {i}: input '{spec.name}' is {value.dtype}{list(value.shape)}, "
+                    f"the model takes {spec.dtype}{list(spec.shape)}"
+                )
+
+
+def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantScheme, observer: str | None = None,
+              stream=None) -> dict[int, SiteRange]:
+    """Activation ranges of every quant site of ``annotated_mod`` over ``samples``."""
+    import tvm
+    from tvm import relax
+
+    stream = stream or sys.stderr
+    check_samples(samples, input_specs)
+    sites = quant_sites(annotated_mod)
+    if not sites:
+        raise TvmcompError("the model has nothing to quantize: no Linear/matmul layer with a constant weight")
+    observers = {site.index: make_observer(observer or scheme.observer) for site in sites}
+
+    def observe(tensor, index):
+        observers[int(index)].observe(tensor.numpy())
+        return tensor
+
+    tvm.register_global_func(QUANT_SITE, observe, override=True)
+    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(annotated_mod)
+    executable = tvm.compile(bound, target=tvm.target.Target({"kind": "llvm"}))
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    for i, sample in enumerate(samples):
+        vm["main"](*[tvm.runtime.tensor(sample[spec.name]) for spec in input_specs])
+        print(f"[calibrate] sample {i + 1}/{len(samples)}", file=stream, end="\r" if i + 1 < len(samples) else "\n", flush=True)
+    ranges = {}
+    for index, obs in observers.items():
+        lo, hi = obs.range(scheme.activation)
+        scale, zero = scheme.activation.scale_zero_point(lo, hi)
+        ranges[index] = SiteRange(float(scale), int(zero), float(lo), float(hi))
+    return ranges
