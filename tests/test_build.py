@@ -48,8 +48,8 @@ def test_package_contents_and_metadata(empty_schedules, tmp_path):
     assert meta["outputs"] == ["output_0"] and meta["variant"] == "none"
     assert meta["target"]["tvm"]["kind"] == "llvm" and meta["tvm_version"].startswith("0.27")
     assert meta["library_bytes"] == (tmp_path / "pkg" / "model.so").stat().st_size
-    # the weights (64x128 + 128x64 float32 = 64 KiB) are inside the library
-    assert meta["library_bytes"] > meta["weight_bytes"] == (64 * 128 + 128 + 128 * 64 + 64) * 4
+    # the weights (64x512 + 512x64 float32 = 256 KiB) are inside the library
+    assert meta["library_bytes"] > meta["float_weight_bytes"] == (64 * 512 + 512 + 512 * 64 + 64) * 4
     assert len(meta["model_hash"]) == 16
 
 
@@ -94,3 +94,29 @@ def test_load_errors(tmp_path):
         tvmcomp.load(tmp_path / "nope")
     with pytest.raises(TvmcompError, match="has no metadata.json"):
         tvmcomp.load(tmp_path)
+
+
+def test_int8_build_calibrates_once_and_stores_int8_weights(empty_schedules, tmp_path, capsys):
+    target = resolve_target("x86")
+    fp32 = build(mlp_source(), target, tmp_path / "fp32", allow_untuned=True)
+    int8 = build(mlp_source(), target, tmp_path / "int8", quant="int8", calibration_samples=8, allow_untuned=True)
+    assert "[quant] calibrating int8 on 8 samples" in capsys.readouterr().err
+    assert int8.metadata["variant"] == "int8" and (tmp_path / "int8" / "calibration.json").is_file()
+    # 64x512 + 512x64 weights: 256 KiB in fp32, 64 KiB in int8; the int8 kernels' code is ~80 KiB
+    # larger (untuned), so the library shrinks by over 100 KB only if no float weight is left in it
+    assert fp32.metadata["library_bytes"] - int8.metadata["library_bytes"] > 100_000
+
+    source = mlp_source()
+    (got,) = tvmcomp.load(tmp_path / "int8").run(**source.example_inputs)
+    (want,) = torch_reference(source.torch_module, source.example_inputs)
+    assert np.abs(got - want).max() <= 0.03 * np.abs(want).max()
+
+    build(mlp_source(), target, tmp_path / "int8", quant="int8", calibration_samples=8, allow_untuned=True)
+    assert "[quant] reusing the calibration" in capsys.readouterr().err
+
+
+def test_int8_needs_calibration_data(empty_schedules, tmp_path):
+    source = mlp_source()
+    source.entry = None  # a user's file: no bundled calibration data
+    with pytest.raises(TvmcompError, match="needs real calibration data"):
+        build(source, resolve_target("x86"), tmp_path / "pkg", quant="int8", allow_untuned=True)

@@ -20,12 +20,11 @@ import numpy as np
 from . import tune as tuning
 from .errors import TvmcompError
 from .lowering import fuse_for_tuning
+from .quant.pipeline import CALIBRATION, quantize_model
+from .quant.schemes import get_scheme
 from .runtime import EXAMPLE_INPUTS, LIBRARY, METADATA
 from .source import ModelSource
 from .targets import TargetSpec
-
-QUANT_SCHEMES = ("none",)
-
 
 @dataclass
 class BuildResult:
@@ -79,6 +78,9 @@ def build(
     quant: str = "none",
     trials: int = 0,
     allow_untuned: bool = False,
+    calibration_samples: int = 32,
+    observer: str | None = None,
+    keep_float: list[str] | None = None,
     stream=None,
 ) -> BuildResult:
     """Compile ``source`` for ``target`` into the package folder ``out_dir``.
@@ -89,14 +91,19 @@ def build(
     import tvm
 
     stream = stream or sys.stderr
-    if quant not in QUANT_SCHEMES:
-        raise TvmcompError(f"unknown quantization scheme '{quant}'; available: {', '.join(QUANT_SCHEMES)}")
+    if quant != "none":
+        get_scheme(quant)  # an unknown name fails before any work
     target.check_toolchain()
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir / METADATA).is_file():
         raise TvmcompError(f"{out_dir} exists and is not a tvmcomp package; refusing to overwrite it")
 
     started = time.monotonic()
+    digest = model_hash(source)
+    calibration = None
+    if quant != "none":
+        calibration = quantize_model(source, quant, digest, out_dir if out_dir.exists() else None,
+                                     calibration_samples, observer, keep_float, stream)
     tvm_target = target.tvm_target()
     fused = fuse_for_tuning(source.imported.bound(), tvm_target)
     database = tuning.open_database(target)
@@ -120,9 +127,11 @@ def build(
     try:
         export_library(executable, staging / LIBRARY, target)
         np.savez(staging / EXAMPLE_INPUTS, **source.example_inputs)
+        if calibration is not None:
+            (staging / CALIBRATION).write_text(json.dumps(calibration, indent=1) + "\n")
         metadata = {
             "model": source.name,
-            "model_hash": model_hash(source),
+            "model_hash": digest,
             "variant": quant,
             "target": target.to_json() | {"schedule_key": target.schedule_key},
             "inputs": [spec.to_json() for spec in source.imported.inputs],
@@ -131,7 +140,7 @@ def build(
             "kernels": len(tasks),
             "untuned_kernels": len(missing),
             "library_bytes": (staging / LIBRARY).stat().st_size,
-            "weight_bytes": int(sum(v.nbytes for v in source.imported.params.values())),
+            "float_weight_bytes": int(sum(v.nbytes for v in source.imported.params.values())),
             "build_seconds": round(time.monotonic() - started, 1),
         }
         (staging / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")

@@ -43,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_model_args(build)
     build.add_argument("-o", "--output", required=True, help="package folder to write (replaced if it is a package)")
-    build.add_argument("--quant", default="none", help="compression scheme (default: none, i.e. fp32)")
+    build.add_argument("--quant", default="none", help="compression scheme: none (fp32) or int8 (W8A8, calibrated on real text) (default: none)")
+    build.add_argument("--calibration-samples", type=int, default=32, help="inputs to calibrate activation ranges on (default: 32)")
+    build.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl (default: the scheme's)")
+    build.add_argument("--keep-float", action="append", metavar="PATTERN", help="weight-name pattern of layers to keep in float, e.g. '*layer_0*' (repeatable)")
     build.add_argument("--trials", type=int, default=0, help="tune kernels that have no records with this many trials first (default: 0, never tune)")
     build.add_argument("--allow-untuned", action="store_true", help="build even if some kernels have no tuning records (slow code)")
 
@@ -83,7 +86,8 @@ def _cmd_build(args) -> None:
 
     target = resolve_target(args.target)
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
-    result = build(source, target, args.output, quant=args.quant, trials=args.trials, allow_untuned=args.allow_untuned)
+    result = build(source, target, args.output, quant=args.quant, trials=args.trials, allow_untuned=args.allow_untuned,
+                   calibration_samples=args.calibration_samples, observer=args.observer, keep_float=args.keep_float)
     meta = result.metadata
     print(
         f"built {result.path}: {meta['model']} ({meta['variant']}) for {meta['target']['schedule_key']}, "

@@ -17,6 +17,16 @@ class ModelSource:
     imported: ImportedModel
     example_inputs: dict[str, np.ndarray]
     torch_module: object | None = None  # the float reference, when the source is PyTorch
+    entry: object | None = None  # the registry entry, for bundled models
+
+    def calibration_samples(self, count: int) -> list[dict[str, np.ndarray]]:
+        """Real inputs to calibrate quantization on, shaped like the example inputs."""
+        if self.entry is None or self.entry.make_calibration_inputs is None:
+            raise TvmcompError(
+                f"quantizing '{self.name}' needs real calibration data, which tvmcomp has only for bundled models"
+            )
+        batch, seq_len = self.imported.inputs[0].shape[:2]
+        return self.entry.make_calibration_inputs(count, batch, seq_len)
 
 
 def _parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
@@ -57,7 +67,7 @@ def load_source(model: str, batch: int | None = None, seq_len: int | None = None
         entry = get_model(model)
         example = entry.make_inputs(batch or entry.default_batch, seq_len or entry.default_seq_len)
         module = entry.load_torch()
-        return ModelSource(model, import_torch(module, example, list(entry.output_names)), example, module)
+        return ModelSource(model, import_torch(module, example, list(entry.output_names)), example, module, entry)
     if batch or seq_len:
         raise TvmcompError("--batch/--seq-len apply to bundled models; for a file use --input-shape NAME=D1,D2,...")
     imported = import_file(model, _parse_input_shapes(input_shapes))

@@ -21,6 +21,8 @@ class ModelEntry:
     load_torch: Callable[[], object]  # () -> torch.nn.Module called as module(**inputs)
     make_inputs: Callable[[int, int], dict[str, np.ndarray]]  # (batch, seq_len) -> real example inputs
     output_names: tuple[str, ...]
+    # (count, batch, seq_len) -> real calibration inputs, disjoint from any evaluation data
+    make_calibration_inputs: Callable[[int, int, int], list[dict[str, np.ndarray]]] | None = None
     default_batch: int = 1
     default_seq_len: int = 128
 

@@ -65,6 +65,14 @@ def make_inputs(batch: int, seq_len: int) -> dict[str, np.ndarray]:
     return tokenize(sentences, seq_len)
 
 
+def make_calibration_inputs(count: int, batch: int, seq_len: int) -> list[dict[str, np.ndarray]]:
+    """Lee-corpus sentences (evaluation uses Pang & Lee, so the two never overlap)."""
+    from ..data import lee_sentences
+
+    sentences = lee_sentences()
+    return [tokenize([sentences[(i * batch + j) % len(sentences)] for j in range(batch)], seq_len) for i in range(count)]
+
+
 register(
     ModelEntry(
         name="minilm",
@@ -72,5 +80,6 @@ register(
         load_torch=load_torch,
         make_inputs=make_inputs,
         output_names=("last_hidden_state",),
+        make_calibration_inputs=make_calibration_inputs,
     )
 )

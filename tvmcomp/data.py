@@ -1,0 +1,39 @@
+"""Real text that ships inside PyPI packages (gensim's test corpora), for calibration and evaluation.
+
+Nothing is downloaded: the files are read from the installed gensim wheel. Calibration uses the
+Lee corpus; evaluation uses the Pang & Lee polarity sentences, so the two never overlap.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib.resources import files
+
+from .errors import TvmcompError
+
+
+def _corpus_file(name: str):
+    try:
+        return files("gensim") / "test" / "test_data" / name
+    except ModuleNotFoundError:
+        raise TvmcompError("calibration data comes from gensim's bundled corpora: pip install gensim") from None
+
+
+@lru_cache(maxsize=1)
+def lee_sentences() -> tuple[str, ...]:
+    """Sentences of the Lee news corpus (50 documents), in file order."""
+    text = _corpus_file("lee.cor").read_text(encoding="latin-1")
+    sentences = (s.strip() for line in text.splitlines() for s in re.split(r"(?<=[.!?])\s+", line))
+    return tuple(s for s in sentences if len(s.split()) >= 4)
+
+
+@lru_cache(maxsize=1)
+def pang_lee_polarity() -> tuple[tuple[str, int], ...]:
+    """(sentence, label) pairs: 1 for a positive movie-review sentence, 0 for a negative one."""
+    pairs = []
+    for line in _corpus_file("pang_lee_polarity.cor").read_text(encoding="latin-1").splitlines():
+        label, _, sentence = line.partition(" ")
+        if label in ("__label__pos", "__label__neg") and sentence.strip():
+            pairs.append((sentence.strip(), int(label == "__label__pos")))
+    return tuple(pairs)

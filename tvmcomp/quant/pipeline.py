@@ -1,0 +1,47 @@
+"""The quantization step of a build: annotate -> calibrate (or reuse a saved calibration) -> realize."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from .annotate import annotate
+from .calibrate import SiteRange, calibrate
+from .realize import realize
+from .schemes import get_scheme
+
+CALIBRATION = "calibration.json"
+
+
+def load_calibration(package_dir: Path, model_hash: str, key: dict) -> dict[int, SiteRange] | None:
+    """Ranges saved by an earlier build of the same model with the same settings, if any."""
+    path = Path(package_dir) / CALIBRATION
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("model_hash") != model_hash or saved.get("settings") != key:
+        return None
+    return {int(index): SiteRange(**value) for index, value in saved["ranges"].items()}
+
+
+def quantize_model(source, scheme_name: str, model_hash: str, previous_package: Path | None = None,
+                   samples: int = 32, observer: str | None = None, keep_float: list[str] | None = None, stream=None):
+    """Rewrite ``source.imported.mod`` to integer compute; returns the calibration document to save."""
+    stream = stream or sys.stderr
+    scheme = get_scheme(scheme_name)
+    imported = source.imported
+    annotated = annotate(imported.mod, imported.params, skip=keep_float)
+    settings = {"scheme": scheme.name, "observer": observer or scheme.observer, "samples": samples,
+                "keep_float": list(keep_float or [])}
+    ranges = load_calibration(previous_package, model_hash, settings) if previous_package else None
+    if ranges is None:
+        print(f"[quant] calibrating {scheme.name} on {samples} samples ({settings['observer']} observer)", file=stream)
+        ranges = calibrate(annotated, imported.params, imported.inputs, source.calibration_samples(samples),
+                           scheme, observer, stream=stream)
+    else:
+        print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
+    imported.mod = realize(annotated, imported.params, ranges, scheme)
+    return {"model_hash": model_hash, "settings": settings,
+            "ranges": {str(index): asdict(value) for index, value in ranges.items()}}
