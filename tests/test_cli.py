@@ -96,12 +96,12 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "unknown target 'tpu'" in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["build", "tune", "bench", "targets", "models"])
+@pytest.mark.parametrize("command", ["build", "tune", "bench", "eval", "targets", "models"])
 def test_help_teaches_each_command(capsys, command):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: tvmcomp " + command)
-    if command in ("build", "tune", "bench"):
+    if command in ("build", "tune", "bench", "eval"):
         assert "example: tvmcomp " + command in out

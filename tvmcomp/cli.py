@@ -74,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--compare", choices=["torch"], help="also time the source model in PyTorch eager mode")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
+    evaluate = sub.add_parser(
+        "eval",
+        help="measure a package's accuracy against the float model on real text",
+        description="Compare a package with its float PyTorch model on real text: embedding cosine and a polarity "
+        "probe on the Pang & Lee sentences, Spearman on WordSim-353 word similarities.",
+        epilog="example: tvmcomp eval out/minilm-int8 --json out/minilm-int8/eval.json",
+    )
+    evaluate.add_argument("package", help="package folder written by `tvmcomp build`")
+    evaluate.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
     sub.add_parser("targets", help="list target presets", description="List the target presets in targets/.")
     sub.add_parser("models", help="list bundled models", description="List the models tvmcomp bundles.")
     return parser
@@ -120,6 +130,15 @@ def _cmd_bench(args) -> None:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
+def _cmd_eval(args) -> None:
+    from .evaluate import evaluate_package, format_eval
+
+    result = evaluate_package(args.package)
+    print(format_eval(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def _cmd_targets(_args) -> None:
     from .targets import preset_names, resolve_target
 
@@ -135,7 +154,7 @@ def _cmd_models(_args) -> None:
         print(f"{name:<12} {get_model(name).description}")
 
 
-COMMANDS = {"build": _cmd_build, "tune": _cmd_tune, "bench": _cmd_bench, "targets": _cmd_targets, "models": _cmd_models}
+COMMANDS = {"build": _cmd_build, "tune": _cmd_tune, "bench": _cmd_bench, "eval": _cmd_eval, "targets": _cmd_targets, "models": _cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,3 +37,16 @@ def pang_lee_polarity() -> tuple[tuple[str, int], ...]:
         if label in ("__label__pos", "__label__neg") and sentence.strip():
             pairs.append((sentence.strip(), int(label == "__label__pos")))
     return tuple(pairs)
+
+
+@lru_cache(maxsize=1)
+def wordsim353_pairs() -> tuple[tuple[str, str, float], ...]:
+    """(word, word, human similarity score) for the WordSim-353 pairs."""
+    pairs = []
+    for line in _corpus_file("wordsim353.tsv").read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) == 3:
+            pairs.append((fields[0], fields[1], float(fields[2])))
+    return tuple(pairs)
