@@ -37,6 +37,8 @@ class TuningProgress:
         self._print(f"building {candidates:>3} candidates ({self.sent}/{self.total_trials} trials sent)")
 
     def on_measured(self, task_id: int, builder_results, runner_results) -> None:
+        if not runner_results:  # an exhausted kernel asked again for candidates: nothing to report
+            return
         self.measured += len(runner_results)
         for build, run in zip(builder_results, runner_results):
             if build.error_msg is not None or run.error_msg is not None or not run.run_secs:
