@@ -30,16 +30,21 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2", help="static shape of an ONNX input (repeatable)")
 
 
+def _command(sub, name: str, summary: str, description: str, example: str | None = None) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=summary, description=description, epilog=f"example: {example}" if example else None)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvmcomp", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    build = sub.add_parser(
+    build = _command(
+        sub,
         "build",
-        help="compile a model into a deployable package folder",
-        description="Compile a model for a target into a package folder (model.so + metadata.json). "
+        "compile a model into a deployable package folder",
+        "Compile a model for a target into a package folder (model.so + metadata.json). "
         "Kernels come from the target's tuning records in schedules/; --trials N tunes the missing ones first.",
-        epilog="example: tvmcomp build --model minilm --target x86 -o out/minilm",
+        "tvmcomp build --model minilm --target x86 -o out/minilm",
     )
     _add_model_args(build)
     build.add_argument("-o", "--output", required=True, help="package folder to write (replaced if it is a package)")
@@ -50,23 +55,25 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--trials", type=int, default=0, help="tune kernels that have no records with this many trials first (default: 0, never tune)")
     build.add_argument("--allow-untuned", action="store_true", help="build even if some kernels have no tuning records (slow code)")
 
-    tune = sub.add_parser(
+    tune = _command(
+        sub,
         "tune",
-        help="auto-schedule a model's kernels with MetaSchedule, records -> schedules/",
-        description="Tune every kernel of a model with MetaSchedule and its XGBoost cost model. Records go to "
+        "auto-schedule a model's kernels with MetaSchedule, records -> schedules/",
+        "Tune every kernel of a model with MetaSchedule and its XGBoost cost model. Records go to "
         "schedules/<target>/ as they are measured, so Ctrl-C keeps what was found.",
-        epilog="example: tvmcomp tune --model minilm --target x86 --trials 400",
+        "tvmcomp tune --model minilm --target x86 --trials 400",
     )
     _add_model_args(tune)
     tune.add_argument("--trials", type=int, default=400, help="total measurement trials over all kernels (default: 400)")
-    tune.add_argument("--trials-per-task", type=int, help="cap per kernel (default: trials / kernels, at least 16)")
+    tune.add_argument("--trials-per-task", type=int, help="cap per kernel (default: the larger of 64 and trials / kernels)")
 
-    bench = sub.add_parser(
+    bench = _command(
+        sub,
         "bench",
-        help="time a built package on this machine",
-        description="Time a package with TVM's time_evaluator; --compare torch also times the PyTorch source "
+        "time a built package on this machine",
+        "Time a package with TVM's time_evaluator; --compare torch also times the PyTorch source "
         "model on the same inputs and thread count.",
-        epilog="example: tvmcomp bench out/minilm --compare torch --json out/minilm-bench.json",
+        "tvmcomp bench out/minilm --compare torch --json out/minilm-bench.json",
     )
     bench.add_argument("package", help="package folder written by `tvmcomp build`")
     bench.add_argument("--repeat", type=int, default=50, help="timed runs (default: 50)")
@@ -74,18 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--compare", choices=["torch"], help="also time the source model in PyTorch eager mode")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
-    evaluate = sub.add_parser(
+    evaluate = _command(
+        sub,
         "eval",
-        help="measure a package's accuracy against the float model on real text",
-        description="Compare a package with its float PyTorch model on real text: embedding cosine and a polarity "
+        "measure a package's accuracy against the float model on real text",
+        "Compare a package with its float PyTorch model on real text: embedding cosine and a polarity "
         "probe on the Pang & Lee sentences, Spearman on WordSim-353 word similarities.",
-        epilog="example: tvmcomp eval out/minilm-int8 --json out/minilm-int8/eval.json",
+        "tvmcomp eval out/minilm-int8 --json out/minilm-int8/eval.json",
     )
     evaluate.add_argument("package", help="package folder written by `tvmcomp build`")
     evaluate.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
-    sub.add_parser("targets", help="list target presets", description="List the target presets in targets/.")
-    sub.add_parser("models", help="list bundled models", description="List the models tvmcomp bundles.")
+    _command(sub, "targets", "list target presets", "List the target presets in targets/.")
+    _command(sub, "models", "list bundled models", "List the models tvmcomp bundles.")
     return parser
 
 
