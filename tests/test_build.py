@@ -11,6 +11,8 @@ from models_for_tests import mlp_source
 from tvmcomp import build as build_module
 from tvmcomp.build import build
 from tvmcomp.errors import TvmcompError
+from tvmcomp.quant.realize import quantize_weight
+from tvmcomp.quant.schemes import get_scheme
 from tvmcomp.frontend.torch_frontend import torch_reference
 from tvmcomp.targets import resolve_target
 from tvmcomp.tune import database_dir
@@ -102,9 +104,16 @@ def test_int8_build_calibrates_once_and_stores_int8_weights(empty_schedules, tmp
     int8 = build(mlp_source(), target, tmp_path / "int8", quant="int8", calibration_samples=8, allow_untuned=True)
     assert "[quant] calibrating int8 on 8 samples" in capsys.readouterr().err
     assert int8.metadata["variant"] == "int8" and (tmp_path / "int8" / "calibration.json").is_file()
-    # 64x512 + 512x64 weights: 256 KiB in fp32, 64 KiB in int8; the int8 kernels' code is ~80 KiB
-    # larger (untuned), so the library shrinks by over 100 KB only if no float weight is left in it
-    assert fp32.metadata["library_bytes"] - int8.metadata["library_bytes"] > 100_000
+    assert fp32.metadata["library_bytes"] > int8.metadata["library_bytes"]
+    # the weights themselves: float bytes in the fp32 library only, int8 bytes in the int8 library
+    weight_kn = mlp_source().imported.params["p_net_0_weight"].T  # [K, N] as the matmul reads it
+    wq, _ = quantize_weight(np.ascontiguousarray(weight_kn), get_scheme("int8"))
+    float_row = np.ascontiguousarray(weight_kn)[0, :32].tobytes()
+    int8_row = wq[0, :32].tobytes()
+    fp32_lib = (tmp_path / "fp32" / "model.so").read_bytes()
+    int8_lib = (tmp_path / "int8" / "model.so").read_bytes()
+    assert float_row in fp32_lib and float_row not in int8_lib
+    assert int8_row in int8_lib
 
     source = mlp_source()
     (got,) = tvmcomp.load(tmp_path / "int8").run(**source.example_inputs)

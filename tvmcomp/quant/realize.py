@@ -3,7 +3,7 @@
 For a site with activation scale ``s_x`` / zero point ``z_x`` and weight ``W`` ([K, N] after any
 transpose), quantized per output channel to int8 ``Wq`` with scales ``s_w``::
 
-    xq  = R.quantize(x, s_x, z_x)                          # uint8, round half to even
+    xq  = R.quantize(x, s_x, z_x, axis=-1)                 # uint8, round half to even
     acc = R.matmul(xq, Wq, out_dtype="int32")              # u8 x s8 -> s32
     y   = R.astype(acc - z_x * colsum(Wq), "float32") * (s_x * s_w)
 
@@ -57,8 +57,12 @@ class _Realizer(PyExprMutator):
         wq, w_scale = quantize_weight(np.ascontiguousarray(weight_kn, np.float32), self.scheme)
         act = self.ranges[site.index]
         quant = self.scheme.activation
+        # Scale and zero point as per-channel vectors, not scalars: scalars get inlined into the kernel
+        # as literals, so every recalibration would change the kernel and miss its tuning records.
+        channels = wq.shape[0]
         xq = self.builder_.emit(relax.op.quantize(
-            x, relax.const(np.float32(act.scale)), relax.const(np.int32(act.zero_point)), axis=-1, out_dtype=quant.dtype))
+            x, relax.const(np.full(channels, act.scale, np.float32)), relax.const(np.full(channels, act.zero_point, np.int32)),
+            axis=-1, out_dtype=quant.dtype))
         acc = self.builder_.emit(relax.op.matmul(xq, relax.const(wq), out_dtype="int32"))
         correction = (act.zero_point * wq.astype(np.int64).sum(axis=0)).astype(np.int32)
         shifted = self.builder_.emit(relax.op.subtract(acc, relax.const(correction)))
