@@ -58,22 +58,17 @@ def synthetic_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.nda
 
 def load_source(model: str, batch: int | None = None, seq_len: int | None = None, input_shapes: list[str] | None = None) -> ModelSource:
     """Import ``model`` (a registry name or a .onnx/.pt2 path) with its example inputs."""
-    from .models import get_model, model_names
+    from .models import get_model
 
     looks_like_file = Path(model).suffix.lower() in (".onnx", ".pt2") or "/" in model
     if not looks_like_file:
-        if model not in model_names():
-            get_model(model)  # raises the "unknown model" error listing the registry
-        entry = get_model(model)
+        entry = get_model(model)  # an unknown name raises, listing the registry
         example = entry.make_inputs(batch or entry.default_batch, seq_len or entry.default_seq_len)
         module = entry.load_torch()
         return ModelSource(model, import_torch(module, example, list(entry.output_names)), example, module, entry)
     if batch or seq_len:
         raise TvmcompError("--batch/--seq-len apply to bundled models; for a file use --input-shape NAME=D1,D2,...")
     imported = import_file(model, _parse_input_shapes(input_shapes))
-    torch_module = None
-    if Path(model).suffix.lower() == ".pt2":
-        import torch
-
-        torch_module = torch.export.load(model).module()
+    program = imported.meta.get("exported_program")  # .pt2: the float reference, loaded once
+    torch_module = program.module() if program is not None else None
     return ModelSource(str(model), imported, synthetic_inputs(imported.inputs), torch_module)

@@ -53,7 +53,9 @@ def from_pt2_file(path: Path) -> ImportedModel:
         program = torch.export.load(str(path))
     except Exception as err:
         raise TvmcompError(f"{path} is not a loadable torch.export .pt2 file: {err}") from None
-    return from_exported_program(program, source=str(path))
+    imported = from_exported_program(program, source=str(path))
+    imported.meta["exported_program"] = program
+    return imported
 
 
 def torch_reference(module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
