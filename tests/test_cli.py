@@ -58,7 +58,7 @@ def test_unsupported_onnx_operator_is_named(capsys, tmp_path):
 
 def test_unknown_target_lists_presets(capsys, tmp_path):
     assert_user_error(capsys, ["build", "--target", "riscv", "-o", str(tmp_path / "o")],
-                      "unknown target 'riscv'; presets: arm, cuda, cuda-sm80, cuda-sm90, x86")
+                      "unknown target 'riscv'; presets: arm, cuda, cuda-sm80, cuda-sm90, rpi4, x86, x86-znver4")
 
 
 def test_unknown_model_lists_registry(capsys, tmp_path):

@@ -12,6 +12,7 @@ from tvmcomp.errors import TvmcompError
 from tvmcomp.frontend import TensorSpec, import_torch
 from tvmcomp.quant.annotate import annotate, quant_sites
 from tvmcomp.quant.calibrate import SiteRange, calibrate
+from tvmcomp.quant.dot_kernels import DotKernel, pack_weight
 from tvmcomp.quant.realize import quantize_weight, realize
 from tvmcomp.quant.schemes import get_scheme
 
@@ -77,10 +78,32 @@ def test_realize_emits_u8_s8_s32_integer_matmul():
     np.testing.assert_array_equal(calls[4].args[1].value.numpy(), (np.float32(0.02) * w_scale).astype(np.float32))
 
 
-def test_realized_linear_matches_the_numpy_integer_reference_exactly():
+VNNI = DotKernel("avx512vnni", "dot_16x4_vnni", (16, 4), "uint8")
+SDOT = DotKernel("dotprod", "dot_4x4_i8i8s32_sdot", (4, 4), "int8")
+
+
+def test_realize_packs_weights_for_the_targets_dot_kernel():
+    params, ranges = _linear_params(), {0: SiteRange(scale=0.02, zero_point=131, lo=-2.6, hi=2.5)}
+    realized = realize(LinearAnnotated, params, ranges, INT8, SDOT)
+    calls = [b.value for b in realized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
+    assert [c.op.name for c in calls] == ["relax.quantize", "relax.call_tir", "relax.subtract", "relax.astype",
+                                          "relax.multiply", "relax.add"]
+    quantize, matmul = calls[0], calls[1]
+    # sdot multiplies s8 x s8: the uint8 codes and zero point move down by 128 together
+    assert str(quantize.attrs.out_dtype) == "int8"
+    np.testing.assert_array_equal(quantize.args[2].value.numpy(), np.full(8, 131 - 128))
+    wq, _ = quantize_weight(params["w"].T, INT8)
+    packed = matmul.args[1].fields[1].value.numpy()
+    assert packed.shape == (4, 2, 4, 4) and packed.dtype == np.int8
+    np.testing.assert_array_equal(packed, pack_weight(wq, (4, 4)))
+    np.testing.assert_array_equal(calls[2].args[1].value.numpy(), 3 * wq.astype(np.int32).sum(axis=0))
+
+
+@pytest.mark.parametrize("kernel", [None, VNNI, SDOT], ids=["plain", "vnni-layout", "sdot-layout"])
+def test_realized_linear_matches_the_numpy_integer_reference_exactly(kernel):
     params, ranges = _linear_params(1), {0: SiteRange(scale=0.021, zero_point=120, lo=-2.5, hi=2.8)}
     x = np.random.default_rng(2).standard_normal((2, 8)).astype(np.float32) * 1.5  # some values clip
-    realized = realize(LinearAnnotated, params, ranges, INT8)
+    realized = realize(LinearAnnotated, params, ranges, INT8, kernel)
     target = tvm.target.Target({"kind": "llvm"})
     executable = tvm.compile(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized), target=target)
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()

@@ -20,8 +20,10 @@ import numpy as np
 from . import tune as tuning
 from .errors import TvmcompError
 from .lowering import fuse_for_tuning
+from .quant.dot_kernels import dot_kernel_for
 from .quant.pipeline import CALIBRATION, quantize_model
 from .quant.schemes import get_scheme
+from .remote import REFERENCE_OUTPUTS
 from .runtime import EXAMPLE_INPUTS, LIBRARY, METADATA
 from .source import ModelSource
 from .targets import TargetSpec
@@ -57,9 +59,24 @@ def compile_with_database(fused_mod, target: TargetSpec, database):
     from tvm import relax
 
     tvm_target = target.tvm_target()
+    tuning.register_tensor_intrinsics(list(target.tensor_intrinsics))  # the records' traces tensorize with them
     with tvm_target, database, tvm.transform.PassContext(opt_level=3):
         scheduled = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused_mod)
         return tvm.compile(scheduled, target=tvm_target)
+
+
+def host_reference_outputs(fused_mod, inputs: dict[str, np.ndarray], input_names: list[str]) -> dict[str, np.ndarray]:
+    """Outputs of the same (unscheduled) kernels compiled for this machine: what a cross-compiled
+    package must reproduce on its device (see :mod:`tvmcomp.remote`)."""
+    import tvm
+    from tvm import relax
+
+    from .runtime import flatten_outputs
+
+    host = tvm.target.Target({"kind": "llvm"})
+    vm = relax.VirtualMachine(tvm.compile(fused_mod, target=host), tvm.cpu())
+    outputs = flatten_outputs(vm["main"](*[tvm.runtime.tensor(inputs[name]) for name in input_names]))
+    return {f"output_{i}": t.numpy() for i, t in enumerate(outputs)}
 
 
 def export_library(executable, path: Path, target: TargetSpec) -> None:
@@ -81,12 +98,14 @@ def build(
     calibration_samples: int = 32,
     observer: str | None = None,
     keep_float: list[str] | None = None,
+    runner=None,
     stream=None,
 ) -> BuildResult:
     """Compile ``source`` for ``target`` into the package folder ``out_dir``.
 
     Kernels come from the target's tuning database; with ``trials > 0`` the kernels that have no
-    record are tuned first (with that many trials in total).
+    record are tuned first (with that many trials in total), measured by ``runner`` (MetaSchedule's
+    local runner by default).
     """
     import tvm
 
@@ -103,7 +122,7 @@ def build(
     calibration = None
     if quant != "none":
         calibration = quantize_model(source, quant, digest, out_dir if out_dir.exists() else None,
-                                     calibration_samples, observer, keep_float, stream)
+                                     calibration_samples, observer, keep_float, dot_kernel_for(target), stream)
     tvm_target = target.tvm_target()
     fused = fuse_for_tuning(source.imported.bound(), tvm_target)
     database = tuning.open_database(target)
@@ -112,7 +131,7 @@ def build(
     tuned_now = 0
     if missing and trials > 0:
         print(f"[build] {len(missing)} of {len(tasks)} kernels have no tuning records: tuning them", file=stream)
-        tuning.tune(fused, target, total_trials=trials, only_missing=True, stream=stream)
+        tuning.tune(fused, target, total_trials=trials, only_missing=True, runner=runner, stream=stream)
         tuned_now = len(missing)
         database = tuning.open_database(target)
         missing = tuning.tasks_without_records(tasks, database, target)
@@ -127,6 +146,10 @@ def build(
     try:
         export_library(executable, staging / LIBRARY, target)
         np.savez(staging / EXAMPLE_INPUTS, **source.example_inputs)
+        if target.is_cross:
+            print("[build] computing reference outputs on this machine for the device check", file=stream)
+            np.savez(staging / REFERENCE_OUTPUTS, **host_reference_outputs(
+                fused, source.example_inputs, [spec.name for spec in source.imported.inputs]))
         if calibration is not None:
             (staging / CALIBRATION).write_text(json.dumps(calibration, indent=1) + "\n")
         metadata = {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .annotate import annotate
 from .calibrate import SiteRange, calibrate
+from .dot_kernels import DotKernel
 from .realize import realize
 from .schemes import get_scheme
 
@@ -27,8 +28,12 @@ def load_calibration(package_dir: Path, model_hash: str, key: dict) -> dict[int,
 
 
 def quantize_model(source, scheme_name: str, model_hash: str, previous_package: Path | None = None,
-                   samples: int = 32, observer: str | None = None, keep_float: list[str] | None = None, stream=None):
-    """Rewrite ``source.imported.mod`` to integer compute; returns the calibration document to save."""
+                   samples: int = 32, observer: str | None = None, keep_float: list[str] | None = None,
+                   kernel: DotKernel | None = None, stream=None):
+    """Rewrite ``source.imported.mod`` to integer compute; returns the calibration document to save.
+
+    ``kernel`` is the target's int8 dot-product instruction (weights are packed for it), if any.
+    """
     stream = stream or sys.stderr
     scheme = get_scheme(scheme_name)
     imported = source.imported
@@ -42,6 +47,6 @@ def quantize_model(source, scheme_name: str, model_hash: str, previous_package: 
                            scheme, observer, stream=stream)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
-    imported.mod = realize(annotated, imported.params, ranges, scheme)
+    imported.mod = realize(annotated, imported.params, ranges, scheme, kernel)
     return {"model_hash": model_hash, "settings": settings,
             "ranges": {str(index): asdict(value) for index, value in ranges.items()}}

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import TvmcompError
 from ..targets import TargetSpec
 from .intrinsics import register_tensor_intrinsics
+from .space import search_space
 
 COMMITTED_SCHEDULES = Path(__file__).resolve().parents[2] / "schedules"
 
@@ -119,7 +120,7 @@ def tune(
     cores = int(target.tvm_config.get("num-cores", os.cpu_count() or 1))
     work_dir = database_dir(target) / "logs"
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, work_dir=str(work_dir), num_threads=cores
+        tasks, work_dir=str(work_dir), space=search_space(target), num_threads=cores
     )
     names = [t.task_name for t in tasks]
     print(

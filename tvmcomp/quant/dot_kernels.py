@@ -1,0 +1,73 @@
+"""Integer dot-product instructions a target offers, and the weight layout each one needs.
+
+MetaSchedule tensorizes an int8 matmul with a CPU's dot-product instruction (x86 ``vpdpbusd``,
+Arm ``sdot``) only when the weight already sits in the instruction's block layout: for a block of
+``bn`` output channels x ``bk`` reduction elements, ``W[K, N]`` is stored as
+``Wp[N/bn, K/bk, bn, bk]``. A plain ``R.matmul`` on int8 gets no dot-product instruction.
+
+Which instruction a target uses is data: its preset lists candidates under ``"int8_dot"``, each
+naming the LLVM CPU feature it needs; the first one the target has is used::
+
+    "int8_dot": [{"feature": "avx512vnni", "intrinsic": "dot_16x4_vnni",
+                  "weight_block": [16, 4], "activation_dtype": "uint8"}]
+
+The activation dtype is the instruction's: ``vpdpbusd`` multiplies u8 x s8, ``sdot`` s8 x s8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..targets import TargetSpec
+
+
+@dataclass(frozen=True)
+class DotKernel:
+    feature: str  # LLVM CPU feature the instruction needs (e.g. "avx512vnni", "dotprod")
+    intrinsic: str  # TensorIntrin name MetaSchedule tensorizes with
+    weight_block: tuple[int, int]  # (output channels, reduction elements) per packed block
+    activation_dtype: str  # "uint8" or "int8"
+
+    def fits(self, k: int, n: int) -> bool:
+        bn, bk = self.weight_block
+        return n % bn == 0 and k % bk == 0
+
+
+def dot_kernel_for(target: TargetSpec) -> DotKernel | None:
+    """The first ``int8_dot`` entry of the target whose CPU feature the target has, else None."""
+    from tvm.target import codegen
+
+    candidates = target.extra.get("int8_dot", [])
+    if not candidates:
+        return None
+    tvm_target = target.tvm_target()
+    for entry in candidates:
+        if codegen.target_has_features(entry["feature"], tvm_target):
+            return DotKernel(entry["feature"], entry["intrinsic"], tuple(entry["weight_block"]), entry["activation_dtype"])
+    return None
+
+
+def pack_weight(weight_kn: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+    """``W[K, N]`` -> ``Wp[N/bn, K/bk, bn, bk]`` with ``Wp[i, j, c, r] = W[j*bk + r, i*bn + c]``."""
+    k, n = weight_kn.shape
+    bn, bk = block
+    return np.ascontiguousarray(weight_kn.reshape(k // bk, bk, n // bn, bn).transpose(2, 0, 3, 1))
+
+
+def packed_matmul(x, packed_weight):
+    """TE compute: ``x[..., K]`` (8-bit) times a packed weight, accumulated in int32 -> ``[..., N]``."""
+    from tvm import te
+
+    n_blocks, _, bn, bk = packed_weight.shape
+    k = te.reduce_axis((0, x.shape[-1]), name="k")
+    return te.compute(
+        (*x.shape[:-1], n_blocks * bn),
+        lambda *i: te.sum(
+            x[(*i[:-1], k)].astype("int32")
+            * packed_weight[i[-1] // bn, k // bk, i[-1] % bn, k % bk].astype("int32"),
+            axis=k,
+        ),
+        name="packed_int8_matmul",
+    )
