@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed-stamp
 # The demo tunes only kernels that have no committed records for this CPU, with this budget.
 DEMO_TRIALS ?= 256
 
-.PHONY: install demo test test-slow bench clean
+# Debian packages for the aarch64 work: the cross compiler (and objdump), and qemu for the emulated board.
+ARM_TOOLS := aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64-static:qemu-user-static
+
+.PHONY: install arm-tools demo test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +19,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+arm-tools:
+	@missing=""; for pair in $(ARM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/tvmcomp build --model minilm --target x86 --trials $(DEMO_TRIALS) -o out/minilm-fp32
 	$(BIN)/tvmcomp bench out/minilm-fp32 --compare torch --json out/minilm-fp32/bench.json
 
-test: $(STAMP)
+test: $(STAMP) arm-tools
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) arm-tools
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)

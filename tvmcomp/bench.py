@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TvmcompError
+from .remote import RemoteSpec, check_against_reference, run_remote
 from .runtime import EXAMPLE_INPUTS, Package, read_metadata, set_num_threads
 from .targets import host_cores
 
@@ -60,13 +61,35 @@ def bench_torch(module, inputs: dict[str, np.ndarray], threads: int, repeat: int
     return summarize(samples), torch_reference(module, inputs)
 
 
-def bench_package(path: str | Path, repeat: int = 50, threads: int | None = None, compare: str | None = None) -> dict:
-    """Latency of the package at ``path`` on this machine; ``compare="torch"`` adds PyTorch eager."""
+def bench_remote(path: str | Path, remote: RemoteSpec, repeat: int) -> dict:
+    """Latency of the package on a device over RPC, after checking its outputs against the host's."""
+    metadata = read_metadata(path)
+    outputs, seconds = run_remote(path, remote, repeat)
+    return {
+        "package": str(path),
+        "model": metadata["model"],
+        "variant": metadata["variant"],
+        "target": metadata["target"]["schedule_key"],
+        "device": remote.describe(),
+        "library_bytes": metadata["library_bytes"],
+        "max_abs_err_vs_host": check_against_reference(path, outputs, metadata["variant"]),
+        "tvmcomp": summarize(seconds),
+    }
+
+
+def bench_package(path: str | Path, repeat: int = 50, threads: int | None = None, compare: str | None = None,
+                  remote: RemoteSpec | None = None) -> dict:
+    """Latency of the package at ``path`` on this machine, or on ``remote``; ``compare="torch"`` adds
+    PyTorch eager on this machine."""
+    if remote is not None:
+        if compare is not None:
+            raise TvmcompError("--compare runs PyTorch on this machine; it cannot be combined with --rpc")
+        return bench_remote(path, remote, repeat)
     metadata = read_metadata(path)
     if metadata["target"]["device"] != "cpu" or metadata["target"].get("cross_compiler"):
         raise TvmcompError(
             f"{path} was built for '{metadata['target']['name']}', which this machine cannot run; "
-            "benchmark it on its device (see docs/arm.md for RPC)"
+            "benchmark it on its device over RPC (--rpc HOST:PORT, or --rpc-tracker HOST:PORT --rpc-key KEY)"
         )
     threads = threads or host_cores()
     reference = None
@@ -103,13 +126,16 @@ def format_bench(result: dict) -> str:
     rows = [("tvmcomp " + result["variant"], result["tvmcomp"])]
     if "torch" in result:
         rows.append(("pytorch eager fp32", result["torch"]))
+    where = f"device {result['device']}" if "device" in result else f"{result['threads']} threads"
     lines = [
-        f"model {result['model']} | target {result['target']} | {result['threads']} threads | "
+        f"model {result['model']} | target {result['target']} | {where} | "
         f"library {result['library_bytes'] / 2**20:.1f} MiB",
         f"{'engine':<22}{'median ms':>11}{'min ms':>10}{'max ms':>10}{'std ms':>9}{'runs':>6}",
     ]
     for name, s in rows:
         lines.append(f"{name:<22}{s['median_ms']:>11.3f}{s['min_ms']:>10.3f}{s['max_ms']:>10.3f}{s['std_ms']:>9.3f}{s['runs']:>6}")
+    if result.get("max_abs_err_vs_host") is not None:
+        lines.append(f"outputs match this machine's reference (max abs difference {result['max_abs_err_vs_host']:.2e})")
     if "speedup_vs_torch" in result:
         lines.append(
             f"speedup vs pytorch: {result['speedup_vs_torch']:.2f}x "

@@ -19,6 +19,10 @@ typical session:
   tvmcomp build --model minilm --target x86 -o out/minilm
   tvmcomp bench out/minilm --compare torch
 
+on an Arm board (or the emulated one: `tvmcomp board start`):
+  tvmcomp build --model minilm --target arm --quant int8 -o out/arm
+  tvmcomp bench out/arm --rpc 127.0.0.1:9090
+
 see `tvmcomp COMMAND --help` for each command."""
 
 
@@ -28,6 +32,29 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, help="batch size for a bundled model (default: the model's, 1 for minilm)")
     parser.add_argument("--seq-len", type=int, help="sequence length for a bundled model (default: 128 for minilm)")
     parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2", help="static shape of an ONNX input (repeatable)")
+
+
+def _add_rpc_args(parser: argparse.ArgumentParser, direct: bool) -> None:
+    if direct:
+        parser.add_argument("--rpc", metavar="HOST:PORT", help="run on the device whose RPC server listens there")
+    parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="RPC tracker that hands out devices (with --rpc-key)")
+    parser.add_argument("--rpc-key", metavar="KEY", help="device key registered with the tracker, e.g. rasp4")
+    parser.add_argument("--rpc-timeout", type=float, default=600.0, help="seconds an RPC session may last (default: 600)")
+
+
+def _remote_spec(args):
+    from .remote import RemoteSpec
+
+    address = getattr(args, "rpc", None)
+    if not (address or args.rpc_tracker or args.rpc_key):
+        return None
+    if address and args.rpc_tracker:
+        raise TvmcompError("give either --rpc or --rpc-tracker, not both")
+    if args.rpc_tracker and not args.rpc_key:
+        raise TvmcompError("--rpc-tracker needs --rpc-key (the device key the board registered)")
+    if args.rpc_key and not args.rpc_tracker:
+        raise TvmcompError("--rpc-key needs --rpc-tracker HOST:PORT")
+    return RemoteSpec(address=address, tracker=args.rpc_tracker, key=args.rpc_key, timeout_s=args.rpc_timeout)
 
 
 def _command(sub, name: str, summary: str, description: str, example: str | None = None) -> argparse.ArgumentParser:
@@ -66,15 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(tune)
     tune.add_argument("--trials", type=int, default=400, help="total measurement trials over all kernels (default: 400)")
     tune.add_argument("--trials-per-task", type=int, help="cap per kernel (default: the larger of 64 and trials / kernels)")
+    _add_rpc_args(tune, direct=False)
 
     bench = _command(
         sub,
         "bench",
-        "time a built package on this machine",
+        "time a built package on this machine or on a device over RPC",
         "Time a package with TVM's time_evaluator; --compare torch also times the PyTorch source "
-        "model on the same inputs and thread count.",
+        "model on the same inputs and thread count. With --rpc or --rpc-tracker/--rpc-key the package "
+        "runs on that device: its outputs are checked against this machine's, then it is timed there.",
         "tvmcomp bench out/minilm --compare torch --json out/minilm-bench.json",
     )
+    _add_rpc_args(bench, direct=True)
     bench.add_argument("package", help="package folder written by `tvmcomp build`")
     bench.add_argument("--repeat", type=int, default=50, help="timed runs (default: 50)")
     bench.add_argument("--threads", type=int, help="CPU threads for TVM and PyTorch (default: physical cores)")
@@ -91,6 +121,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("package", help="package folder written by `tvmcomp build`")
     evaluate.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    board = _command(
+        sub,
+        "board",
+        "start/stop an emulated aarch64 board serving TVM RPC on 127.0.0.1",
+        "An aarch64 Debian sysroot with the TVM runtime, run under qemu-aarch64-static: an RPC server "
+        "for direct connections on --port, one registered with a tracker (on --tracker-port) under "
+        "--key on --port + 1. Built on first start (~1 min, ~250 MB). For correctness and the "
+        "workflow only: emulated timings are 60-200x slower than a real board.",
+        "tvmcomp board start --port 9090",
+    )
+    board.add_argument("action", choices=["start", "stop", "status"])
+    board.add_argument("--port", type=int, default=9090, help="direct RPC server port (default: 9090; tracked server: port + 1)")
+    board.add_argument("--tracker-port", type=int, default=9190, help="RPC tracker port (default: 9190)")
+    board.add_argument("--key", default="rasp4", help="device key on the tracker (default: rasp4)")
+    board.add_argument("--dir", help="where the board lives (default: $TVMCOMP_BOARD_DIR or ~/.cache/tvmcomp/board)")
 
     _command(sub, "targets", "list target presets", "List the target presets in targets/.")
     _command(sub, "models", "list bundled models", "List the models tvmcomp bundles.")
@@ -124,7 +170,16 @@ def _cmd_tune(args) -> None:
     target.check_toolchain()
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
     fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
-    result = tune(fused, target, total_trials=args.trials, trials_per_task=args.trials_per_task)
+    remote = _remote_spec(args)
+    runner = None
+    if remote is not None:
+        from .tune.rpc import rpc_runner
+
+        runner = rpc_runner(remote)
+    elif target.is_cross:
+        raise TvmcompError(f"target '{target.name}' runs on another machine: tune it there over RPC "
+                           "(--rpc-tracker HOST:PORT --rpc-key KEY)")
+    result = tune(fused, target, total_trials=args.trials, trials_per_task=args.trials_per_task, runner=runner)
     state = "interrupted" if result.interrupted else "done"
     print(f"tuning {state}: {result.tasks} kernels, records in {result.database}")
 
@@ -132,7 +187,8 @@ def _cmd_tune(args) -> None:
 def _cmd_bench(args) -> None:
     from .bench import bench_package, format_bench
 
-    result = bench_package(args.package, repeat=args.repeat, threads=args.threads, compare=args.compare)
+    result = bench_package(args.package, repeat=args.repeat, threads=args.threads, compare=args.compare,
+                           remote=_remote_spec(args))
     print(format_bench(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -145,6 +201,23 @@ def _cmd_eval(args) -> None:
     print(format_eval(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _cmd_board(args) -> None:
+    from .board import Board, default_dir
+
+    board = Board(Path(args.dir) if args.dir else default_dir())
+    if args.action == "start":
+        state = board.start(port=args.port, tracker_port=args.tracker_port, key=args.key)
+        print(f"board up: direct RPC 127.0.0.1:{state['port']}, tracker 127.0.0.1:{state['tracker_port']} "
+              f"key '{state['key']}' (pids {', '.join(map(str, state['pids'].values()))})")
+    elif args.action == "stop":
+        print("board stopped" if board.stop() else "no board was running")
+    else:
+        state = board.state()
+        print("no board running" if state is None else
+              f"board running: direct RPC 127.0.0.1:{state['port']}, tracker 127.0.0.1:{state['tracker_port']} "
+              f"key '{state['key']}', logs in {state['logs']}")
 
 
 def _cmd_targets(_args) -> None:
@@ -162,7 +235,8 @@ def _cmd_models(_args) -> None:
         print(f"{name:<12} {get_model(name).description}")
 
 
-COMMANDS = {"build": _cmd_build, "tune": _cmd_tune, "bench": _cmd_bench, "eval": _cmd_eval, "targets": _cmd_targets, "models": _cmd_models}
+COMMANDS = {"build": _cmd_build, "tune": _cmd_tune, "bench": _cmd_bench, "eval": _cmd_eval, "board": _cmd_board,
+            "targets": _cmd_targets, "models": _cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,8 @@ and timed with ``time_evaluator`` on the device: only outputs and timings come b
 
 from __future__ import annotations
 
+import gc
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,8 @@ def connect(spec: RemoteSpec):
         raise TvmcompError("give --rpc HOST:PORT, or --rpc-tracker HOST:PORT with --rpc-key KEY")
     host, port = parse_address(spec.tracker, "--rpc-tracker")
     try:
+        # TVM's tracker client retries a refused connection for 60 s; a quick probe fails first
+        socket.create_connection((host, port), timeout=10).close()
         tracker = rpc.connect_tracker(host, port)
         queues = tracker.summary()["queue_info"]
     except Exception as err:
@@ -103,7 +107,7 @@ def check_against_reference(path: str | Path, outputs: list[np.ndarray], variant
 def run_remote(path: str | Path, spec: RemoteSpec, repeat: int) -> tuple[list[np.ndarray], list[float]]:
     """Outputs and per-run seconds of the package on the remote device; one retry on a dropped session."""
     for attempt in (1, 2):
-        session = connect(spec)
+        session, package = connect(spec), None
         try:
             package = open_remote_package(path, session)
             inputs = package.example_inputs()
@@ -114,4 +118,10 @@ def run_remote(path: str | Path, spec: RemoteSpec, repeat: int) -> tuple[list[np
         except Exception as err:  # the session or the server process died under us
             if attempt == 2:
                 raise TvmcompError(f"the RPC session with {spec.describe()} failed twice: {_first_line(err)}") from None
+        finally:
+            # End the session now. A server serves one session at a time, and a session lasts until
+            # its last remote reference is freed; the VM holds some in reference cycles that only the
+            # collector frees, so without this the next client would wait for the session timeout.
+            package = session = None
+            gc.collect()
     raise AssertionError("unreachable")

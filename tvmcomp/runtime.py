@@ -85,14 +85,19 @@ class Package:
             arrays.append(tvm.runtime.tensor(np.ascontiguousarray(value), self.device))
         return arrays
 
+    # The stateful interface (set inputs, invoke, get outputs) works the same on a local and on an
+    # RPC device; calling ``vm["main"]`` over RPC returns an opaque remote reference to the result.
     def run(self, **inputs) -> list[np.ndarray]:
-        result = self.vm["main"](*self.device_inputs(inputs))
-        return [t.numpy() for t in flatten_outputs(result)]
+        self.vm.set_input("main", *self.device_inputs(inputs))
+        self.vm.invoke_stateful("main")
+        return [t.numpy() for t in flatten_outputs(self.vm.get_outputs("main"))]
 
     def time(self, inputs: dict[str, np.ndarray], number: int, repeat: int, min_repeat_ms: int = 0):
         """TVM's time_evaluator over ``main``: seconds per run, one entry per repeat."""
-        timer = self.vm.time_evaluator("main", self.device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
-        return list(timer(*self.device_inputs(inputs)).results)
+        self.vm.set_input("main", *self.device_inputs(inputs))
+        timer = self.vm.time_evaluator("invoke_stateful", self.device, number=number, repeat=repeat,
+                                       min_repeat_ms=min_repeat_ms)
+        return list(timer("main").results)
 
 
 def flatten_outputs(result) -> list:

@@ -97,6 +97,7 @@ def tune(
 
     from .builder import fast_local_builder
     from .progress import TuningProgress
+    from .rpc import cross_linking_export
     from .runner import safe_local_runner
 
     stream = stream or sys.stderr
@@ -140,7 +141,9 @@ def tune(
                 max_trials_global=total_trials,
                 max_trials_per_task=trials_per_task,
                 num_trials_per_iter=min(trials_per_iter, trials_per_task),
-                builder=builder or fast_local_builder(max_workers=cores, on_batch=progress.on_build_batch),
+                builder=builder or fast_local_builder(
+                    max_workers=os.cpu_count() or 1, on_batch=progress.on_build_batch,
+                    f_export=cross_linking_export(target.cross_compiler) if target.is_cross else None),
                 runner=runner or safe_local_runner(),
                 database=database,
                 cost_model="xgb",

@@ -21,8 +21,10 @@ def build_candidate(mod, target, _params):
     return tvm_build(mod, target=target)
 
 
-def fast_local_builder(max_workers: int, on_batch: Callable[[int], None] | None = None, timeout_sec: float = 120.0):
-    """A LocalBuilder using :func:`build_candidate`; ``on_batch(n)`` is called before each batch."""
+def fast_local_builder(max_workers: int, on_batch: Callable[[int], None] | None = None, timeout_sec: float = 120.0,
+                       f_export: Callable | None = None):
+    """A LocalBuilder using :func:`build_candidate`; ``on_batch(n)`` is called before each batch;
+    ``f_export`` replaces MetaSchedule's default export (see :mod:`tvmcomp.tune.rpc`)."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
@@ -33,4 +35,4 @@ def fast_local_builder(max_workers: int, on_batch: Callable[[int], None] | None 
                 on_batch(len(build_inputs))
             return super().build(build_inputs)
 
-    return FastLocalBuilder(max_workers=max_workers, timeout_sec=timeout_sec, f_build=build_candidate)
+    return FastLocalBuilder(max_workers=max_workers, timeout_sec=timeout_sec, f_build=build_candidate, f_export=f_export)

@@ -9,13 +9,9 @@ which zero is always valid; floats stay random, as their values do not change a 
 from __future__ import annotations
 
 
-def alloc_measure_arguments(device, args_info, alloc_repeat):
-    """``f_alloc_argument`` for MetaSchedule runners: zeros for integer/bool tensors, random floats."""
+def _alloc(random_fill, device, args_info, alloc_repeat):
     import numpy as np
-    import tvm
     from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
-
-    random_fill = tvm.get_global_func("tvm.contrib.random.random_fill_for_measure")
 
     def fill(tensor):
         dtype = str(tensor.dtype)
@@ -25,6 +21,18 @@ def alloc_measure_arguments(device, args_info, alloc_repeat):
             random_fill(tensor)
 
     return alloc_argument_common(fill, device, args_info, alloc_repeat)
+
+
+def alloc_measure_arguments(device, args_info, alloc_repeat):
+    """``f_alloc_argument`` for the local runner: zeros for integer/bool tensors, random floats."""
+    import tvm
+
+    return _alloc(tvm.get_global_func("tvm.contrib.random.random_fill_for_measure"), device, args_info, alloc_repeat)
+
+
+def alloc_measure_arguments_rpc(session, device, args_info, alloc_repeat):
+    """The same for the RPC runner: the fill function is the device's."""
+    return _alloc(session.get_function("tvm.contrib.random.random_fill_for_measure"), device, args_info, alloc_repeat)
 
 
 def safe_local_runner():
