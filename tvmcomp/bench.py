@@ -135,7 +135,7 @@ def format_bench(result: dict) -> str:
     for name, s in rows:
         lines.append(f"{name:<22}{s['median_ms']:>11.3f}{s['min_ms']:>10.3f}{s['max_ms']:>10.3f}{s['std_ms']:>9.3f}{s['runs']:>6}")
     if result.get("max_abs_err_vs_host") is not None:
-        lines.append(f"outputs match this machine's reference (max abs difference {result['max_abs_err_vs_host']:.2e})")
+        lines.append(f"outputs checked against this machine's reference (max abs difference {result['max_abs_err_vs_host']:.2e})")
     if "speedup_vs_torch" in result:
         lines.append(
             f"speedup vs pytorch: {result['speedup_vs_torch']:.2f}x "

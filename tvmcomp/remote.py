@@ -85,22 +85,35 @@ def open_remote_package(path: str | Path, session) -> Package:
     return Package(path, device=session.cpu(), module=session.load_module(remote_name))
 
 
-# Relative to the outputs' magnitude. Float code differs only in summation order; in int8 code a
-# last-bit float difference can move one requantized value by one step.
-TOLERANCE = {"none": 1e-4, "int8": 1e-2}
+FLOAT_TOLERANCE = 1e-4  # relative to the outputs' magnitude: float code differs in summation order only
+# In integer code a last-bit float difference (FMA contraction, another libm) can move a value
+# across a rounding boundary of the next requantization, and the step spreads: seen on MiniLM int8
+# on aarch64, 98.5% of outputs within 1e-3 of the host's, mean per-token cosine 0.99992, worst 0.992.
+INT8_MIN_COSINE = 0.999
 
 
 def check_against_reference(path: str | Path, outputs: list[np.ndarray], variant: str) -> float | None:
-    """Max abs difference from the host's outputs saved at build time (None if the build saved none)."""
+    """Max abs difference from the host's outputs saved at build time (None if the build saved none).
+
+    Float packages must agree elementwise; quantized ones by cosine similarity (see above).
+    """
     reference_file = Path(path) / REFERENCE_OUTPUTS
     if not reference_file.is_file():
         return None
     with np.load(reference_file) as data:
         reference = [data[f"output_{i}"] for i in range(len(data.files))]
     error = float(max(np.abs(o - r).max() for o, r in zip(outputs, reference)))
-    bound = TOLERANCE.get(variant, 1e-2) * max(1.0, max(float(np.abs(r).max()) for r in reference))
-    if not error <= bound:
-        raise TvmcompError(f"the device's outputs differ from the host's by {error:.3g} (allowed {bound:.3g})")
+    if variant == "none":
+        bound = FLOAT_TOLERANCE * max(1.0, max(float(np.abs(r).max()) for r in reference))
+        if not error <= bound:
+            raise TvmcompError(f"the device's outputs differ from the host's by {error:.3g} (allowed {bound:.3g})")
+        return error
+    for got, want in zip(outputs, reference):
+        got, want = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
+        cosine = float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want) or 1.0))
+        if not cosine >= INT8_MIN_COSINE:
+            raise TvmcompError(f"the device's outputs disagree with the host's: cosine {cosine:.5f} "
+                               f"(at least {INT8_MIN_COSINE} expected), max abs difference {error:.3g}")
     return error
 
 

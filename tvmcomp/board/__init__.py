@@ -83,6 +83,11 @@ class Board:
             shutil.rmtree(self.root / name, ignore_errors=True)
             (staging.root / name).rename(self.root / name)
         shutil.rmtree(staging.root)
+        # One run of the board's Python checks that it works and compiles the modules the servers
+        # import, so the first start is like every later one (two emulated processes otherwise
+        # compile the same .pyc files at once; a server died silently at such a first start in CI).
+        print("[board] checking the board's Python and TVM runtime under qemu", file=stream, flush=True)
+        _run([*self.python(), "-c", "import tvm.rpc.server, numpy"], "running the board's Python", env=self.environment())
         (self.root / "built").write_text("ok\n")
 
     def _fetch_sysroot(self) -> None:
@@ -148,32 +153,34 @@ class Board:
             "server": [*server, "--port", str(port)],
             "tracked_server": [*server, "--port", str(port + 1), "--tracker", f"127.0.0.1:{tracker_port}", "--key", key],
         }
-        pids = {}
+        processes = {}
         for name, command in commands.items():
             env = self.environment() if name != "tracker" else os.environ
             with open(logs / f"{name}.log", "w") as log:
-                pids[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                              env=env, start_new_session=True).pid
+                processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        pids = {name: process.pid for name, process in processes.items()}
         state = {"port": port, "tracker_port": tracker_port, "key": key, "pids": pids, "logs": str(logs)}
         self.state_file.write_text(json.dumps(state, indent=1) + "\n")
         print(f"[board] starting (emulated aarch64; logs in {logs})", file=stream, flush=True)
         try:
-            self._wait_ready(state)
+            self._wait_ready(state, processes)
         except TvmcompError:
             self.stop()
             raise
         return state
 
-    def _wait_ready(self, state: dict) -> None:
+    def _wait_ready(self, state: dict, processes: dict) -> None:
         from tvm import rpc
 
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            dead = [name for name, pid in state["pids"].items() if not _alive(pid)]
+            dead = [name for name, process in processes.items() if process.poll() is not None]
             if dead:
                 log = Path(state["logs"]) / f"{dead[0]}.log"
                 last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:] or [""]
-                raise TvmcompError(f"board process '{dead[0]}' exited at start ({last[0].strip()}); see {log}")
+                raise TvmcompError(f"board process '{dead[0]}' exited at start with status "
+                                   f"{processes[dead[0]].returncode} ({last[0].strip()}); see {log}")
             if _port_open(state["port"]) and _port_open(state["tracker_port"]):
                 queues = rpc.connect_tracker("127.0.0.1", state["tracker_port"]).summary()["queue_info"]
                 if queues.get(state["key"], {}).get("free", 0) > 0:
@@ -208,8 +215,8 @@ def _alive(pid: int) -> bool:
     return b"rpc_tracker" in cmdline or SERVER_SCRIPT.name.encode() in cmdline
 
 
-def _run(command: list[str], what: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
+def _run(command: list[str], what: str, env: dict | None = None) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise TvmcompError(f"{what} failed: {detail[0]}")

@@ -103,7 +103,12 @@ def tune(
     stream = stream or sys.stderr
     register_tensor_intrinsics(list(target.tensor_intrinsics))
     # MetaSchedule echoes its per-task tables to stdout; keep them in its log files only.
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    ms_logger.setLevel(logging.WARNING)
+    # Its logger setup lists this logger's handlers by name and crashes on an unnamed one (one was
+    # there under pytest's log capture); that setup replaces these handlers anyway.
+    for handler in [h for h in ms_logger.handlers if h.get_name() is None]:
+        ms_logger.removeHandler(handler)
     database = open_database(target)
     tasks = extract_tasks(fused_mod, target)
     if only_missing:
