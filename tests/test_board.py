@@ -155,3 +155,10 @@ def test_rpc_tuning_measures_on_the_board_and_writes_records(board, empty_schedu
     assert len(records) >= 2
     # measured, not failed: MetaSchedule stores a failed candidate's run time as 1e10 s
     assert any("1000000000" not in line for line in records)
+
+
+def test_rpi4_preset_without_dotprod_builds_and_runs_int8(board, tmp_path):
+    path = tmp_path / "rpi4"
+    build(mlp_source(), resolve_target("rpi4"), path, quant="int8", calibration_samples=4, allow_untuned=True)
+    result = bench_package(path, repeat=2, remote=_direct(board))
+    assert result["max_abs_err_vs_host"] is not None

@@ -89,6 +89,24 @@ def test_bench_missing_package(capsys, tmp_path):
     assert_user_error(capsys, ["bench", str(tmp_path / "nothing")], "package not found")
 
 
+def test_cross_target_tuning_needs_the_device(capsys, tmp_path):
+    relu_onnx(tmp_path / "r.onnx")
+    model = ["--model", str(tmp_path / "r.onnx"), "--target", "arm"]
+    assert_user_error(capsys, ["build", *model, "--trials", "8", "-o", str(tmp_path / "o")],
+                      "--trials for 'arm' measures candidates on the device: add --rpc-tracker HOST:PORT --rpc-key KEY")
+    assert_user_error(capsys, ["tune", *model], "target 'arm' runs on another machine: tune it there over RPC")
+
+
+@pytest.mark.parametrize("flags, pattern", [
+    (["--rpc-key", "rasp4"], "--rpc-key needs --rpc-tracker HOST:PORT"),
+    (["--rpc-tracker", "127.0.0.1:9190"], "--rpc-tracker needs --rpc-key"),
+    (["--rpc", "127.0.0.1:1", "--rpc-tracker", "127.0.0.1:2", "--rpc-key", "k"], "either --rpc or --rpc-tracker"),
+    (["--rpc", "localhost"], "--rpc takes HOST:PORT (e.g. 127.0.0.1:9090), not 'localhost'"),
+])
+def test_rpc_flag_errors(capsys, tmp_path, flags, pattern):
+    assert_user_error(capsys, ["bench", str(tmp_path / "pkg"), *flags], pattern)
+
+
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tvmcomp.cli", "build", "--target", "tpu", "-o", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
@@ -96,12 +114,12 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "unknown target 'tpu'" in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["build", "tune", "bench", "eval", "targets", "models"])
+@pytest.mark.parametrize("command", ["build", "tune", "bench", "eval", "board", "targets", "models"])
 def test_help_teaches_each_command(capsys, command):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: tvmcomp " + command)
-    if command in ("build", "tune", "bench", "eval"):
+    if command in ("build", "tune", "bench", "eval", "board"):
         assert "example: tvmcomp " + command in out

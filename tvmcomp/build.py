@@ -45,11 +45,17 @@ def model_hash(source: ModelSource) -> str:
 
 
 def _untuned_message(missing: int, total: int, target: TargetSpec, model: str) -> str:
+    tune = f"tvmcomp tune --model {model} --target {target.name}"
+    if target.is_cross:  # candidates must be measured on the device itself
+        return (
+            f"{missing} of {total} kernels have no tuning records for target '{target.schedule_key}' "
+            f"(in {tuning.database_dir(target)}); untuned code runs ~40x slower. Tune on the device first: "
+            f"`{tune} --rpc-tracker HOST:PORT --rpc-key KEY` (docs/arm.md), or build with --allow-untuned"
+        )
     return (
         f"{missing} of {total} kernels have no tuning records for target '{target.schedule_key}' "
         f"(in {tuning.database_dir(target)}); untuned code runs ~40x slower. Tune first: "
-        f"`tvmcomp tune --model {model} --target {target.name}`, or build with --trials N "
-        "to tune what is missing, or --allow-untuned"
+        f"`{tune}`, or build with --trials N to tune what is missing, or --allow-untuned"
     )
 
 
@@ -113,6 +119,9 @@ def build(
     if quant != "none":
         get_scheme(quant)  # an unknown name fails before any work
     target.check_toolchain()
+    if trials > 0 and target.is_cross and runner is None:
+        raise TvmcompError(f"--trials for '{target.name}' measures candidates on the device: "
+                           "add --rpc-tracker HOST:PORT --rpc-key KEY (docs/arm.md)")
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir / METADATA).is_file():
         raise TvmcompError(f"{out_dir} exists and is not a tvmcomp package; refusing to overwrite it")

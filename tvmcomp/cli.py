@@ -43,7 +43,7 @@ def _add_rpc_args(parser: argparse.ArgumentParser, direct: bool) -> None:
 
 
 def _remote_spec(args):
-    from .remote import RemoteSpec
+    from .remote import RemoteSpec, parse_address
 
     address = getattr(args, "rpc", None)
     if not (address or args.rpc_tracker or args.rpc_key):
@@ -54,7 +54,20 @@ def _remote_spec(args):
         raise TvmcompError("--rpc-tracker needs --rpc-key (the device key the board registered)")
     if args.rpc_key and not args.rpc_tracker:
         raise TvmcompError("--rpc-key needs --rpc-tracker HOST:PORT")
+    for text, flag in ((address, "--rpc"), (args.rpc_tracker, "--rpc-tracker")):
+        if text:
+            parse_address(text, flag)  # a malformed address fails before any work
     return RemoteSpec(address=address, tracker=args.rpc_tracker, key=args.rpc_key, timeout_s=args.rpc_timeout)
+
+
+def _tuning_runner(args):
+    """MetaSchedule's RPC runner when the user named a tracker and key, else None (local runner)."""
+    remote = _remote_spec(args)
+    if remote is None:
+        return None
+    from .tune.rpc import rpc_runner
+
+    return rpc_runner(remote)
 
 
 def _command(sub, name: str, summary: str, description: str, example: str | None = None) -> argparse.ArgumentParser:
@@ -81,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--keep-float", action="append", metavar="PATTERN", help="weight-name pattern of layers to keep in float, e.g. '*layer_0*' (repeatable)")
     build.add_argument("--trials", type=int, default=0, help="tune kernels that have no records with this many trials first (default: 0, never tune)")
     build.add_argument("--allow-untuned", action="store_true", help="build even if some kernels have no tuning records (slow code)")
+    _add_rpc_args(build, direct=False)
 
     tune = _command(
         sub,
@@ -151,7 +165,8 @@ def _cmd_build(args) -> None:
     target = resolve_target(args.target)
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
     result = build(source, target, args.output, quant=args.quant, trials=args.trials, allow_untuned=args.allow_untuned,
-                   calibration_samples=args.calibration_samples, observer=args.observer, keep_float=args.keep_float)
+                   calibration_samples=args.calibration_samples, observer=args.observer, keep_float=args.keep_float,
+                   runner=_tuning_runner(args))
     meta = result.metadata
     print(
         f"built {result.path}: {meta['model']} ({meta['variant']}) for {meta['target']['schedule_key']}, "
@@ -170,13 +185,8 @@ def _cmd_tune(args) -> None:
     target.check_toolchain()
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
     fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
-    remote = _remote_spec(args)
-    runner = None
-    if remote is not None:
-        from .tune.rpc import rpc_runner
-
-        runner = rpc_runner(remote)
-    elif target.is_cross:
+    runner = _tuning_runner(args)
+    if runner is None and target.is_cross:
         raise TvmcompError(f"target '{target.name}' runs on another machine: tune it there over RPC "
                            "(--rpc-tracker HOST:PORT --rpc-key KEY)")
     result = tune(fused, target, total_trials=args.trials, trials_per_task=args.trials_per_task, runner=runner)

@@ -37,41 +37,25 @@ def _embed(run, sentences: list[str], batch: int, seq_len: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def evaluate_package(path: str | Path, stream=None) -> dict:
-    import torch
+def accuracy_against_float(run_float, run_other, batch: int, seq_len: int, stream=None) -> dict:
+    """The three measures for any engine: ``run_*(inputs) -> last hidden state [batch, seq, hidden]``
+    on MiniLM's tokenized inputs (``input_ids``, ``attention_mask``) of the given fixed shape."""
     from scipy.stats import spearmanr
     from sklearn.linear_model import LogisticRegression
 
-    from .models import get_model
-
     stream = stream or sys.stderr
-    package = Package(path)
-    model = package.metadata["model"]
-    if model != "minilm":
-        raise TvmcompError(f"eval measures sentence-encoder accuracy and supports the bundled 'minilm', not '{model}'")
-    entry = get_model(model)
-    batch, seq_len = package.inputs[0]["shape"][:2]
-    module = entry.load_torch()
-
-    def run_float(inputs):
-        with torch.inference_mode():
-            return module(**{k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
-
-    def run_package(inputs):
-        return package.run(**inputs)[0]
-
     pairs = pang_lee_polarity()
     sentences = [s for s, _ in pairs]
     labels = np.array([label for _, label in pairs])
     print(f"[eval] embedding {len(sentences)} Pang & Lee sentences (float and package)", file=stream)
     float_emb = _embed(run_float, sentences, batch, seq_len)
-    pkg_emb = _embed(run_package, sentences, batch, seq_len)
-    cosine = (float_emb * pkg_emb).sum(1) / np.linalg.norm(float_emb, axis=1) / np.linalg.norm(pkg_emb, axis=1)
+    other_emb = _embed(run_other, sentences, batch, seq_len)
+    cosine = (float_emb * other_emb).sum(1) / np.linalg.norm(float_emb, axis=1) / np.linalg.norm(other_emb, axis=1)
 
     train = np.arange(len(sentences)) % 2 == 0
     probe = LogisticRegression(max_iter=2000).fit(float_emb[train], labels[train])
     float_acc = probe.score(float_emb[~train], labels[~train])
-    pkg_acc = probe.score(pkg_emb[~train], labels[~train])
+    other_acc = probe.score(other_emb[~train], labels[~train])
 
     word_pairs = wordsim353_pairs()
     words = sorted({w for a, b, _ in word_pairs for w in (a, b)})
@@ -83,22 +67,44 @@ def evaluate_package(path: str | Path, stream=None) -> dict:
         return np.array([emb[index[a]] @ emb[index[b]] for a, b, _ in word_pairs])
 
     float_sims = similarities(_embed(run_float, words, batch, seq_len))
-    pkg_sims = similarities(_embed(run_package, words, batch, seq_len))
+    other_sims = similarities(_embed(run_other, words, batch, seq_len))
     human = np.array([score for _, _, score in word_pairs])
     return {
-        "package": str(path),
-        "variant": package.metadata["variant"],
         "embedding_cosine_mean": float(cosine.mean()),
         "embedding_cosine_min": float(cosine.min()),
         "probe_accuracy_float": float(float_acc),
-        "probe_accuracy_package": float(pkg_acc),
-        "probe_accuracy_drop_pt": float((float_acc - pkg_acc) * 100),
-        "wordsim_spearman_float_vs_package": float(spearmanr(float_sims, pkg_sims).statistic),
+        "probe_accuracy_package": float(other_acc),
+        "probe_accuracy_drop_pt": float((float_acc - other_acc) * 100),
+        "wordsim_spearman_float_vs_package": float(spearmanr(float_sims, other_sims).statistic),
         "wordsim_spearman_vs_human": {"float": float(spearmanr(float_sims, human).statistic),
-                                      "package": float(spearmanr(pkg_sims, human).statistic)},
+                                      "package": float(spearmanr(other_sims, human).statistic)},
         "sentences": len(sentences),
         "word_pairs": len(word_pairs),
     }
+
+
+def torch_runner(module):
+    """``run(inputs)`` for a PyTorch module taking MiniLM's inputs as keyword arguments."""
+    import torch
+
+    def run(inputs):
+        with torch.inference_mode():
+            return module(**{k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
+
+    return run
+
+
+def evaluate_package(path: str | Path, stream=None) -> dict:
+    from .models import get_model
+
+    package = Package(path)
+    model = package.metadata["model"]
+    if model != "minilm":
+        raise TvmcompError(f"eval measures sentence-encoder accuracy and supports the bundled 'minilm', not '{model}'")
+    batch, seq_len = package.inputs[0]["shape"][:2]
+    run_float = torch_runner(get_model(model).load_torch())
+    metrics = accuracy_against_float(run_float, lambda inputs: package.run(**inputs)[0], batch, seq_len, stream)
+    return {"package": str(path), "variant": package.metadata["variant"], **metrics}
 
 
 def format_eval(result: dict) -> str:

@@ -1,0 +1,150 @@
+"""int8 benchmark: MiniLM-L6 b1 s128 on this machine, one run, fixed threads.
+
+Engines: tvmcomp fp32 and int8 (kernels from schedules/), PyTorch eager fp32 and dynamic int8
+(torch.ao.quantization.quantize_dynamic on the Linear layers), ONNX Runtime fp32, dynamic int8 and
+static QDQ int8 (per-channel int8 weights, per-tensor uint8 activations, calibrated on the same 32
+Lee-corpus sentences tvmcomp calibrates on). For each: latency, size on disk, and accuracy
+against the float model on real text (tvmcomp.evaluate: embedding cosine, polarity probe,
+WordSim-353 Spearman).
+
+Run: .venv/bin/python bench/int8.py [--threads 2] [--repeat 50]
+Writes bench/results/<date>-int8.json and .md. PyTorch and ONNX Runtime are timed before TVM's
+thread pool starts (see tvmcomp.bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+BATCH, SEQ_LEN = 1, 128
+
+
+def onnx_engines(module, inputs: dict, calibration: list[dict], workdir: Path, threads: int) -> dict:
+    """name -> (run(inputs) -> hidden state, bytes on disk) for the ONNX Runtime variants."""
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_dynamic, quantize_static)
+
+    fp32 = workdir / "minilm.onnx"
+    torch.onnx.export(module, tuple(torch.from_numpy(v) for v in inputs.values()), str(fp32),
+                      input_names=list(inputs), output_names=["last_hidden_state"], dynamo=True, verbose=False)
+    prepared = workdir / "minilm-prep.onnx"
+    quant_pre_process(str(fp32), str(prepared))
+    dynamic, static = workdir / "minilm-dynamic.onnx", workdir / "minilm-qdq.onnx"
+    quantize_dynamic(str(prepared), str(dynamic), weight_type=QuantType.QInt8)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.samples = iter(calibration)
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    quantize_static(str(prepared), str(static), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    engines = {}
+    for name, path in (("onnxruntime fp32", fp32), ("onnxruntime dynamic int8", dynamic),
+                       ("onnxruntime static QDQ int8", static)):
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        engines[name] = (lambda feed, s=session: s.run(None, feed)[0], path.stat().st_size + _external_data(path))
+    return engines
+
+
+def _external_data(path: Path) -> int:
+    data = path.with_name(path.name + ".data")
+    return data.stat().st_size if data.exists() else 0
+
+
+def torch_state_bytes(module) -> int:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    return buffer.tell()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=50)
+    args = parser.parse_args()
+
+    import torch
+
+    from tvmcomp.bench import bench_package, summarize, time_callable
+    from tvmcomp.evaluate import accuracy_against_float, evaluate_package, torch_runner
+    from tvmcomp.models import get_model
+
+    torch.set_num_threads(args.threads)
+    entry = get_model("minilm")
+    module = entry.load_torch()
+    inputs = entry.make_inputs(BATCH, SEQ_LEN)
+    calibration = entry.make_calibration_inputs(32, BATCH, SEQ_LEN)
+    workdir = Path(tempfile.mkdtemp(prefix="tvmcomp-int8-bench-"))
+    run_float = torch_runner(module)
+
+    engines = {
+        "pytorch fp32": (run_float, torch_state_bytes(module)),
+    }
+    dynamic = torch.ao.quantization.quantize_dynamic(entry.load_torch(), {torch.nn.Linear}, dtype=torch.qint8)
+    engines["pytorch dynamic int8"] = (torch_runner(dynamic), torch_state_bytes(dynamic))
+    engines.update(onnx_engines(module, inputs, calibration, workdir, args.threads))
+
+    rows = {}
+    for name, (run, size) in engines.items():  # everything not TVM first: TVM's pool slows them afterwards
+        print(f"[bench] {name}", file=sys.stderr, flush=True)
+        rows[name] = {"latency": summarize(time_callable(lambda: run(inputs), args.repeat)), "bytes": size,
+                      "accuracy": accuracy_against_float(run_float, run, BATCH, SEQ_LEN)}
+
+    for variant in ("none", "int8"):
+        package = workdir / f"tvmcomp-{variant}"
+        subprocess.run([sys.executable, "-m", "tvmcomp.cli", "build", "--model", "minilm", "--target", "x86",
+                        "--quant", variant, "-o", str(package)], check=True)
+        timing = bench_package(package, repeat=args.repeat, threads=args.threads)
+        name = f"tvmcomp {'fp32' if variant == 'none' else variant}"
+        rows[name] = {"latency": timing["tvmcomp"], "bytes": timing["library_bytes"],
+                      "accuracy": {k: v for k, v in evaluate_package(package).items() if k not in ("package", "variant")}}
+
+    date = datetime.date.today().isoformat()
+    report = {"date": date, "model": "minilm (all-MiniLM-L6-v2)", "batch": BATCH, "seq_len": SEQ_LEN,
+              "target": timing["target"], "threads": args.threads, "repeat": args.repeat, "results": rows}
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{date}-int8.json").write_text(json.dumps(report, indent=2) + "\n")
+    torch_ms = rows["pytorch fp32"]["latency"]["median_ms"]
+    lines = [
+        f"# int8 benchmark: MiniLM-L6 b{BATCH} s{SEQ_LEN}, {args.threads} threads, {timing['target']}, {date}",
+        "",
+        f"{args.repeat} timed runs each, one process; accuracy vs the float PyTorch model on real text "
+        "(200 Pang & Lee sentences, 437 WordSim-353 words). bench/int8.py.",
+        "",
+        "| engine | median ms | vs pytorch fp32 | MiB | cosine mean | cosine min | probe acc (float) | probe drop pt | WordSim rho |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in rows.items():
+        acc, ms = row["accuracy"], row["latency"]["median_ms"]
+        lines.append(
+            f"| {name} | {ms:.2f} | {torch_ms / ms:.2f}x | {row['bytes'] / 2**20:.1f} | {acc['embedding_cosine_mean']:.4f} | "
+            f"{acc['embedding_cosine_min']:.4f} | {acc['probe_accuracy_package']:.3f} ({acc['probe_accuracy_float']:.3f}) | "
+            f"{acc['probe_accuracy_drop_pt']:.1f} | {acc['wordsim_spearman_float_vs_package']:.4f} |")
+    (out / f"{date}-int8.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
