@@ -89,6 +89,15 @@ def test_bench_missing_package(capsys, tmp_path):
     assert_user_error(capsys, ["bench", str(tmp_path / "nothing")], "package not found")
 
 
+def test_eval_errors(capsys, tmp_path, empty_schedules):
+    assert_user_error(capsys, ["eval", str(tmp_path / "nothing")], "package not found")
+    relu_onnx(tmp_path / "r.onnx")
+    package = str(tmp_path / "relu")
+    assert main(["build", "--model", str(tmp_path / "r.onnx"), "--allow-untuned", "-o", package]) == 0
+    capsys.readouterr()
+    assert_user_error(capsys, ["eval", package], "supports the bundled 'minilm', not '")
+
+
 def test_cross_target_tuning_needs_the_device(capsys, tmp_path):
     relu_onnx(tmp_path / "r.onnx")
     model = ["--model", str(tmp_path / "r.onnx"), "--target", "arm"]
