@@ -28,3 +28,14 @@ def mlp_source() -> ModelSource:
 
     entry = ModelEntry("mlp", "test MLP", lambda: model, None, ("output_0",), make_calibration_inputs=calibration)
     return ModelSource("mlp", import_torch(model, inputs), inputs, model, entry)
+
+
+def int8_linear_reference(x, weight_nk, bias, scale, zero_point, activation, weight_quant):
+    """What a realized Linear must compute, in NumPy integers: quantize x (round half to even),
+    u8 x s8 -> s32 matmul, subtract the zero-point term, rescale, add the bias."""
+    from tvmcomp.quant.realize import quantize_weight
+
+    xq = activation.quantize(x, np.float32(scale), zero_point)
+    wq, w_scale = quantize_weight(np.ascontiguousarray(weight_nk.T), weight_quant)
+    acc = xq.astype(np.int32) @ wq.astype(np.int32) - zero_point * wq.astype(np.int32).sum(axis=0)
+    return acc.astype(np.float32) * (np.float32(scale) * w_scale).astype(np.float32) + bias

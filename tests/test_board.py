@@ -14,14 +14,14 @@ import tvm
 from tvm import relax
 from tvm.s_tir.meta_schedule.testing.dummy_object import DummyRunner
 
-from models_for_tests import mlp_source
+from models_for_tests import int8_linear_reference, mlp_source
 from test_quant_passes import SDOT, LinearAnnotated, _linear_params
 from tvmcomp.bench import bench_package
 from tvmcomp.board import Board, default_dir
 from tvmcomp.build import build
 from tvmcomp.errors import TvmcompError
 from tvmcomp.quant.calibrate import SiteRange
-from tvmcomp.quant.realize import quantize_weight, realize
+from tvmcomp.quant.realize import realize
 from tvmcomp.quant.schemes import get_scheme
 from tvmcomp.remote import RemoteSpec, connect, open_remote_package
 from tvmcomp.targets import resolve_target
@@ -101,10 +101,7 @@ def test_int8_sdot_linear_on_the_board_matches_the_integer_reference_exactly(boa
     vm = session = None
     gc.collect()  # end the session: the server takes one client at a time
 
-    xq = int8.activation.quantize(x, np.float32(0.021), 120)
-    wq, w_scale = quantize_weight(params["w"].T, int8)
-    acc = xq.astype(np.int32) @ wq.astype(np.int32) - 120 * wq.astype(np.int32).sum(axis=0)
-    want = acc.astype(np.float32) * (np.float32(0.021) * w_scale).astype(np.float32) + params["b"]
+    want = int8_linear_reference(x, params["w"], params["b"], 0.021, 120, int8.activation, int8.weight)
     np.testing.assert_array_equal(got, want)
 
 

@@ -11,7 +11,8 @@ from models_for_tests import mlp_source
 from tvmcomp import build as build_module
 from tvmcomp.build import build
 from tvmcomp.errors import TvmcompError
-from tvmcomp.quant.realize import quantize_weight
+from tvmcomp.quant.dot_kernels import dot_kernel_for
+from tvmcomp.quant.realize import quantize_weight, weight_quant_for
 from tvmcomp.quant.schemes import get_scheme
 from tvmcomp.frontend.torch_frontend import torch_reference
 from tvmcomp.targets import resolve_target
@@ -107,7 +108,7 @@ def test_int8_build_calibrates_once_and_stores_int8_weights(empty_schedules, tmp
     assert fp32.metadata["library_bytes"] > int8.metadata["library_bytes"]
     # the weights themselves: float bytes in the fp32 library only, int8 bytes in the int8 library
     weight_kn = mlp_source().imported.params["p_net_0_weight"].T  # [K, N] as the matmul reads it
-    wq, _ = quantize_weight(np.ascontiguousarray(weight_kn), get_scheme("int8"))
+    wq, _ = quantize_weight(np.ascontiguousarray(weight_kn), weight_quant_for(get_scheme("int8"), dot_kernel_for(target)))
     float_row = np.ascontiguousarray(weight_kn)[0, :32].tobytes()
     int8_row = wq[0, :32].tobytes()
     fp32_lib = (tmp_path / "fp32" / "model.so").read_bytes()

@@ -1,16 +1,21 @@
-"""Int8 dot-product kernels: the packed weight layout, which preset gets which instruction, and the
-instructions in the built libraries (disassembled: this machine may lack them, so nothing here runs
-them; candidates are compiled for real and given dummy timings)."""
+"""Int8 dot-product kernels: the packed weight layout, which preset gets which instruction, the
+instructions in the built libraries (disassembled: the test machine may lack them; candidates are
+compiled for real and given dummy timings), and, where the host has AVX2, exact results of the
+tensorized AVX2 kernel run here."""
 
+import dataclasses
+import json
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
+import tvm
 from tvm.s_tir.meta_schedule.testing.dummy_object import DummyRunner
 
-from models_for_tests import mlp_source
+from models_for_tests import int8_linear_reference, mlp_source
 from tvmcomp.build import build
 from tvmcomp.quant.dot_kernels import dot_kernel_for, pack_weight
 from tvmcomp.targets import resolve_target
@@ -24,20 +29,28 @@ def test_pack_weight_puts_each_block_of_outputs_and_reductions_together():
         assert packed[i, j, c, r] == weight[j * 4 + r, i * 16 + c]
 
 
-@pytest.mark.parametrize("preset, intrinsic", [
-    ("x86-znver4", "dot_16x4_vnni"),
-    ({"kind": "llvm", "mcpu": "znver3"}, None),  # AVX2 only: plain int8 matmul
-    ("arm", "dot_4x4_i8i8s32_sdot"),
-    ("rpi4", "dot_4x4_i8i8s32_neon"),  # Cortex-A72 has no dotprod
+def _x86_document_on(mcpu: str) -> dict:
+    """The x86 preset as it resolves on a host with this CPU."""
+    preset = resolve_target("x86")
+    return {"tvm": preset.tvm_config | {"mcpu": mcpu}, "tensor_intrinsics": ["x86"], "int8_dot": preset.extra["int8_dot"]}
+
+
+def _x86_preset_on(mcpu: str):
+    return resolve_target(_x86_document_on(mcpu))
+
+
+@pytest.mark.parametrize("preset, intrinsic, weight_bits", [
+    ("x86-znver4", "dot_16x4_vnni", 8),
+    ("x86@znver3", "dot_8x4_avx2", 7),  # AVX2, no VNNI: vpmaddubsw saturates 8-bit weights
+    ("x86@x86-64", None, None),  # baseline x86-64 (SSE2): plain int8 matmul
+    ("arm", "dot_4x4_i8i8s32_sdot", 8),
+    ("rpi4", "dot_4x4_i8i8s32_neon", 8),  # Cortex-A72 has no dotprod
 ])
-def test_each_target_gets_the_dot_instruction_its_cpu_has(preset, intrinsic):
-    if isinstance(preset, dict):
-        preset = resolve_target("x86").tvm_config | preset
-        spec = resolve_target({"tvm": preset, "int8_dot": resolve_target("x86").extra["int8_dot"]})
-    else:
-        spec = resolve_target(preset)
-    kernel = dot_kernel_for(spec)
+def test_each_target_gets_the_dot_instruction_its_cpu_has(preset, intrinsic, weight_bits):
+    name, _, mcpu = preset.partition("@")
+    kernel = dot_kernel_for(_x86_preset_on(mcpu) if mcpu else resolve_target(name))
     assert (kernel and kernel.intrinsic) == intrinsic
+    assert (kernel and kernel.weight_bits) == weight_bits
 
 
 def _disassemble(objdump: str, library) -> str:
@@ -48,12 +61,70 @@ def _disassemble(objdump: str, library) -> str:
 
 @pytest.mark.parametrize("preset, objdump, instruction", [
     ("x86-znver4", "objdump", r"\bvpdpbusd\b"),
+    ("x86@znver3", "objdump", r"\bvpmaddubsw\b"),
     ("arm", "aarch64-linux-gnu-objdump", r"\bsdot\b"),
 ])
 def test_int8_library_uses_the_dot_product_instruction(preset, objdump, instruction, empty_schedules, tmp_path):
-    target = resolve_target(preset)
+    name, _, mcpu = preset.partition("@")
+    target = _x86_preset_on(mcpu) if mcpu else resolve_target(name)
     package = build(mlp_source(), target, tmp_path / "pkg", quant="int8", calibration_samples=4, trials=6,
                     runner=DummyRunner())
     assert package.metadata["untuned_kernels"] == 0
     assembly = _disassemble(objdump, tmp_path / "pkg" / "model.so")
     assert len(re.findall(instruction, assembly)) >= 8
+
+
+def _host_has(feature: str) -> bool:
+    import tvm
+    from tvm.target import codegen
+
+    return bool(codegen.target_has_features(feature, tvm.target.Target({"kind": "llvm", "mcpu": _host_mcpu()})))
+
+
+def _host_mcpu() -> str:
+    return resolve_target("x86").tvm_config["mcpu"]
+
+
+@pytest.mark.skipif(not _host_has("avx2"), reason="the host has no AVX2 to run the kernel on")
+@pytest.mark.parametrize("weight_bits, exact", [(7, True), (8, False)], ids=["7-bit", "8-bit-saturates"])
+def test_tensorized_avx2_linear_matches_the_integer_reference_only_with_7_bit_weights(weight_bits, exact, empty_schedules):
+    """The kernel really runs vpmaddubsw here. With the weights narrowed to 7 bits its integers are exact; with
+    8-bit weights a pair of products (255 x 127 x 2 = 64770) overflows int16 and the result is wrong:
+    the reason the AVX2 entry says ``"weight_bits": 7``."""
+    from tvm import relax
+
+    from test_quant_passes import INT8, LinearAnnotated
+    from tvmcomp import tune as tuning
+    from tvmcomp.build import compile_with_database
+    from tvmcomp.lowering import fuse_for_tuning
+    from tvmcomp.quant.calibrate import SiteRange
+    from tvmcomp.quant.realize import quantize_weight, realize, weight_quant_for
+
+    target = _x86_preset_on(_host_mcpu())
+    kernel = dataclasses.replace(dot_kernel_for(_x86_preset_on("znver3")), weight_bits=weight_bits)
+    rng = np.random.default_rng(3)
+    params = {"w": rng.standard_normal((16, 8)).astype(np.float32), "b": rng.standard_normal(16).astype(np.float32)}
+    params["w"][:4] = 1.0  # output channels whose every weight is the channel maximum
+    x = rng.standard_normal((2, 8)).astype(np.float32) * 1.5
+    x[0] = 3.0  # every activation code 255: the worst case for the int16 pair sums
+    realized = realize(LinearAnnotated, params, {0: SiteRange(0.021, 120, -2.5, 2.8)}, INT8, kernel)
+    fused = fuse_for_tuning(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized),
+                            target.tvm_target())
+    tuning.tune(fused, target, total_trials=2, runner=DummyRunner())
+    # the next build, a new process, reads these records: it must register dot_8x4_avx2 to parse them
+    count = "len(open_database(resolve_target(sys.argv[1])).get_all_tuning_records())"
+    loaded = subprocess.run([sys.executable, "-c", "import sys; from tvmcomp.targets import resolve_target; "
+                             f"from tvmcomp.tune import open_database; print({count})",
+                             json.dumps(_x86_document_on(_host_mcpu()))], capture_output=True, text=True)
+    assert loaded.returncode == 0 and int(loaded.stdout) >= 1, loaded.stderr[-2000:]
+    executable = compile_with_database(fused, target, tuning.open_database(target))
+    assert "vpmaddubsw" in executable.mod.imports[0].inspect_source("asm")
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+    weight_quant = weight_quant_for(INT8, kernel)
+    want = int8_linear_reference(x, params["w"], params["b"], 0.021, 120, INT8.activation, weight_quant)
+    # One unit of the int32 accumulator is worth 0.021 * s_w in the output. The float epilogue may be
+    # FMA-contracted on this CPU (last-bit differences), so "exact" means far below one unit.
+    unit = 0.021 * quantize_weight(np.ascontiguousarray(params["w"].T), weight_quant)[1].min()
+    error = np.abs(got - want).max()
+    assert (error < unit / 100) if exact else (error > unit)

@@ -8,9 +8,10 @@ from tvm import relax
 from tvm.script import relax as R
 
 from conftest import run_imported
+from models_for_tests import int8_linear_reference
 from tvmcomp.errors import TvmcompError
 from tvmcomp.frontend import TensorSpec, import_torch
-from tvmcomp.quant.annotate import annotate, quant_sites
+from tvmcomp.quant.annotate import _is_op, annotate, quant_sites
 from tvmcomp.quant.calibrate import SiteRange, calibrate
 from tvmcomp.quant.dot_kernels import DotKernel, pack_weight
 from tvmcomp.quant.realize import quantize_weight, realize
@@ -48,12 +49,129 @@ class LinearAnnotated:
 
 def test_annotate_marks_the_linear_activation():
     tvm.ir.assert_structural_equal(annotate(Linear, ["w", "b"]), LinearAnnotated)
-    assert [(s.weight, s.transposed) for s in quant_sites(LinearAnnotated)] == [("w", True)]
+    assert [(s.name, s.transposed) for s in quant_sites(LinearAnnotated)] == [("w", True)]
 
 
 def test_annotate_skips_by_weight_name_and_ignores_activation_matmuls():
     assert quant_sites(annotate(Linear, ["w", "b"], skip=["w"])) == []
     assert quant_sites(annotate(Linear, [])) == []  # w is not a weight: x @ w.T is left in float
+
+
+@tvm.script.ir_module
+class Attention:
+    @R.function
+    def main(q: R.Tensor((2, 4, 8), "float32"), k: R.Tensor((2, 8, 4), "float32")):
+        R.func_attr({"num_input": 2})
+        with R.dataflow():
+            s = R.matmul(q, k, out_dtype="float32")
+            R.output(s)
+        return s
+
+
+@tvm.script.ir_module
+class AttentionAnnotated:
+    @R.function
+    def main(q: R.Tensor((2, 4, 8), "float32"), k: R.Tensor((2, 8, 4), "float32")):
+        R.func_attr({"num_input": 2, "tvmcomp.quant_sites": ["bmm_0:lhs", "bmm_0:rhs"]})
+        with R.dataflow():
+            qs = R.call_pure_packed("tvmcomp.quant_site", q, R.prim_value(0), ty_args=(R.Tensor((2, 4, 8), dtype="float32"),))
+            ks = R.call_pure_packed("tvmcomp.quant_site", k, R.prim_value(1), ty_args=(R.Tensor((2, 8, 4), dtype="float32"),))
+            s = R.matmul(qs, ks, out_dtype="float32")
+            R.output(s)
+        return s
+
+
+def test_annotate_marks_both_operands_of_a_batched_activation_matmul():
+    tvm.ir.assert_structural_equal(annotate(Attention, []), AttentionAnnotated)
+    assert quant_sites(annotate(Attention, [], skip=["bmm_*"])) == []
+
+
+ATTENTION_RANGES = {0: SiteRange(scale=0.017, zero_point=117, lo=-2.0, hi=2.3),
+                    1: SiteRange(scale=0.013, zero_point=140, lo=-1.8, hi=1.5)}
+
+
+def test_realize_batched_matmul_subtracts_zero_points_in_int16():
+    realized = realize(AttentionAnnotated, {}, ATTENTION_RANGES, INT8)
+    calls = [b.value for b in realized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
+    assert [c.op.name for c in calls] == ["relax.quantize", "relax.astype", "relax.subtract"] * 2 + [
+        "relax.matmul", "relax.astype", "relax.multiply"]
+    matmul = calls[6]
+    assert [str(a.ty.dtype) for a in matmul.args] == ["int16", "int16"] and str(matmul.attrs.out_dtype) == "int32"
+    np.testing.assert_array_equal(calls[2].args[1].value.numpy(), np.full(8, 117, np.int16))
+    np.testing.assert_array_equal(calls[5].args[1].value.numpy(), np.full(4, 140, np.int16))
+    np.testing.assert_array_equal(calls[8].args[1].value.numpy(), np.full(4, np.float32(0.017) * np.float32(0.013)))
+
+
+def test_realized_batched_matmul_matches_the_numpy_integer_reference_exactly():
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal((2, 4, 8)).astype(np.float32) * 1.2  # some values clip
+    k = rng.standard_normal((2, 8, 4)).astype(np.float32) * 1.2
+    executable = tvm.compile(realize(AttentionAnnotated, {}, ATTENTION_RANGES, INT8), target=tvm.target.Target({"kind": "llvm"}))
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(q), tvm.runtime.tensor(k)).numpy()
+
+    act = INT8.activation
+    qc = act.quantize(q, np.float32(0.017), 117).astype(np.int32) - 117
+    kc = act.quantize(k, np.float32(0.013), 140).astype(np.int32) - 140
+    want = (qc @ kc).astype(np.float32) * (np.float32(0.017) * np.float32(0.013))
+    np.testing.assert_array_equal(got, want)
+    # and it is the float product of the inputs clipped to their calibrated ranges, within rounding error
+    clipped = np.clip(q, -2.0, 2.3) @ np.clip(k, -1.8, 1.5)
+    assert np.abs(got - clipped).max() < 8 * (0.017 + 0.013)
+
+
+@tvm.script.ir_module
+class Conv:
+    @R.function
+    def main(x: R.Tensor((1, 3, 6, 6), "float32"), w: R.Tensor((4, 3, 3, 3), "float32")):
+        R.func_attr({"num_input": 1})
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, strides=[1, 1], padding=[1, 1, 1, 1], out_dtype="float32")
+            R.output(y)
+        return y
+
+
+@tvm.script.ir_module
+class ConvAnnotated:
+    @R.function
+    def main(x: R.Tensor((1, 3, 6, 6), "float32"), w: R.Tensor((4, 3, 3, 3), "float32")):
+        R.func_attr({"num_input": 1, "tvmcomp.quant_sites": ["w:conv"]})
+        with R.dataflow():
+            xs = R.call_pure_packed("tvmcomp.quant_site", x, R.prim_value(0), ty_args=(R.Tensor((1, 3, 6, 6), dtype="float32"),))
+            y = R.nn.conv2d(xs, w, strides=[1, 1], padding=[1, 1, 1, 1], out_dtype="float32")
+            R.output(y)
+        return y
+
+
+def test_annotate_marks_a_conv2d_with_a_weight_parameter():
+    tvm.ir.assert_structural_equal(annotate(Conv, ["w"]), ConvAnnotated)
+    assert quant_sites(annotate(Conv, [])) == []  # a conv of two activations stays float
+
+
+def _conv_reference(x, weight, scale, zero_point):
+    """NumPy integer conv2d (stride 1, padding 1) of the centered codes, then the same rescale."""
+    xc = INT8.activation.quantize(x, np.float32(scale), zero_point).astype(np.int64) - zero_point
+    wq, w_scale = quantize_weight(weight, INT8.weight, channel_axis=0)
+    padded = np.pad(xc, ((0, 0), (0, 0), (1, 1), (1, 1)))  # centered codes pad with real zeros
+    out_h, out_w = x.shape[2], x.shape[3]
+    acc = np.zeros((1, weight.shape[0], out_h, out_w), np.int64)
+    for i, j in np.ndindex(out_h, out_w):
+        acc[0, :, i, j] = np.tensordot(wq.astype(np.int64), padded[0, :, i:i + 3, j:j + 3], axes=3)
+    return acc.astype(np.float32) * (np.float32(scale) * w_scale).astype(np.float32).reshape(-1, 1, 1)
+
+
+def test_realized_conv2d_matches_the_numpy_integer_reference_exactly():
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32) + 0.5
+    realized = realize(ConvAnnotated, {"w": weight}, {0: SiteRange(0.014, 110, -1.5, 2.0)}, INT8)
+    conv = [b.value for b in realized["main"].body.blocks[0].bindings if _is_op(b.value, "relax.nn.conv2d")][0]
+    assert [str(a.ty.dtype) for a in conv.args] == ["int16", "int16"] and str(conv.attrs.out_dtype) == "int32"
+    bound = relax.transform.BindParams("main", {"w": tvm.runtime.tensor(weight)})(realized)
+    executable = tvm.compile(bound, target=tvm.target.Target({"kind": "llvm"}))
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, _conv_reference(x, weight, 0.014, 110))
+    want_float = torch.nn.functional.conv2d(torch.from_numpy(np.clip(x, -1.5, 2.0)), torch.from_numpy(weight), padding=1)
+    assert np.abs(got - want_float.numpy()).max() < 0.2  # and within rounding error of the float conv
 
 
 def _linear_params(seed=0):
@@ -72,7 +190,7 @@ def test_realize_emits_u8_s8_s32_integer_matmul():
     matmul = calls[1]
     assert str(matmul.args[0].ty.dtype) == "uint8" and str(matmul.args[1].value.dtype) == "int8"
     assert str(matmul.attrs.out_dtype) == "int32"
-    wq, w_scale = quantize_weight(params["w"].T, INT8)
+    wq, w_scale = quantize_weight(params["w"].T, INT8.weight)
     np.testing.assert_array_equal(matmul.args[1].value.numpy(), wq)
     np.testing.assert_array_equal(calls[2].args[1].value.numpy(), 131 * wq.astype(np.int32).sum(axis=0))
     np.testing.assert_array_equal(calls[4].args[1].value.numpy(), (np.float32(0.02) * w_scale).astype(np.float32))
@@ -92,7 +210,7 @@ def test_realize_packs_weights_for_the_targets_dot_kernel():
     # sdot multiplies s8 x s8: the uint8 codes and zero point move down by 128 together
     assert str(quantize.attrs.out_dtype) == "int8"
     np.testing.assert_array_equal(quantize.args[2].value.numpy(), np.full(8, 131 - 128))
-    wq, _ = quantize_weight(params["w"].T, INT8)
+    wq, _ = quantize_weight(params["w"].T, INT8.weight)
     packed = matmul.args[1].fields[1].value.numpy()
     assert packed.shape == (4, 2, 4, 4) and packed.dtype == np.int8
     np.testing.assert_array_equal(packed, pack_weight(wq, (4, 4)))
@@ -108,11 +226,7 @@ def test_realized_linear_matches_the_numpy_integer_reference_exactly(kernel):
     executable = tvm.compile(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized), target=target)
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
 
-    act = INT8.activation
-    xq = act.quantize(x, np.float32(0.021), 120)
-    wq, w_scale = quantize_weight(params["w"].T, INT8)
-    acc = xq.astype(np.int32) @ wq.astype(np.int32) - 120 * wq.astype(np.int32).sum(axis=0)
-    want = acc.astype(np.float32) * (np.float32(0.021) * w_scale).astype(np.float32) + params["b"]
+    want = int8_linear_reference(x, params["w"], params["b"], 0.021, 120, INT8.activation, INT8.weight)
     np.testing.assert_array_equal(got, want)
 
 

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--quant", default="none", help="compression scheme: none (fp32) or int8 (W8A8, calibrated on real text) (default: none)")
     build.add_argument("--calibration-samples", type=int, default=32, help="inputs to calibrate activation ranges on (default: 32)")
     build.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl (default: the scheme's)")
-    build.add_argument("--keep-float", action="append", metavar="PATTERN", help="weight-name pattern of layers to keep in float, e.g. '*layer_0*' (repeatable)")
+    build.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching quant sites in float: a weight-name pattern ('*layer_0*') or 'bmm_*' for the attention matmuls (repeatable)")
     build.add_argument("--trials", type=int, default=0, help="tune kernels that have no records with this many trials first (default: 0, never tune)")
     build.add_argument("--allow-untuned", action="store_true", help="build even if some kernels have no tuning records (slow code)")
     _add_rpc_args(build, direct=False)

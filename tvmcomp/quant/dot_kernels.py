@@ -12,6 +12,8 @@ naming the LLVM CPU feature it needs; the first one the target has is used::
                   "weight_block": [16, 4], "activation_dtype": "uint8"}]
 
 The activation dtype is the instruction's: ``vpdpbusd`` multiplies u8 x s8, ``sdot`` s8 x s8.
+An entry may narrow the weights (``"weight_bits": 7``) where the instruction would otherwise
+saturate (AVX2's ``vpmaddubsw`` sums u8 x s8 pairs in int16).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class DotKernel:
     intrinsic: str  # TensorIntrin name MetaSchedule tensorizes with
     weight_block: tuple[int, int]  # (output channels, reduction elements) per packed block
     activation_dtype: str  # "uint8" or "int8"
+    weight_bits: int = 8  # fewer where the instruction's intermediate sums would saturate
 
     def fits(self, k: int, n: int) -> bool:
         bn, bk = self.weight_block
@@ -45,7 +48,8 @@ def dot_kernel_for(target: TargetSpec) -> DotKernel | None:
     tvm_target = target.tvm_target()
     for entry in candidates:
         if codegen.target_has_features(entry["feature"], tvm_target):
-            return DotKernel(entry["feature"], entry["intrinsic"], tuple(entry["weight_block"]), entry["activation_dtype"])
+            return DotKernel(entry["feature"], entry["intrinsic"], tuple(entry["weight_block"]), entry["activation_dtype"],
+                             entry.get("weight_bits", 8))
     return None
 
 

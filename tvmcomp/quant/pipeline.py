@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .annotate import annotate
+from .annotate import annotate, quant_sites
 from .calibrate import SiteRange, calibrate
 from .dot_kernels import DotKernel
 from .realize import realize
@@ -38,8 +38,10 @@ def quantize_model(source, scheme_name: str, model_hash: str, previous_package: 
     scheme = get_scheme(scheme_name)
     imported = source.imported
     annotated = annotate(imported.mod, imported.params, skip=keep_float)
+    # the sites are part of the key: ranges are stored by site index, which a change to annotate shifts
     settings = {"scheme": scheme.name, "observer": observer or scheme.observer, "samples": samples,
-                "keep_float": list(keep_float or [])}
+                "keep_float": list(keep_float or []),
+                "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package else None
     if ranges is None:
         print(f"[quant] calibrating {scheme.name} on {samples} samples ({settings['observer']} observer)", file=stream)

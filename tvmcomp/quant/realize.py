@@ -1,6 +1,6 @@
 """Realize: replace each quant site and its matmul by integer compute.
 
-For a site with activation scale ``s_x`` / zero point ``z_x`` and weight ``W`` ([K, N] after any
+For a Linear site with activation scale ``s_x`` / zero point ``z_x`` and weight ``W`` ([K, N] after any
 transpose), quantized per output channel to int8 ``Wq`` with scales ``s_w``::
 
     xq  = R.quantize(x, s_x, z_x, axis=-1)                 # uint8, round half to even
@@ -14,65 +14,90 @@ weight is no longer used and is not bound into the library.
 Given the target's dot-product kernel (:mod:`tvmcomp.quant.dot_kernels`), the matmul instead reads
 ``Wq`` pre-packed in that instruction's block layout, and ``xq`` is stored in the instruction's
 activation dtype: uint8 codes become int8 by subtracting 128 from codes and zero point alike,
-which changes no value of ``xq - z_x``.
+which changes no value of ``xq - z_x``. A kernel that needs narrower weights (AVX2: 7 bits) gets
+them: still stored as int8, quantized to [-63, 63].
+
+A batched matmul of two activations ``a @ b`` (attention) has a site on each operand; both vary at
+run time, so nothing folds into a constant::
+
+    ac  = R.astype(R.quantize(a, s_a, z_a), "int16") - z_a   # exact: |code - z| <= 255
+    acc = R.matmul(ac, bc, out_dtype="int32")               # bc likewise from b
+    y   = R.astype(acc, "float32") * (s_a * s_b)
+
+A conv2d site does the same with the data centered in int16 (zero padding then pads real zeros)
+and its weight quantized per output channel, as an int16 constant::
+
+    acc = R.nn.conv2d(xc, Wq, out_dtype="int32");  y = R.astype(acc, "float32") * (s_x * s_w)
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .annotate import QUANT_SITE, SITES_ATTR, _is_op, quant_sites
+from .annotate import CONV_ROLE, QUANT_SITE, SITES_ATTR, _is_op, quant_sites
 from .dot_kernels import DotKernel, pack_weight, packed_matmul
-from .schemes import QuantScheme
+from .schemes import QuantScheme, TensorQuant
 
 _SIGNED_SHIFT = {("uint8", "int8"): -128, ("int8", "uint8"): 128}
 
 
-def quantize_weight(weight_kn: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np.ndarray]:
-    """int8 weight [K, N] and per-output-channel scales [N]."""
-    quant = scheme.weight
-    scale, zero = quant.scale_zero_point(weight_kn.min(axis=0), weight_kn.max(axis=0))
-    return quant.quantize(weight_kn, scale, zero), scale
+def quantize_weight(weight: np.ndarray, quant: TensorQuant, channel_axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Integer weight and per-output-channel scales: channels along ``channel_axis`` (-1: Linear's
+    [K, N]; 0: conv2d's OIHW)."""
+    reduced = tuple(a for a in range(weight.ndim) if a != channel_axis % weight.ndim)
+    scale, zero = quant.scale_zero_point(weight.min(axis=reduced), weight.max(axis=reduced))
+    shape = [-1 if a == channel_axis % weight.ndim else 1 for a in range(weight.ndim)]
+    return quant.quantize(weight, scale.reshape(shape), zero.reshape(shape)), scale
+
+
+def weight_quant_for(scheme: QuantScheme, kernel: DotKernel | None) -> TensorQuant:
+    """How weights are quantized for a matmul realized with ``kernel`` (None: a plain matmul)."""
+    if kernel is None or kernel.weight_bits >= scheme.weight.bits:
+        return scheme.weight
+    return replace(scheme.weight, bits=kernel.weight_bits)
 
 
 @mutator
 class _Realizer(PyExprMutator):
     def __init__(self, mod, params, ranges, scheme, kernel):
+        # kernel: the dot-product instruction Linear layers use; batched matmuls stay plain
         super().__init__(mod)
         self.params, self.ranges, self.scheme, self.kernel = params, ranges, scheme, kernel
         self.sites = {site.index: site for site in quant_sites(mod)}
 
-    def _site_of(self, lhs):
-        bound = self.lookup_binding(lhs) if isinstance(lhs, relax.Var) else None
+    def _site_of(self, operand):
+        """The quant site ``operand`` is bound to, and the float tensor it marks (else None, None)."""
+        bound = self.lookup_binding(operand) if isinstance(operand, relax.Var) else None
         if bound is None or not _is_op(bound, "relax.call_pure_packed"):
             return None, None
         if str(bound.args[0].global_symbol) != QUANT_SITE:
             return None, None
         return self.sites[int(bound.args[2].value)], bound.args[1]
 
-    def visit_call_(self, call):
-        call = self.visit_expr_post_order(call)
-        if not _is_op(call, "relax.matmul"):
-            return call
-        site, x = self._site_of(call.args[0])
-        if site is None:
-            return call
-        weight = self.params[site.weight]
-        weight_kn = weight.T if site.transposed else weight
-        wq, w_scale = quantize_weight(np.ascontiguousarray(weight_kn, np.float32), self.scheme)
+    def _quantize(self, x, site, dtype: str, zero_point: int, axis: int = -1):
         act = self.ranges[site.index]
-        channels, outputs = wq.shape
-        packed = self.kernel is not None and self.kernel.fits(channels, outputs)
-        dtype = self.kernel.activation_dtype if packed else self.scheme.activation.dtype
-        zero_point = act.zero_point + _SIGNED_SHIFT.get((self.scheme.activation.dtype, dtype), 0)
+        width = int(x.ty.shape.values[axis])
         # Scale and zero point as per-channel vectors, not scalars: scalars get inlined into the kernel
         # as literals, so every recalibration would change the kernel and miss its tuning records.
-        xq = self.builder_.emit(relax.op.quantize(
-            x, relax.const(np.full(channels, act.scale, np.float32)), relax.const(np.full(channels, zero_point, np.int32)),
-            axis=-1, out_dtype=dtype))
+        return self.builder_.emit(relax.op.quantize(
+            x, relax.const(np.full(width, act.scale, np.float32)), relax.const(np.full(width, zero_point, np.int32)),
+            axis=axis, out_dtype=dtype))
+
+    def _linear(self, site, x):
+        weight = self.params[site.name]
+        weight_kn = np.ascontiguousarray(weight.T if site.transposed else weight, np.float32)
+        channels, outputs = weight_kn.shape
+        packed = self.kernel is not None and self.kernel.fits(channels, outputs)
+        wq, w_scale = quantize_weight(weight_kn, weight_quant_for(self.scheme, self.kernel if packed else None))
+        act = self.ranges[site.index]
+        dtype = self.kernel.activation_dtype if packed else self.scheme.activation.dtype
+        zero_point = act.zero_point + _SIGNED_SHIFT.get((self.scheme.activation.dtype, dtype), 0)
+        xq = self._quantize(x, site, dtype, zero_point)
         if packed:
             acc = self.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, self.kernel.weight_block)))
         else:
@@ -81,12 +106,55 @@ class _Realizer(PyExprMutator):
         shifted = self.builder_.emit(relax.op.subtract(acc, relax.const(correction)))
         return relax.op.multiply(relax.op.astype(shifted, "float32"), relax.const((act.scale * w_scale).astype(np.float32)))
 
+    def _centered(self, x, site, axis: int = -1):
+        """``xq - z_x`` as int16 (exact: |xq - z_x| <= 255), for operands whose zero-point terms
+        cannot fold into constants: both operands of a batched matmul vary at run time, and a padded
+        convolution's border windows see fewer codes."""
+        zero_point = self.ranges[site.index].zero_point
+        xq = self._quantize(x, site, self.scheme.activation.dtype, zero_point, axis)
+        dims = [int(d) for d in x.ty.shape.values]
+        axis %= len(dims)
+        shape = [dims[axis]] + [1] * (len(dims) - 1 - axis)  # broadcasts along the quantized axis
+        return self.builder_.emit(relax.op.subtract(relax.op.astype(xq, "int16"),
+                                                    relax.const(np.full(shape, zero_point, np.int16))))
+
+    def _conv2d(self, site, x, call):
+        wq, w_scale = quantize_weight(self.params[site.name].astype(np.float32), self.scheme.weight, channel_axis=0)
+        attrs = call.attrs
+        acc = self.builder_.emit(relax.op.nn.conv2d(
+            self._centered(x, site, axis=1), relax.const(wq.astype(np.int16)), strides=attrs.strides,
+            padding=attrs.padding, dilation=attrs.dilation, groups=attrs.groups, data_layout="NCHW",
+            kernel_layout="OIHW", out_dtype="int32"))
+        scale = (np.float32(self.ranges[site.index].scale) * w_scale).astype(np.float32)
+        return relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale.reshape(-1, 1, 1)))
+
+    def _batched(self, lhs_site, lhs, rhs_site, rhs):
+        acc = self.builder_.emit(relax.op.matmul(self._centered(lhs, lhs_site), self._centered(rhs, rhs_site),
+                                                 out_dtype="int32"))
+        scale = np.float32(self.ranges[lhs_site.index].scale) * np.float32(self.ranges[rhs_site.index].scale)
+        outputs = int(acc.ty.shape.values[-1])
+        return relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(np.full(outputs, scale, np.float32)))
+
+    def visit_call_(self, call):
+        call = self.visit_expr_post_order(call)
+        if not (_is_op(call, "relax.matmul") or _is_op(call, "relax.nn.conv2d")):
+            return call
+        site, x = self._site_of(call.args[0])
+        if site is None:
+            return call
+        if site.role == CONV_ROLE:
+            return self._conv2d(site, x, call)
+        if site.is_linear:
+            return self._linear(site, x)
+        rhs_site, y = self._site_of(call.args[1])
+        return self._batched(site, x, rhs_site, y)
+
 
 def realize(mod: tvm.IRModule, params: dict, ranges: dict, scheme: QuantScheme,
             kernel: DotKernel | None = None) -> tvm.IRModule:
     """Rewrite every annotated matmul of ``main`` to integer compute (see module docstring).
 
-    With a ``kernel``, matmuls whose shapes fit its block read packed weights.
+    With a ``kernel``, Linear matmuls whose shapes fit its block read packed weights.
     """
     realizer = _Realizer(mod, params, ranges, scheme, kernel)
     func = realizer.visit_expr(mod["main"]).without_attr(SITES_ATTR)

@@ -30,6 +30,8 @@ def database_dir(target: TargetSpec) -> Path:
 def open_database(target: TargetSpec):
     from tvm.s_tir import meta_schedule as ms
 
+    # records' traces name tensor intrinsics (ours among them): loading fails on an unregistered one
+    register_tensor_intrinsics(list(target.tensor_intrinsics))
     path = database_dir(target)
     path.mkdir(parents=True, exist_ok=True)
     return ms.database.JSONDatabase(work_dir=str(path), module_equality="structural")

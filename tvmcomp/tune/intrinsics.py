@@ -8,6 +8,11 @@ named by the target preset (``"tensor_intrinsics": ["x86"]``) are imported.
 TVM 0.27's ``dot_16x4_vnni`` passes ``<16 x i32>`` operands to ``llvm.x86.avx512.vpdpbusd.512``,
 which the bundled LLVM declares as ``(<16 x i32>, <64 x i8>, <64 x i8>)``: every kernel using it
 fails LLVM's module verification. It is re-registered under the same name with byte operands.
+
+0.27 has no int8 dot product for AVX2-only CPUs (Zen3, pre-Ice Lake Intel), so ``dot_8x4_avx2`` is
+added: ``vpmaddubsw`` (u8 x s8 pairs summed to s16, saturating) then ``vpmaddwd`` by ones (s16
+pairs summed to s32), the sequence fbgemm and oneDNN use. The s16 sum of a pair saturates unless
+``2 * 255 * max|w| <= 32767``: kernels using it need 7-bit weights (``"weight_bits": 7``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 
 PACKAGE = "tvm.s_tir.tensor_intrin"
 VNNI_INTRIN = "dot_16x4_vnni"
+AVX2_INTRIN = "dot_8x4_avx2"
 
 
 def _vnni_16x4_u8i8i32():
@@ -45,13 +51,55 @@ def _vnni_16x4_u8i8i32():
     return impl
 
 
-def _fix_x86(module) -> None:
+def _avx2_8x4_desc_and_impl():
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((8, 4), "int8", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+            T.writes(C[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((8, 4), "int8", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+            T.writes(C[0:8])
+            a_u8x32 = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="uint8x32")
+            pairs_i16x16 = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a_u8x32, B.vload([0, 0], dtype="int8x32"),
+                dtype="int16x16",
+            )
+            C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs_i16x16, T.broadcast(T.int16(1), 16),
+                dtype="int32x8",
+            )
+
+    return desc, impl
+
+
+def _x86_intrinsics(module) -> None:
     from tvm.s_tir import TensorIntrin
 
     TensorIntrin.register(VNNI_INTRIN, module.dot_product_16x4_u8i8i32_desc, _vnni_16x4_u8i8i32(), override=True)
+    TensorIntrin.register(AVX2_INTRIN, *_avx2_8x4_desc_and_impl(), override=True)
 
 
-_FIXES = {"x86": _fix_x86}
+# run after importing the named backend module: fixes and additions to its intrinsics
+_AFTER_IMPORT = {"x86": _x86_intrinsics}
 
 
 def register_tensor_intrinsics(modules: list[str]) -> None:
@@ -65,5 +113,5 @@ def register_tensor_intrinsics(modules: list[str]) -> None:
         tvm.s_tir.tensor_intrin = package
     for name in modules:
         module = importlib.import_module(f"{PACKAGE}.{name}")
-        if name in _FIXES:
-            _FIXES[name](module)
+        if name in _AFTER_IMPORT:
+            _AFTER_IMPORT[name](module)
