@@ -1,8 +1,9 @@
 """Where the time goes: each kernel of a model, its best measured latency in the tuning database,
 how often the model runs it, and its share of the total.
 
-Run: .venv/bin/python bench/kernels.py [--model minilm] [--target x86]
-Writes bench/results/<date>-kernels-<model>-<target key>.md.
+Run: .venv/bin/python bench/kernels.py [--model minilm] [--target x86] [--quant int8 [--calibration DIR]]
+Writes bench/results/<date>-kernels-<model>[-<quant>]-<target key>.md. ``--calibration`` names a
+package whose saved calibration is reused (else the model is calibrated first).
 """
 
 from __future__ import annotations
@@ -22,17 +23,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--target", default="x86")
+    parser.add_argument("--quant", default="none")
+    parser.add_argument("--calibration", type=Path, help="package folder whose calibration.json to reuse")
     args = parser.parse_args()
 
     from tvm.s_tir.analysis import estimate_tir_flops
 
+    from tvmcomp.build import model_hash
     from tvmcomp.lowering import fuse_for_tuning
+    from tvmcomp.quant.dot_kernels import dot_kernel_for
+    from tvmcomp.quant.pipeline import quantize_model
     from tvmcomp.source import load_source
     from tvmcomp.targets import resolve_target
     from tvmcomp.tune import extract_tasks, open_database
 
     target = resolve_target(args.target)
-    fused = fuse_for_tuning(load_source(args.model).imported.bound(), target.tvm_target())
+    source = load_source(args.model)
+    if args.quant != "none":
+        quantize_model(source, args.quant, model_hash(source), args.calibration, kernel=dot_kernel_for(target))
+    fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
     database = open_database(target)
     rows = []
     for task in extract_tasks(fused, target):
@@ -45,8 +54,9 @@ def main() -> None:
         rows.append((task.task_name, int(task.weight), secs, flops))
     total = sum(w * s for _, w, s, _ in rows if s is not None)
     rows.sort(key=lambda r: -(r[1] * (r[2] or 0)))
+    variant = "" if args.quant == "none" else f" {args.quant}"
     lines = [
-        f"# Kernels of {args.model} on {target.schedule_key} ({datetime.date.today().isoformat()})",
+        f"# Kernels of {args.model}{variant} on {target.schedule_key} ({datetime.date.today().isoformat()})",
         "",
         f"Sum of best measured kernel latencies x occurrences: {total * 1e3:.2f} ms",
         "",
@@ -61,7 +71,7 @@ def main() -> None:
             f"| {name} | {weight} | {secs * 1e6:.1f} | {weight * secs * 1e3:.2f} | {weight * secs / total:.1%} "
             f"| {flops / secs / 1e9:.1f} |"
         )
-    out = REPO / "bench" / "results" / f"{datetime.date.today().isoformat()}-kernels-{args.model}-{target.schedule_key}.md"
+    out = REPO / "bench" / "results" / f"{datetime.date.today().isoformat()}-kernels-{args.model}{variant.replace(' ', '-')}-{target.schedule_key}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
