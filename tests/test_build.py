@@ -11,7 +11,7 @@ from models_for_tests import mlp_source
 from tvmcomp import build as build_module
 from tvmcomp.build import build
 from tvmcomp.errors import TvmcompError
-from tvmcomp.quant.dot_kernels import dot_kernel_for
+from tvmcomp.quant.dot_kernels import dot_kernel_for, pack_weight
 from tvmcomp.quant.realize import quantize_weight, weight_quant_for
 from tvmcomp.quant.schemes import get_scheme
 from tvmcomp.frontend.torch_frontend import torch_reference
@@ -108,9 +108,10 @@ def test_int8_build_calibrates_once_and_stores_int8_weights(empty_schedules, tmp
     assert fp32.metadata["library_bytes"] > int8.metadata["library_bytes"]
     # the weights themselves: float bytes in the fp32 library only, int8 bytes in the int8 library
     weight_kn = mlp_source().imported.params["p_net_0_weight"].T  # [K, N] as the matmul reads it
-    wq, _ = quantize_weight(np.ascontiguousarray(weight_kn), weight_quant_for(get_scheme("int8"), dot_kernel_for(target)))
+    kernel = dot_kernel_for(target)  # with one, the library holds the weight packed in its layout
+    wq, _ = quantize_weight(np.ascontiguousarray(weight_kn), weight_quant_for(get_scheme("int8"), kernel))
     float_row = np.ascontiguousarray(weight_kn)[0, :32].tobytes()
-    int8_row = wq[0, :32].tobytes()
+    int8_row = (wq if kernel is None else pack_weight(wq, kernel.weight_block)).reshape(-1)[:32].tobytes()
     fp32_lib = (tmp_path / "fp32" / "model.so").read_bytes()
     int8_lib = (tmp_path / "int8" / "model.so").read_bytes()
     assert float_row in fp32_lib and float_row not in int8_lib
