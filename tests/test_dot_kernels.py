@@ -17,6 +17,7 @@ from tvm.s_tir.meta_schedule.testing.dummy_object import DummyRunner
 
 from models_for_tests import int8_linear_reference, mlp_source
 from tvmcomp.build import build
+from tvmcomp.errors import TvmcompError
 from tvmcomp.quant.dot_kernels import dot_kernel_for, pack_weight
 from tvmcomp.targets import resolve_target
 
@@ -51,6 +52,12 @@ def test_each_target_gets_the_dot_instruction_its_cpu_has(preset, intrinsic, wei
     kernel = dot_kernel_for(_x86_preset_on(mcpu) if mcpu else resolve_target(name))
     assert (kernel and kernel.intrinsic) == intrinsic
     assert (kernel and kernel.weight_bits) == weight_bits
+
+
+def test_an_incomplete_int8_dot_entry_is_a_one_line_error():
+    spec = resolve_target({"tvm": {"kind": "llvm"}, "int8_dot": [{"feature": "avx2", "intrinsic": "dot_8x4_avx2"}]})
+    with pytest.raises(TvmcompError, match=r"lacks weight_block, activation_dtype \(each needs feature"):
+        dot_kernel_for(spec)
 
 
 def _disassemble(objdump: str, library) -> str:

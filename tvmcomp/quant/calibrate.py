@@ -52,7 +52,8 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     check_samples(samples, input_specs)
     sites = quant_sites(annotated_mod)
     if not sites:
-        raise TvmcompError("the model has nothing to quantize: no Linear/matmul layer with a constant weight")
+        raise TvmcompError("the model has nothing to quantize: no Linear layer, conv2d with a constant weight or "
+                           "attention matmul (or --keep-float kept them all)")
     observers = {site.index: make_observer(observer or scheme.observer) for site in sites}
 
     def observe(tensor, index):

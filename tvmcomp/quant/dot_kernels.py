@@ -22,7 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import TvmcompError
 from ..targets import TargetSpec
+
+_REQUIRED = ("feature", "intrinsic", "weight_block", "activation_dtype")  # "weight_bits" defaults to 8
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ def dot_kernel_for(target: TargetSpec) -> DotKernel | None:
         return None
     tvm_target = target.tvm_target()
     for entry in candidates:
+        missing = [key for key in _REQUIRED if key not in entry]
+        if missing:
+            raise TvmcompError(f"target '{target.name}': an \"int8_dot\" entry lacks {', '.join(missing)} "
+                               f"(each needs {', '.join(_REQUIRED)}; see docs/quantization.md)")
         if codegen.target_has_features(entry["feature"], tvm_target):
             return DotKernel(entry["feature"], entry["intrinsic"], tuple(entry["weight_block"]), entry["activation_dtype"],
                              entry.get("weight_bits", 8))

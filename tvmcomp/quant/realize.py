@@ -62,6 +62,11 @@ def weight_quant_for(scheme: QuantScheme, kernel: DotKernel | None) -> TensorQua
     return replace(scheme.weight, bits=kernel.weight_bits)
 
 
+def _dequantize(acc, scale: np.ndarray):
+    """int32 accumulator -> float32 output: ``astype(acc) * scale`` (a vector, see _quantize)."""
+    return relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(np.asarray(scale, np.float32)))
+
+
 @mutator
 class _Realizer(PyExprMutator):
     def __init__(self, mod, params, ranges, scheme, kernel):
@@ -104,7 +109,7 @@ class _Realizer(PyExprMutator):
             acc = self.builder_.emit(relax.op.matmul(xq, relax.const(wq), out_dtype="int32"))
         correction = (zero_point * wq.astype(np.int64).sum(axis=0)).astype(np.int32)
         shifted = self.builder_.emit(relax.op.subtract(acc, relax.const(correction)))
-        return relax.op.multiply(relax.op.astype(shifted, "float32"), relax.const((act.scale * w_scale).astype(np.float32)))
+        return _dequantize(shifted, act.scale * w_scale)
 
     def _centered(self, x, site, axis: int = -1):
         """``xq - z_x`` as int16 (exact: |xq - z_x| <= 255), for operands whose zero-point terms
@@ -125,15 +130,13 @@ class _Realizer(PyExprMutator):
             self._centered(x, site, axis=1), relax.const(wq.astype(np.int16)), strides=attrs.strides,
             padding=attrs.padding, dilation=attrs.dilation, groups=attrs.groups, data_layout="NCHW",
             kernel_layout="OIHW", out_dtype="int32"))
-        scale = (np.float32(self.ranges[site.index].scale) * w_scale).astype(np.float32)
-        return relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale.reshape(-1, 1, 1)))
+        return _dequantize(acc, (np.float32(self.ranges[site.index].scale) * w_scale).reshape(-1, 1, 1))
 
     def _batched(self, lhs_site, lhs, rhs_site, rhs):
         acc = self.builder_.emit(relax.op.matmul(self._centered(lhs, lhs_site), self._centered(rhs, rhs_site),
                                                  out_dtype="int32"))
         scale = np.float32(self.ranges[lhs_site.index].scale) * np.float32(self.ranges[rhs_site.index].scale)
-        outputs = int(acc.ty.shape.values[-1])
-        return relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(np.full(outputs, scale, np.float32)))
+        return _dequantize(acc, np.full(int(acc.ty.shape.values[-1]), scale))
 
     def visit_call_(self, call):
         call = self.visit_expr_post_order(call)
