@@ -8,20 +8,22 @@ def fuse_for_tuning(mod, target):
 
     MetaSchedule extracts one tuning task per fused TIR function, so these passes must run before
     task extraction ("No tasks to tune" otherwise) and the build must see the same kernels.
-    Exact GELU is lowered to a vectorizable rational erf (see :mod:`tvmcomp.passes.fast_gelu`) and
-    embedding lookups clamp their ids (:mod:`tvmcomp.passes.clip_gather_indices`).
+    Exact GELU and softmax are lowered to kernels that vectorize (:mod:`tvmcomp.passes.fast_gelu`,
+    :mod:`tvmcomp.passes.fast_softmax`) and embedding lookups clamp their ids
+    (:mod:`tvmcomp.passes.clip_gather_indices`).
     """
     import tvm
     from tvm import relax
 
     from .passes.clip_gather_indices import ClipGatherIndices
     from .passes.fast_gelu import fast_gelu_legalize_map
+    from .passes.fast_softmax import fast_softmax_legalize_map
 
     passes = [
         ClipGatherIndices,
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
-        relax.transform.LegalizeOps(customize_legalize_map=fast_gelu_legalize_map()),
+        relax.transform.LegalizeOps(customize_legalize_map=fast_gelu_legalize_map() | fast_softmax_legalize_map()),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
