@@ -1,6 +1,9 @@
 """Build -> package on disk -> tvmcomp.load -> outputs equal PyTorch's; records are reused."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -90,6 +93,27 @@ def test_runtime_checks_input_names_shapes_dtypes(empty_schedules, tmp_path):
         package.run(x=np.zeros((8, 64), np.complex64))
     (out,) = package.run(x=np.ones((8, 64), np.float64))  # safe cast to float32
     assert out.shape == (8, 64) and out.dtype == np.float32
+
+
+def _fresh_process(script: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+
+
+def test_set_num_threads_sizes_the_pool_beyond_tvms_default():
+    # TVM's default on x86 is half the logical CPUs: 1 on a 2-vCPU machine, whatever is asked later
+    default = _fresh_process("import tvm; from tvmcomp.runtime import num_threads; "
+                             "tvm.get_global_func('runtime.config_threadpool')(1, 3); print(num_threads())")
+    assert int(default.stdout) == min(3, max(1, (os.cpu_count() or 2) // 2))
+    sized = _fresh_process("from tvmcomp.runtime import num_threads, set_num_threads; "
+                           "set_num_threads(3); print(num_threads())")
+    assert int(sized.stdout) == 3
+
+
+def test_set_num_threads_says_when_the_pool_cannot_grow():
+    late = _fresh_process("from tvmcomp.runtime import set_num_threads; set_num_threads(1); set_num_threads(3)")
+    assert late.returncode != 0
+    assert "already has 1 threads and cannot grow to 3: set TVM_NUM_THREADS=3" in late.stderr
 
 
 def test_load_errors(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import TvmcompError
 from .remote import RemoteSpec, check_against_reference, run_remote
-from .runtime import EXAMPLE_INPUTS, Package, read_metadata, set_num_threads
+from .runtime import EXAMPLE_INPUTS, Package, num_threads, read_metadata, set_num_threads
 from .targets import host_cores
 
 
@@ -111,7 +111,7 @@ def bench_package(path: str | Path, repeat: int = 50, threads: int | None = None
         "model": metadata["model"],
         "variant": metadata["variant"],
         "target": metadata["target"]["schedule_key"],
-        "threads": threads,
+        "threads": num_threads(),  # what TVM's pool really runs, not what was asked
         "library_bytes": metadata["library_bytes"],
         "tvmcomp": summarize(package.time(inputs, number=1, repeat=repeat)),
     }

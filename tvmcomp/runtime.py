@@ -7,6 +7,7 @@ A package is a folder with ``model.so`` (the exported Relax VM executable, weigh
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,27 @@ EXAMPLE_INPUTS = "example_inputs.npz"
 
 
 def set_num_threads(threads: int) -> None:
-    """Size TVM's CPU thread pool (0: TVM's default, one per physical core)."""
-    import tvm  # loads the runtime library that registers the thread-pool function
+    """Run TVM's CPU kernels on ``threads`` threads.
 
+    TVM sizes its pool once, when first used, from ``TVM_NUM_THREADS``, else from half the
+    logical CPUs on x86 (it assumes two hyper-threads per core): one thread on a 2-vCPU VM whose
+    vCPUs are real cores. ``config_threadpool`` can only use fewer than that, so the variable is
+    set first; a pool already made smaller in this process cannot grow.
+    """
+    import tvm  # loads the runtime library that registers the thread-pool functions
+
+    os.environ["TVM_NUM_THREADS"] = str(int(threads))
     tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
+    if num_threads() < threads:
+        raise TvmcompError(f"TVM's thread pool in this process already has {num_threads()} threads and cannot "
+                           f"grow to {threads}: set TVM_NUM_THREADS={threads} before the first kernel runs")
+
+
+def num_threads() -> int:
+    """Threads TVM's CPU kernels run on now."""
+    import tvm
+
+    return int(tvm.get_global_func("runtime.NumThreads")())
 
 
 def read_metadata(path: str | Path) -> dict:
