@@ -79,9 +79,10 @@ def test_no_tuning_records_says_how_to_tune(capsys, tmp_path, empty_schedules):
                       "have no tuning records for target")
 
 
-def test_unknown_quant_scheme(capsys, tmp_path):
+@pytest.mark.parametrize("command", [["build", "-o", "out"], ["tune"]])
+def test_unknown_quant_scheme(capsys, tmp_path, command):
     relu_onnx(tmp_path / "r.onnx")
-    assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "--quant", "int3", "-o", str(tmp_path / "o")],
+    assert_user_error(capsys, [*command, "--model", str(tmp_path / "r.onnx"), "--quant", "int3"],
                       "unknown quantization scheme 'int3'")
 
 

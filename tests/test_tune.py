@@ -56,3 +56,11 @@ def test_only_the_targets_tensor_intrinsics_are_loaded():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_candidates_are_measured_on_the_deployed_thread_count():
+    from tvmcomp.runtime import num_threads
+    from tvmcomp.tune.runner import safe_local_runner
+
+    runner = safe_local_runner(threads=3)  # more than TVM's default on any machine with < 6 CPUs
+    assert runner.pool.submit(num_threads).result() == 3

@@ -26,6 +26,13 @@ on an Arm board (or the emulated one: `tvmcomp board start`):
 see `tvmcomp COMMAND --help` for each command."""
 
 
+def _add_quant_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quant", default="none", help="compression scheme: none (fp32) or int8 (W8A8, calibrated on real text) (default: none)")
+    parser.add_argument("--calibration-samples", type=int, default=32, help="inputs to calibrate activation ranges on (default: 32)")
+    parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl (default: the scheme's)")
+    parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching quant sites in float: a weight-name pattern ('*layer_0*') or 'bmm_*' for the attention matmuls (repeatable)")
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="minilm", help="bundled model name (see `tvmcomp models`) or a .onnx/.pt2 file (default: minilm)")
     parser.add_argument("--target", default="x86", help="preset name (see `tvmcomp targets`), a JSON file, or inline TVM target JSON (default: x86)")
@@ -88,10 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_model_args(build)
     build.add_argument("-o", "--output", required=True, help="package folder to write (replaced if it is a package)")
-    build.add_argument("--quant", default="none", help="compression scheme: none (fp32) or int8 (W8A8, calibrated on real text) (default: none)")
-    build.add_argument("--calibration-samples", type=int, default=32, help="inputs to calibrate activation ranges on (default: 32)")
-    build.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl (default: the scheme's)")
-    build.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching quant sites in float: a weight-name pattern ('*layer_0*') or 'bmm_*' for the attention matmuls (repeatable)")
+    _add_quant_args(build)
     build.add_argument("--trials", type=int, default=0, help="tune kernels that have no records with this many trials first (default: 0, never tune)")
     build.add_argument("--allow-untuned", action="store_true", help="build even if some kernels have no tuning records (slow code)")
     _add_rpc_args(build, direct=False)
@@ -101,10 +105,13 @@ def _parser() -> argparse.ArgumentParser:
         "tune",
         "auto-schedule a model's kernels with MetaSchedule, records -> schedules/",
         "Tune every kernel of a model with MetaSchedule and its XGBoost cost model. Records go to "
-        "schedules/<target>/ as they are measured, so Ctrl-C keeps what was found.",
-        "tvmcomp tune --model minilm --target x86 --trials 400",
+        "schedules/<target>/ as they are measured, so Ctrl-C keeps what was found. With --quant the "
+        "model is calibrated and realized first, with the same options a build takes, so the tuned "
+        "kernels are the ones that build compiles.",
+        "tvmcomp tune --model minilm --target x86 --quant int8 --trials 400",
     )
     _add_model_args(tune)
+    _add_quant_args(tune)
     tune.add_argument("--trials", type=int, default=400, help="total measurement trials over all kernels (default: 400)")
     tune.add_argument("--trials-per-task", type=int, help="cap per kernel (default: the larger of 64 and trials / kernels)")
     _add_rpc_args(tune, direct=False)
@@ -176,7 +183,10 @@ def _cmd_build(args) -> None:
 
 
 def _cmd_tune(args) -> None:
+    from .build import model_hash
     from .lowering import fuse_for_tuning
+    from .quant.dot_kernels import dot_kernel_for
+    from .quant.pipeline import quantize_model
     from .source import load_source
     from .targets import resolve_target
     from .tune import tune
@@ -184,6 +194,9 @@ def _cmd_tune(args) -> None:
     target = resolve_target(args.target)
     target.check_toolchain()
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
+    if args.quant != "none":
+        quantize_model(source, args.quant, model_hash(source), samples=args.calibration_samples,
+                       observer=args.observer, keep_float=args.keep_float, kernel=dot_kernel_for(target))
     fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
     runner = _tuning_runner(args)
     if runner is None and target.is_cross:

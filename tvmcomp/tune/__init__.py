@@ -151,7 +151,7 @@ def tune(
                 builder=builder or fast_local_builder(
                     max_workers=os.cpu_count() or 1, on_batch=progress.on_build_batch,
                     f_export=cross_linking_export(target.cross_compiler) if target.is_cross else None),
-                runner=runner or safe_local_runner(),
+                runner=runner or safe_local_runner(cores),
                 database=database,
                 cost_model="xgb",
                 measure_callbacks=callbacks,

@@ -1,12 +1,15 @@
-"""Measurement inputs that every kernel can run on.
+"""How tuning candidates are measured: on inputs every kernel can run on, with the deployed threads.
 
 MetaSchedule's runners fill every argument with random values. For gather kernels (embedding
 ``take``, ``index_tensor``) random int64 indices are out of bounds and the candidate crashes, so
 those kernels never get a record. Integer arguments of a kernel are indices, ids or masks, for
-which zero is always valid; floats stay random, as their values do not change a kernel's speed.
+which zero is always valid; floats stay random, as their values rarely change a kernel's speed
+(libm's ``expf`` is the exception seen: see :mod:`tvmcomp.passes.fast_softmax`).
 """
 
 from __future__ import annotations
+
+import functools
 
 
 def _alloc(random_fill, device, args_info, alloc_repeat):
@@ -35,7 +38,12 @@ def alloc_measure_arguments_rpc(session, device, args_info, alloc_repeat):
     return _alloc(session.get_function("tvm.contrib.random.random_fill_for_measure"), device, args_info, alloc_repeat)
 
 
-def safe_local_runner():
+def safe_local_runner(threads: int):
+    """MetaSchedule's local runner, measuring on ``threads`` threads (TVM's own default in its
+    worker is half the logical CPUs on x86: one thread on a 2-core machine, not what we deploy)."""
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.runner.LocalRunner(f_alloc_argument=alloc_measure_arguments)
+    from ..runtime import set_num_threads
+
+    return ms.runner.LocalRunner(f_alloc_argument=alloc_measure_arguments,
+                                 initializer=functools.partial(set_num_threads, threads))
