@@ -64,3 +64,16 @@ def test_candidates_are_measured_on_the_deployed_thread_count():
 
     runner = safe_local_runner(threads=3)  # more than TVM's default on any machine with < 6 CPUs
     assert runner.pool.submit(num_threads).result() == 3
+
+
+def test_measurement_inputs_are_valid_indices_and_masks_with_both_values():
+    import numpy as np
+    import tvm
+
+    from tvmcomp.tune.runner import alloc_measure_arguments
+
+    info = [["TENSOR", "int64", [256]], ["TENSOR", "int8", [256]], ["TENSOR", "bool", [256]], ["TENSOR", "float32", [256]]]
+    (ids, mask8, mask, floats), = alloc_measure_arguments(tvm.cpu(), info, 1)
+    for tensor in (ids, mask8, mask):  # 0 and 1 index any table of 2+ rows; a mask takes both branches
+        assert sorted(np.unique(tensor.numpy().astype(np.int64))) == [0, 1]
+    assert len(np.unique(floats.numpy())) > 200

@@ -2,9 +2,13 @@
 
 MetaSchedule's runners fill every argument with random values. For gather kernels (embedding
 ``take``, ``index_tensor``) random int64 indices are out of bounds and the candidate crashes, so
-those kernels never get a record. Integer arguments of a kernel are indices, ids or masks, for
-which zero is always valid; floats stay random, as their values rarely change a kernel's speed
-(libm's ``expf`` is the exception seen: see :mod:`tvmcomp.passes.fast_softmax`).
+those kernels never get a record. Integer and bool arguments of a kernel are indices, ids, masks
+or integer codes: they get random zeros and ones, valid indices for any table of two or more rows
+and masks that take both branches of a select. (All-zero masks, used before, let MetaSchedule
+pick a softmax that recomputes each row sum per element, 100x slower on real masks, because with
+every row masked the compiler dropped the work.) Floats stay random, as their values rarely
+change a kernel's speed (libm's ``expf`` is the exception seen: see
+:mod:`tvmcomp.passes.fast_softmax`).
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ def _alloc(random_fill, device, args_info, alloc_repeat):
     import numpy as np
     from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
 
+    bits = np.random.default_rng(0)
+
     def fill(tensor):
         dtype = str(tensor.dtype)
         if dtype.startswith(("int", "uint", "bool")):
-            tensor.copyfrom(np.zeros(tuple(tensor.shape), dtype=dtype))
+            tensor.copyfrom(bits.integers(0, 2, tuple(tensor.shape)).astype(dtype))
         else:
             random_fill(tensor)
 
@@ -27,7 +33,7 @@ def _alloc(random_fill, device, args_info, alloc_repeat):
 
 
 def alloc_measure_arguments(device, args_info, alloc_repeat):
-    """``f_alloc_argument`` for the local runner: zeros for integer/bool tensors, random floats."""
+    """``f_alloc_argument`` for the local runner: random 0/1 for integer/bool tensors, random floats."""
     import tvm
 
     return _alloc(tvm.get_global_func("tvm.contrib.random.random_fill_for_measure"), device, args_info, alloc_repeat)
