@@ -31,7 +31,7 @@ def main() -> None:
 
     from tvmcomp.build import model_hash
     from tvmcomp.lowering import fuse_for_tuning
-    from tvmcomp.quant.dot_kernels import dot_kernel_for
+    from tvmcomp.quant.dot_kernels import dot_kernels_for
     from tvmcomp.quant.pipeline import quantize_model
     from tvmcomp.source import load_source
     from tvmcomp.targets import resolve_target
@@ -40,7 +40,7 @@ def main() -> None:
     target = resolve_target(args.target)
     source = load_source(args.model)
     if args.quant != "none":
-        quantize_model(source, args.quant, model_hash(source), args.calibration, kernel=dot_kernel_for(target))
+        quantize_model(source, args.quant, model_hash(source), args.calibration, kernels=dot_kernels_for(target))
     fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
     database = open_database(target)
     rows = []

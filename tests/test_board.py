@@ -16,6 +16,7 @@ from tvm.s_tir.meta_schedule.testing.dummy_object import DummyRunner
 
 from models_for_tests import int8_linear_reference, mlp_source
 from test_quant_passes import SDOT, LinearAnnotated, _linear_params
+from tvmcomp.quant.dot_kernels import DotKernels
 from tvmcomp.bench import bench_package
 from tvmcomp.board import Board, default_dir
 from tvmcomp.build import build
@@ -83,7 +84,7 @@ def test_tracker_rpc_runs_the_package(board, arm_fp32):
 def test_int8_sdot_linear_on_the_board_matches_the_integer_reference_exactly(board, tmp_path):
     int8 = get_scheme("int8")
     params, ranges = _linear_params(1), {0: SiteRange(scale=0.021, zero_point=120, lo=-2.5, hi=2.8)}
-    realized = realize(LinearAnnotated, params, ranges, int8, SDOT)
+    realized = realize(LinearAnnotated, params, ranges, int8, DotKernels(SDOT))
     bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized)
     target = resolve_target("arm")
     executable = tvm.compile(bound, target=target.tvm_target())

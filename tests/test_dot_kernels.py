@@ -18,7 +18,7 @@ from tvm.s_tir.meta_schedule.testing.dummy_object import DummyRunner
 from models_for_tests import int8_linear_reference, mlp_source
 from tvmcomp.build import build
 from tvmcomp.errors import TvmcompError
-from tvmcomp.quant.dot_kernels import dot_kernel_for, pack_weight
+from tvmcomp.quant.dot_kernels import DotKernels, dot_kernel_for, pack_weight
 from tvmcomp.targets import resolve_target
 
 
@@ -33,7 +33,7 @@ def test_pack_weight_puts_each_block_of_outputs_and_reductions_together():
 def _x86_document_on(mcpu: str) -> dict:
     """The x86 preset as it resolves on a host with this CPU."""
     preset = resolve_target("x86")
-    return {"tvm": preset.tvm_config | {"mcpu": mcpu}, "tensor_intrinsics": ["x86"], "int8_dot": preset.extra["int8_dot"]}
+    return preset.extra | {"tvm": preset.tvm_config | {"mcpu": mcpu}, "tensor_intrinsics": ["x86"]}
 
 
 def _x86_preset_on(mcpu: str):
@@ -114,7 +114,7 @@ def test_tensorized_avx2_linear_matches_the_integer_reference_only_with_7_bit_we
     params["w"][:4] = 1.0  # output channels whose every weight is the channel maximum
     x = rng.standard_normal((2, 8)).astype(np.float32) * 1.5
     x[0] = 3.0  # every activation code 255: the worst case for the int16 pair sums
-    realized = realize(LinearAnnotated, params, {0: SiteRange(0.021, 120, -2.5, 2.8)}, INT8, kernel)
+    realized = realize(LinearAnnotated, params, {0: SiteRange(0.021, 120, -2.5, 2.8)}, INT8, DotKernels(kernel))
     fused = fuse_for_tuning(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized),
                             target.tvm_target())
     tuning.tune(fused, target, total_trials=2, runner=DummyRunner())
@@ -135,3 +135,30 @@ def test_tensorized_avx2_linear_matches_the_integer_reference_only_with_7_bit_we
     unit = 0.021 * quantize_weight(np.ascontiguousarray(params["w"].T), weight_quant)[1].min()
     error = np.abs(got - want).max()
     assert (error < unit / 100) if exact else (error > unit)
+
+
+@pytest.mark.skipif(not _host_has("avx2"), reason="the host has no AVX2 to run the kernel on")
+def test_tensorized_int16_attention_matmul_matches_the_integer_reference_exactly(empty_schedules):
+    """The attention matmul of centered int16 codes really runs vpmaddwd here, on its operand packed at
+    run time, and its integers are exact: s16 x s16 pair sums of 9-bit values cannot overflow s32."""
+    from tvm import relax
+
+    from test_quant_passes import ATTENTION_RANGES, INT8, AttentionAnnotated, attention_inputs, attention_reference
+    from tvmcomp import tune as tuning
+    from tvmcomp.build import compile_with_database
+    from tvmcomp.lowering import fuse_for_tuning
+    from tvmcomp.quant.dot_kernels import dot_kernels_for
+    from tvmcomp.quant.realize import realize
+
+    target = _x86_preset_on(_host_mcpu())
+    kernels = dot_kernels_for(target)
+    assert kernels.batched.intrinsic == "dot_8x2_i16_avx2"
+    fused = fuse_for_tuning(realize(AttentionAnnotated, {}, ATTENTION_RANGES, INT8, kernels), target.tvm_target())
+    tuning.tune(fused, target, total_trials=2, runner=DummyRunner())
+    database = tuning.open_database(target)
+    assert any("dot_8x2_i16_avx2" in str(record.trace) for record in database.get_all_tuning_records())
+    executable = compile_with_database(fused, target, database)
+    assert "vpmaddwd" in executable.mod.imports[0].inspect_source("asm")
+    q, k = attention_inputs()
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(q), tvm.runtime.tensor(k)).numpy()
+    np.testing.assert_array_equal(got, attention_reference(q, k))

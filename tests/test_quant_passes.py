@@ -13,7 +13,7 @@ from tvmcomp.errors import TvmcompError
 from tvmcomp.frontend import TensorSpec, import_torch
 from tvmcomp.quant.annotate import _is_op, annotate, quant_sites
 from tvmcomp.quant.calibrate import SiteRange, calibrate
-from tvmcomp.quant.dot_kernels import DotKernel, pack_weight
+from tvmcomp.quant.dot_kernels import DotKernel, DotKernels, pack_weight
 from tvmcomp.quant.realize import quantize_weight, realize
 from tvmcomp.quant.schemes import get_scheme
 
@@ -60,7 +60,7 @@ def test_annotate_skips_by_weight_name_and_ignores_activation_matmuls():
 @tvm.script.ir_module
 class Attention:
     @R.function
-    def main(q: R.Tensor((2, 4, 8), "float32"), k: R.Tensor((2, 8, 4), "float32")):
+    def main(q: R.Tensor((2, 4, 8), "float32"), k: R.Tensor((2, 8, 16), "float32")):
         R.func_attr({"num_input": 2})
         with R.dataflow():
             s = R.matmul(q, k, out_dtype="float32")
@@ -71,11 +71,11 @@ class Attention:
 @tvm.script.ir_module
 class AttentionAnnotated:
     @R.function
-    def main(q: R.Tensor((2, 4, 8), "float32"), k: R.Tensor((2, 8, 4), "float32")):
+    def main(q: R.Tensor((2, 4, 8), "float32"), k: R.Tensor((2, 8, 16), "float32")):
         R.func_attr({"num_input": 2, "tvmcomp.quant_sites": ["bmm_0:lhs", "bmm_0:rhs"]})
         with R.dataflow():
             qs = R.call_pure_packed("tvmcomp.quant_site", q, R.prim_value(0), ty_args=(R.Tensor((2, 4, 8), dtype="float32"),))
-            ks = R.call_pure_packed("tvmcomp.quant_site", k, R.prim_value(1), ty_args=(R.Tensor((2, 8, 4), dtype="float32"),))
+            ks = R.call_pure_packed("tvmcomp.quant_site", k, R.prim_value(1), ty_args=(R.Tensor((2, 8, 16), dtype="float32"),))
             s = R.matmul(qs, ks, out_dtype="float32")
             R.output(s)
         return s
@@ -98,24 +98,50 @@ def test_realize_batched_matmul_subtracts_zero_points_in_int16():
     matmul = calls[6]
     assert [str(a.ty.dtype) for a in matmul.args] == ["int16", "int16"] and str(matmul.attrs.out_dtype) == "int32"
     np.testing.assert_array_equal(calls[2].args[1].value.numpy(), np.full(8, 117, np.int16))
-    np.testing.assert_array_equal(calls[5].args[1].value.numpy(), np.full(4, 140, np.int16))
-    np.testing.assert_array_equal(calls[8].args[1].value.numpy(), np.full(4, np.float32(0.017) * np.float32(0.013)))
+    np.testing.assert_array_equal(calls[5].args[1].value.numpy(), np.full(16, 140, np.int16))
+    np.testing.assert_array_equal(calls[8].args[1].value.numpy(), np.full(16, np.float32(0.017) * np.float32(0.013)))
 
 
-def test_realized_batched_matmul_matches_the_numpy_integer_reference_exactly():
-    rng = np.random.default_rng(4)
-    q = rng.standard_normal((2, 4, 8)).astype(np.float32) * 1.2  # some values clip
-    k = rng.standard_normal((2, 8, 4)).astype(np.float32) * 1.2
-    executable = tvm.compile(realize(AttentionAnnotated, {}, ATTENTION_RANGES, INT8), target=tvm.target.Target({"kind": "llvm"}))
-    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(q), tvm.runtime.tensor(k)).numpy()
+AVX2_I16 = DotKernel("avx2", "dot_8x2_i16_avx2", (8, 2), "int16")
 
+
+def test_realize_batched_matmul_packs_the_rhs_for_an_int16_dot_kernel():
+    realized = realize(AttentionAnnotated, {}, ATTENTION_RANGES, INT8, DotKernels(batched=AVX2_I16))
+    calls = [b.value for b in realized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
+    assert [c.op.name for c in calls] == ["relax.quantize", "relax.astype", "relax.subtract"] * 2 + [
+        "relax.reshape", "relax.permute_dims", "relax.call_tir", "relax.astype", "relax.multiply"]
+    packed = calls[7]
+    assert [int(d) for d in packed.ty.shape.values] == [2, 2, 4, 8, 2] and str(packed.ty.dtype) == "int16"
+    assert [int(a) for a in packed.attrs.axes] == [0, 3, 1, 4, 2]  # [B, K/2, 2, N/8, 8] -> [B, N/8, K/2, 8, 2]
+    matmul = realized[calls[8].args[0]]
+    assert "packed_int16_matmul" in matmul.script()
+
+
+def attention_reference(q, k):
+    """The realized attention matmul in NumPy integers: centered codes multiplied in int32."""
     act = INT8.activation
     qc = act.quantize(q, np.float32(0.017), 117).astype(np.int32) - 117
     kc = act.quantize(k, np.float32(0.013), 140).astype(np.int32) - 140
-    want = (qc @ kc).astype(np.float32) * (np.float32(0.017) * np.float32(0.013))
-    np.testing.assert_array_equal(got, want)
-    # and it is the float product of the inputs clipped to their calibrated ranges, within rounding error
-    clipped = np.clip(q, -2.0, 2.3) @ np.clip(k, -1.8, 1.5)
+    return (qc @ kc).astype(np.float32) * (np.float32(0.017) * np.float32(0.013))
+
+
+def attention_inputs():
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal((2, 4, 8)).astype(np.float32) * 1.2  # some values clip
+    k = rng.standard_normal((2, 8, 16)).astype(np.float32) * 1.2
+    q[0, 0], k[0, :, 0] = 3.0, -3.0  # codes at both ends: the largest products
+    return q, k
+
+
+@pytest.mark.parametrize("kernels", [DotKernels(), DotKernels(batched=AVX2_I16)], ids=["plain", "packed"])
+def test_realized_batched_matmul_matches_the_numpy_integer_reference_exactly(kernels):
+    q, k = attention_inputs()
+    realized = realize(AttentionAnnotated, {}, ATTENTION_RANGES, INT8, kernels)
+    executable = tvm.compile(realized, target=tvm.target.Target({"kind": "llvm"}))
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(q), tvm.runtime.tensor(k)).numpy()
+    np.testing.assert_array_equal(got, attention_reference(q, k))
+    # and it is the float product of the inputs clipped to the ranges their codes cover, within rounding error
+    clipped = np.clip(q, -117 * 0.017, 138 * 0.017) @ np.clip(k, -140 * 0.013, 115 * 0.013)
     assert np.abs(got - clipped).max() < 8 * (0.017 + 0.013)
 
 
@@ -202,7 +228,7 @@ SDOT = DotKernel("dotprod", "dot_4x4_i8i8s32_sdot", (4, 4), "int8")
 
 def test_realize_packs_weights_for_the_targets_dot_kernel():
     params, ranges = _linear_params(), {0: SiteRange(scale=0.02, zero_point=131, lo=-2.6, hi=2.5)}
-    realized = realize(LinearAnnotated, params, ranges, INT8, SDOT)
+    realized = realize(LinearAnnotated, params, ranges, INT8, DotKernels(SDOT))
     calls = [b.value for b in realized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
     assert [c.op.name for c in calls] == ["relax.quantize", "relax.call_tir", "relax.subtract", "relax.astype",
                                           "relax.multiply", "relax.add"]
@@ -221,7 +247,7 @@ def test_realize_packs_weights_for_the_targets_dot_kernel():
 def test_realized_linear_matches_the_numpy_integer_reference_exactly(kernel):
     params, ranges = _linear_params(1), {0: SiteRange(scale=0.021, zero_point=120, lo=-2.5, hi=2.8)}
     x = np.random.default_rng(2).standard_normal((2, 8)).astype(np.float32) * 1.5  # some values clip
-    realized = realize(LinearAnnotated, params, ranges, INT8, kernel)
+    realized = realize(LinearAnnotated, params, ranges, INT8, DotKernels(kernel))
     target = tvm.target.Target({"kind": "llvm"})
     executable = tvm.compile(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized), target=target)
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()

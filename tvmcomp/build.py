@@ -20,7 +20,7 @@ import numpy as np
 from . import tune as tuning
 from .errors import TvmcompError
 from .lowering import fuse_for_tuning
-from .quant.dot_kernels import dot_kernel_for
+from .quant.dot_kernels import dot_kernels_for
 from .quant.pipeline import CALIBRATION, quantize_model
 from .quant.schemes import get_scheme
 from .remote import REFERENCE_OUTPUTS
@@ -131,7 +131,7 @@ def build(
     calibration = None
     if quant != "none":
         calibration = quantize_model(source, quant, digest, out_dir if out_dir.exists() else None,
-                                     calibration_samples, observer, keep_float, dot_kernel_for(target), stream)
+                                     calibration_samples, observer, keep_float, dot_kernels_for(target), stream)
     tvm_target = target.tvm_target()
     fused = fuse_for_tuning(source.imported.bound(), tvm_target)
     database = tuning.open_database(target)

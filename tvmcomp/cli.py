@@ -185,7 +185,7 @@ def _cmd_build(args) -> None:
 def _cmd_tune(args) -> None:
     from .build import model_hash
     from .lowering import fuse_for_tuning
-    from .quant.dot_kernels import dot_kernel_for
+    from .quant.dot_kernels import dot_kernels_for
     from .quant.pipeline import quantize_model
     from .source import load_source
     from .targets import resolve_target
@@ -196,7 +196,7 @@ def _cmd_tune(args) -> None:
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
     if args.quant != "none":
         quantize_model(source, args.quant, model_hash(source), samples=args.calibration_samples,
-                       observer=args.observer, keep_float=args.keep_float, kernel=dot_kernel_for(target))
+                       observer=args.observer, keep_float=args.keep_float, kernels=dot_kernels_for(target))
     fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
     runner = _tuning_runner(args)
     if runner is None and target.is_cross:

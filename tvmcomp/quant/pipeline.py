@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .annotate import annotate, quant_sites
 from .calibrate import SiteRange, calibrate
-from .dot_kernels import DotKernel
+from .dot_kernels import DotKernels
 from .realize import realize
 from .schemes import get_scheme
 
@@ -29,10 +29,10 @@ def load_calibration(package_dir: Path, model_hash: str, key: dict) -> dict[int,
 
 def quantize_model(source, scheme_name: str, model_hash: str, previous_package: Path | None = None,
                    samples: int = 32, observer: str | None = None, keep_float: list[str] | None = None,
-                   kernel: DotKernel | None = None, stream=None):
+                   kernels: DotKernels = DotKernels(), stream=None):
     """Rewrite ``source.imported.mod`` to integer compute; returns the calibration document to save.
 
-    ``kernel`` is the target's int8 dot-product instruction (weights are packed for it), if any.
+    ``kernels`` are the target's dot-product instructions (operands are packed for them).
     """
     stream = stream or sys.stderr
     scheme = get_scheme(scheme_name)
@@ -49,6 +49,6 @@ def quantize_model(source, scheme_name: str, model_hash: str, previous_package: 
                            scheme, observer, stream=stream)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
-    imported.mod = realize(annotated, imported.params, ranges, scheme, kernel)
+    imported.mod = realize(annotated, imported.params, ranges, scheme, kernels)
     return {"model_hash": model_hash, "settings": settings,
             "ranges": {str(index): asdict(value) for index, value in ranges.items()}}

@@ -24,6 +24,10 @@ run time, so nothing folds into a constant::
     acc = R.matmul(ac, bc, out_dtype="int32")               # bc likewise from b
     y   = R.astype(acc, "float32") * (s_a * s_b)
 
+Given the target's int16 dot-product kernel (AVX2 ``vpmaddwd``: s16 x s16 pairs summed to s32,
+exact for these 9-bit values), ``bc`` is packed in its block layout at run time and the matmul
+reads it there, as a Linear reads its packed weight.
+
 A conv2d site does the same with the data centered in int16 (zero padding then pads real zeros)
 and its weight quantized per output channel, as an int16 constant::
 
@@ -40,7 +44,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .annotate import CONV_ROLE, QUANT_SITE, SITES_ATTR, _is_op, quant_sites
-from .dot_kernels import DotKernel, pack_weight, packed_matmul
+from .dot_kernels import DotKernel, DotKernels, pack_operand, pack_weight, packed_matmul
 from .schemes import QuantScheme, TensorQuant
 
 _SIGNED_SHIFT = {("uint8", "int8"): -128, ("int8", "uint8"): 128}
@@ -69,10 +73,10 @@ def _dequantize(acc, scale: np.ndarray):
 
 @mutator
 class _Realizer(PyExprMutator):
-    def __init__(self, mod, params, ranges, scheme, kernel):
-        # kernel: the dot-product instruction Linear layers use; batched matmuls stay plain
+    def __init__(self, mod, params, ranges, scheme, kernels: DotKernels):
         super().__init__(mod)
-        self.params, self.ranges, self.scheme, self.kernel = params, ranges, scheme, kernel
+        self.params, self.ranges, self.scheme = params, ranges, scheme
+        self.kernel, self.batched_kernel = kernels.linear, kernels.batched
         self.sites = {site.index: site for site in quant_sites(mod)}
 
     def _site_of(self, operand):
@@ -133,8 +137,14 @@ class _Realizer(PyExprMutator):
         return _dequantize(acc, (np.float32(self.ranges[site.index].scale) * w_scale).reshape(-1, 1, 1))
 
     def _batched(self, lhs_site, lhs, rhs_site, rhs):
-        acc = self.builder_.emit(relax.op.matmul(self._centered(lhs, lhs_site), self._centered(rhs, rhs_site),
-                                                 out_dtype="int32"))
+        lhs_c, rhs_c = self._centered(lhs, lhs_site), self._centered(rhs, rhs_site)
+        kernel = self.batched_kernel
+        *_, k, n = (int(d) for d in rhs_c.ty.shape.values)
+        if kernel is not None and kernel.fits(k, n):
+            packed = self.builder_.emit(pack_operand(rhs_c, kernel.weight_block))
+            acc = self.builder_.emit_te(packed_matmul, lhs_c, packed, name="packed_int16_matmul")
+        else:
+            acc = self.builder_.emit(relax.op.matmul(lhs_c, rhs_c, out_dtype="int32"))
         scale = np.float32(self.ranges[lhs_site.index].scale) * np.float32(self.ranges[rhs_site.index].scale)
         return _dequantize(acc, np.full(int(acc.ty.shape.values[-1]), scale))
 
@@ -154,12 +164,13 @@ class _Realizer(PyExprMutator):
 
 
 def realize(mod: tvm.IRModule, params: dict, ranges: dict, scheme: QuantScheme,
-            kernel: DotKernel | None = None) -> tvm.IRModule:
+            kernels: DotKernels = DotKernels()) -> tvm.IRModule:
     """Rewrite every annotated matmul of ``main`` to integer compute (see module docstring).
 
-    With a ``kernel``, Linear matmuls whose shapes fit its block read packed weights.
+    Matmuls whose shapes fit the target's dot-product ``kernels`` read their right-hand operand
+    packed in its layout: Linear weights packed here, activations packed at run time.
     """
-    realizer = _Realizer(mod, params, ranges, scheme, kernel)
+    realizer = _Realizer(mod, params, ranges, scheme, kernels)
     func = realizer.visit_expr(mod["main"]).without_attr(SITES_ATTR)
     realizer.builder_.update_func(mod.get_global_var("main"), func)
     # the identity site calls are now unused (pure): dead code elimination drops them

@@ -13,6 +13,8 @@ fails LLVM's module verification. It is re-registered under the same name with b
 added: ``vpmaddubsw`` (u8 x s8 pairs summed to s16, saturating) then ``vpmaddwd`` by ones (s16
 pairs summed to s32), the sequence fbgemm and oneDNN use. The s16 sum of a pair saturates unless
 ``2 * 255 * max|w| <= 32767``: kernels using it need 7-bit weights (``"weight_bits": 7``).
+``dot_8x2_i16_avx2`` is ``vpmaddwd`` alone, s16 x s16 pairs summed to s32, for the attention
+matmuls of centered int16 codes: twice the multiply-adds per instruction of an fp32 FMA.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 PACKAGE = "tvm.s_tir.tensor_intrin"
 VNNI_INTRIN = "dot_16x4_vnni"
 AVX2_INTRIN = "dot_8x4_avx2"
+AVX2_I16_INTRIN = "dot_8x2_i16_avx2"
 
 
 def _vnni_16x4_u8i8i32():
@@ -51,23 +54,31 @@ def _vnni_16x4_u8i8i32():
     return impl
 
 
-def _avx2_8x4_desc_and_impl():
+def _dot_desc(a_dtype: str, b_dtype: str, lanes: int, reduce: int):
+    """``C[i] += A[k] * B[i, k]`` in int32 over ``lanes`` outputs and ``reduce`` elements: the
+    computation a dot-product instruction replaces."""
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
     def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((8, 4), "int8", offset_factor=1),
-        C: T.Buffer((8,), "int32", offset_factor=1),
+        A: T.Buffer((reduce,), a_dtype, offset_factor=1),
+        B: T.Buffer((lanes, reduce), b_dtype, offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-            T.writes(C[0:8])
-            for i in T.serial(0, 8):
-                for k in T.serial(0, 4):
+            T.reads(C[0:lanes], A[0:reduce], B[0:lanes, 0:reduce])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, reduce):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
                         C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+def _avx2_8x4_u8i8i32():
+    from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -88,14 +99,37 @@ def _avx2_8x4_desc_and_impl():
                 dtype="int32x8",
             )
 
-    return desc, impl
+    return impl
+
+
+def _avx2_8x2_i16i16i32():
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((2,), "int16", offset_factor=1),
+        B: T.Buffer((8, 2), "int16", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            # the 2 activation values, repeated for each of the 8 output lanes
+            a_i16x16 = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), 8), dtype="int16x16")
+            C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a_i16x16, B.vload([0, 0], dtype="int16x16"),
+                dtype="int32x8",
+            )
+
+    return impl
 
 
 def _x86_intrinsics(module) -> None:
     from tvm.s_tir import TensorIntrin
 
     TensorIntrin.register(VNNI_INTRIN, module.dot_product_16x4_u8i8i32_desc, _vnni_16x4_u8i8i32(), override=True)
-    TensorIntrin.register(AVX2_INTRIN, *_avx2_8x4_desc_and_impl(), override=True)
+    TensorIntrin.register(AVX2_INTRIN, _dot_desc("uint8", "int8", 8, 4), _avx2_8x4_u8i8i32(), override=True)
+    TensorIntrin.register(AVX2_I16_INTRIN, _dot_desc("int16", "int16", 8, 2), _avx2_8x2_i16i16i32(), override=True)
 
 
 # run after importing the named backend module: fixes and additions to its intrinsics
