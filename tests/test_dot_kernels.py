@@ -18,7 +18,7 @@ from tvm.s_tir.meta_schedule.testing.dummy_object import DummyRunner
 from models_for_tests import int8_linear_reference, mlp_source
 from tvmcomp.build import build
 from tvmcomp.errors import TvmcompError
-from tvmcomp.quant.dot_kernels import DotKernels, dot_kernel_for, pack_weight
+from tvmcomp.quant.dot_kernels import DotKernels, dot_kernel_for, dot_kernels_for, pack_weight
 from tvmcomp.targets import resolve_target
 
 
@@ -40,18 +40,19 @@ def _x86_preset_on(mcpu: str):
     return resolve_target(_x86_document_on(mcpu))
 
 
-@pytest.mark.parametrize("preset, intrinsic, weight_bits", [
-    ("x86-znver4", "dot_16x4_vnni", 8),
-    ("x86@znver3", "dot_8x4_avx2", 7),  # AVX2, no VNNI: vpmaddubsw saturates 8-bit weights
-    ("x86@x86-64", None, None),  # baseline x86-64 (SSE2): plain int8 matmul
-    ("arm", "dot_4x4_i8i8s32_sdot", 8),
-    ("rpi4", "dot_4x4_i8i8s32_neon", 8),  # Cortex-A72 has no dotprod
+@pytest.mark.parametrize("preset, intrinsic, weight_bits, attention_intrinsic", [
+    ("x86-znver4", "dot_16x4_vnni", 8, "dot_8x2_i16_avx2"),
+    ("x86@znver3", "dot_8x4_avx2", 7, "dot_8x2_i16_avx2"),  # AVX2, no VNNI: vpmaddubsw saturates 8-bit weights
+    ("x86@x86-64", None, None, None),  # baseline x86-64 (SSE2): plain integer matmuls
+    ("arm", "dot_4x4_i8i8s32_sdot", 8, None),
+    ("rpi4", "dot_4x4_i8i8s32_neon", 8, None),  # Cortex-A72 has no dotprod
 ])
-def test_each_target_gets_the_dot_instruction_its_cpu_has(preset, intrinsic, weight_bits):
+def test_each_target_gets_the_dot_instruction_its_cpu_has(preset, intrinsic, weight_bits, attention_intrinsic):
     name, _, mcpu = preset.partition("@")
-    kernel = dot_kernel_for(_x86_preset_on(mcpu) if mcpu else resolve_target(name))
-    assert (kernel and kernel.intrinsic) == intrinsic
-    assert (kernel and kernel.weight_bits) == weight_bits
+    kernels = dot_kernels_for(_x86_preset_on(mcpu) if mcpu else resolve_target(name))
+    assert (kernels.linear and kernels.linear.intrinsic) == intrinsic
+    assert (kernels.linear and kernels.linear.weight_bits) == weight_bits
+    assert (kernels.batched and kernels.batched.intrinsic) == attention_intrinsic
 
 
 def test_an_incomplete_int8_dot_entry_is_a_one_line_error():
@@ -147,7 +148,6 @@ def test_tensorized_int16_attention_matmul_matches_the_integer_reference_exactly
     from tvmcomp import tune as tuning
     from tvmcomp.build import compile_with_database
     from tvmcomp.lowering import fuse_for_tuning
-    from tvmcomp.quant.dot_kernels import dot_kernels_for
     from tvmcomp.quant.realize import realize
 
     target = _x86_preset_on(_host_mcpu())

@@ -5,8 +5,8 @@ MetaSchedule's runners fill every argument with random values. For gather kernel
 those kernels never get a record. Integer and bool arguments of a kernel are indices, ids, masks
 or integer codes: they get random zeros and ones, valid indices for any table of two or more rows
 and masks that take both branches of a select. (All-zero masks, used before, let MetaSchedule
-pick a softmax that recomputes each row sum per element, 100x slower on real masks, because with
-every row masked the compiler dropped the work.) Floats stay random, as their values rarely
+pick a softmax that recomputes each row sum per element, far slower on real masks, because
+with every row masked the compiler dropped the work.) Floats stay random, as their values rarely
 change a kernel's speed (libm's ``expf`` is the exception seen: see
 :mod:`tvmcomp.passes.fast_softmax`).
 """
