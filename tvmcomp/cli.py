@@ -30,7 +30,7 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", default="none", help="compression scheme: none (fp32) or int8 (W8A8, calibrated on real text) (default: none)")
     parser.add_argument("--calibration-samples", type=int, default=32, help="inputs to calibrate activation ranges on (default: 32)")
     parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl (default: the scheme's)")
-    parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching quant sites in float: a weight-name pattern ('*layer_0*') or 'bmm_*' for the attention matmuls (repeatable)")
+    parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching weights in float: a weight-name pattern ('*layer_0*', '*word_embeddings*') or 'bmm_*' for the attention matmuls (repeatable)")
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:

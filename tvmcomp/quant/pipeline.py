@@ -1,4 +1,5 @@
-"""The quantization step of a build: annotate -> calibrate (or reuse a saved calibration) -> realize."""
+"""The quantization step of a build: annotate -> calibrate (or reuse a saved calibration) -> realize,
+then quantize the embedding tables."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from .annotate import annotate, quant_sites
 from .calibrate import SiteRange, calibrate
 from .dot_kernels import DotKernels
+from .embeddings import quantize_embeddings
 from .realize import realize
 from .schemes import get_scheme
 
@@ -38,9 +40,9 @@ def quantize_model(source, scheme_name: str, model_hash: str, previous_package: 
     scheme = get_scheme(scheme_name)
     imported = source.imported
     annotated = annotate(imported.mod, imported.params, skip=keep_float)
-    # the sites are part of the key: ranges are stored by site index, which a change to annotate shifts
+    # the sites are part of the key: ranges are stored by site index, which a change to annotate
+    # (or to --keep-float) shifts; patterns that only keep an embedding table float need no recalibration
     settings = {"scheme": scheme.name, "observer": observer or scheme.observer, "samples": samples,
-                "keep_float": list(keep_float or []),
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package else None
     if ranges is None:
@@ -50,5 +52,7 @@ def quantize_model(source, scheme_name: str, model_hash: str, previous_package: 
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
     imported.mod = realize(annotated, imported.params, ranges, scheme, kernels)
+    if scheme.embedding is not None:
+        imported.mod = quantize_embeddings(imported.mod, imported.params, scheme.embedding, keep_float)
     return {"model_hash": model_hash, "settings": settings,
             "ranges": {str(index): asdict(value) for index, value in ranges.items()}}

@@ -1,7 +1,7 @@
 """Quantization schemes: small registered dataclasses sharing one interface.
 
-A scheme says, for weights and for activations, how many bits, signed or not, symmetric or not,
-and at what granularity scales are kept. Adding a scheme is adding an entry to ``SCHEMES``.
+A scheme says, for weights, activations and embedding tables, how many bits, signed or not,
+symmetric or not, and at what granularity scales are kept. Adding a scheme is adding an entry to ``SCHEMES``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ..errors import TvmcompError
 
 class Granularity(str, Enum):
     PER_TENSOR = "per_tensor"
-    PER_CHANNEL = "per_channel"  # one scale per output channel (weights)
+    PER_CHANNEL = "per_channel"  # one scale per output channel (weights) or per row (embedding tables)
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class QuantScheme:
     weight: TensorQuant
     activation: TensorQuant
     observer: str = "minmax"  # default activation observer (see observers.OBSERVERS)
+    embedding: TensorQuant | None = None  # embedding tables' rows (None: tables stay float)
 
 
 SCHEMES: dict[str, QuantScheme] = {}
@@ -87,8 +88,10 @@ def get_scheme(name: str) -> QuantScheme:
 register_scheme(
     QuantScheme(
         name="int8",
-        description="W8A8: symmetric per-output-channel int8 weights, asymmetric per-tensor uint8 activations",
+        description="W8A8: symmetric per-output-channel int8 weights, asymmetric per-tensor uint8 activations; "
+        "embedding tables int8 per row",
         weight=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
         activation=TensorQuant(bits=8, signed=False, symmetric=False),
+        embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
     )
 )

@@ -1,0 +1,96 @@
+"""quantize_embeddings: the rewrite of a table lookup, and the rows it reads against NumPy."""
+
+import numpy as np
+import torch
+import tvm
+from tvm import relax
+from tvm.script import relax as R
+
+from conftest import run_imported
+from tvmcomp.frontend import import_torch
+from tvmcomp.quant.embeddings import quantize_embeddings
+from tvmcomp.quant.realize import quantize_weight
+from tvmcomp.quant.schemes import get_scheme
+
+ROWS = get_scheme("int8").embedding
+
+
+@tvm.script.ir_module
+class Lookup:
+    @R.function
+    def main(ids: R.Tensor((3,), "int64"), x: R.Tensor((3, 4), "float32"), table: R.Tensor((10, 4), "float32")):
+        R.func_attr({"num_input": 2})
+        with R.dataflow():
+            rows = R.take(table, ids, axis=0, mode="fast")
+            picked = R.take(x, ids, axis=0)  # not a weight table: stays as it is
+            out = R.add(rows, x)
+            R.output(out, picked)
+        return (out, picked)
+
+
+def _table():
+    return {"table": (np.random.default_rng(0).standard_normal((10, 4)) * np.arange(1, 11)[:, None]).astype(np.float32)}
+
+
+def _expected(codes: np.ndarray, scales: np.ndarray) -> tvm.IRModule:
+    builder = relax.BlockBuilder()
+    ids = relax.Var("ids", relax.TensorType((3,), "int64"))
+    x = relax.Var("x", relax.TensorType((3, 4), "float32"))
+    table = relax.Var("table", relax.TensorType((10, 4), "float32"))
+    with builder.function("main", [ids, x, table], attrs={"num_input": 2}):
+        with builder.dataflow():
+            row_codes = builder.emit(relax.op.take(relax.const(codes), ids, axis=0, mode="fast"))
+            row_scales = builder.emit(relax.op.take(relax.const(scales), ids, axis=0, mode="fast"))
+            as_float = builder.emit(relax.op.astype(row_codes, "float32"))
+            rows = builder.emit(relax.op.multiply(as_float, row_scales))
+            picked = builder.emit_output(relax.op.take(x, ids, axis=0))
+            out = builder.emit_output(relax.op.add(rows, x))
+        builder.emit_func_output(relax.Tuple([out, picked]))
+    return builder.get()
+
+
+def test_a_weight_table_lookup_reads_int8_rows_and_row_scales():
+    params = _table()
+    codes, scales = quantize_weight(params["table"], ROWS, channel_axis=0)
+    assert codes.dtype == np.int8 and scales.shape == (10,)
+    tvm.ir.assert_structural_equal(quantize_embeddings(Lookup, params, ROWS, min_rows=10),
+                                   _expected(codes, scales.reshape(-1, 1)))
+
+
+def test_skipped_and_small_tables_stay_float():
+    tvm.ir.assert_structural_equal(quantize_embeddings(Lookup, _table(), ROWS, skip=["tab*"], min_rows=10), Lookup)
+    tvm.ir.assert_structural_equal(quantize_embeddings(Lookup, _table(), ROWS), Lookup)  # 10 rows < 1024
+
+
+def test_quantized_lookup_matches_numpy_rows_exactly():
+    params = _table()
+    quantized = quantize_embeddings(Lookup, params, ROWS, min_rows=10)
+    executable = tvm.compile(relax.transform.BindParams("main", {"table": tvm.runtime.tensor(params["table"])})(quantized),
+                             target=tvm.target.Target({"kind": "llvm"}))
+    ids, x = np.array([9, 0, 4], np.int64), np.zeros((3, 4), np.float32)
+    out, _ = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(ids), tvm.runtime.tensor(x))
+    codes, scales = quantize_weight(params["table"], ROWS, channel_axis=0)
+    np.testing.assert_array_equal(out.numpy(), codes[ids].astype(np.float32) * scales[ids, None])
+    # symmetric per-row int8: each value within half a step of its row's scale
+    assert np.all(np.abs(out.numpy() - params["table"][ids]) <= scales[ids, None] / 2 + 1e-6)
+
+
+class EmbedThenLinear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.words, self.proj = torch.nn.Embedding(50, 16), torch.nn.Linear(16, 8)
+
+    def forward(self, ids):
+        return self.proj(torch.nn.functional.layer_norm(self.words(ids), (16,)))
+
+
+def test_a_model_with_a_quantized_embedding_stays_close_to_float():
+    torch.manual_seed(0)
+    model = EmbedThenLinear().eval()
+    ids = {"ids": np.random.default_rng(1).integers(0, 50, (2, 12)).astype(np.int64)}
+    imported = import_torch(model, ids)
+    imported.mod = quantize_embeddings(imported.mod, imported.params, ROWS, min_rows=50)
+    assert "int8" in imported.mod["main"].script()
+    (got,) = run_imported(imported, ids)
+    want = model(torch.from_numpy(ids["ids"])).detach().numpy()
+    assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()
