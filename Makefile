@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# The demo tunes only kernels that have no committed records for this CPU, with this budget.
+# The demo tunes only kernels that have no committed records for this CPU, with this budget per build.
 DEMO_TRIALS ?= 256
 
 # Debian packages for the aarch64 work: the cross compiler (and objdump), and qemu for the emulated board.
@@ -30,6 +30,9 @@ arm-tools:
 demo: $(STAMP)
 	$(BIN)/tvmcomp build --model minilm --target x86 --trials $(DEMO_TRIALS) -o out/minilm-fp32
 	$(BIN)/tvmcomp bench out/minilm-fp32 --compare torch --json out/minilm-fp32/bench.json
+	$(BIN)/tvmcomp build --model minilm --target x86 --quant int8 --trials $(DEMO_TRIALS) -o out/minilm-int8
+	$(BIN)/tvmcomp bench out/minilm-int8 --compare torch --json out/minilm-int8/bench.json
+	$(BIN)/tvmcomp eval out/minilm-int8 --json out/minilm-int8/eval.json
 
 test: $(STAMP) arm-tools
 	$(BIN)/python -m pytest -q

@@ -1,7 +1,7 @@
 """int8 benchmark: MiniLM-L6 b1 s128 on this machine, one run, fixed threads.
 
-Engines: tvmcomp fp32, int8 and int8 with the attention matmuls left float (kernels from
-schedules/), PyTorch eager fp32 and dynamic int8
+Engines: tvmcomp fp32, int8, int8 with the attention matmuls left float and int8 with the word
+embedding table left float (kernels from schedules/), PyTorch eager fp32 and dynamic int8
 (torch.ao.quantization.quantize_dynamic on the Linear layers), ONNX Runtime fp32, dynamic int8 and
 static QDQ int8 (per-channel int8 weights, per-tensor uint8 activations, calibrated on the same 32
 Lee-corpus sentences tvmcomp calibrates on). For each: latency, size on disk, and accuracy
@@ -33,6 +33,7 @@ TVMCOMP_VARIANTS = {  # name -> tvmcomp build arguments; kernels come from sched
     "tvmcomp fp32": ["--quant", "none"],
     "tvmcomp int8": ["--quant", "int8"],
     "tvmcomp int8, attention float": ["--quant", "int8", "--keep-float", "bmm_*"],
+    "tvmcomp int8, word embeddings float": ["--quant", "int8", "--keep-float", "*word_embeddings*"],
 }
 
 
