@@ -11,7 +11,7 @@ from tvmcomp.frontend import import_file
 from tvmcomp.frontend.torch_frontend import torch_reference
 from tvmcomp.source import load_source
 from tvmcomp.targets import resolve_target
-from tvmcomp.tune import COMMITTED_SCHEDULES
+from tvmcomp.tune import serving_folders
 
 TOL = 1e-4
 
@@ -44,12 +44,12 @@ def test_minilm_onnx_import_matches_pytorch(minilm, tmp_path):
 
 def test_minilm_build_uses_committed_records_and_matches_pytorch(minilm, tmp_path, capsys):
     target = resolve_target("x86")
-    committed = (COMMITTED_SCHEDULES / target.schedule_key / "database_tuning_record.json").exists()
+    committed = bool(serving_folders(target))  # this CPU's records, or those of a CPU with the same ISA
     argv = ["build", "--model", "minilm", "--target", "x86", "-o", str(tmp_path / "pkg")]
     assert main(argv if committed else argv + ["--allow-untuned"]) == 0
     err = capsys.readouterr().err
     package = tvmcomp.load(tmp_path / "pkg")
-    if committed:  # this CPU was tuned for: the build must not tune, and no kernel may be untuned
+    if committed:  # records serve this CPU: the build must not tune, and no kernel may be untuned
         assert "[tune]" not in err
         assert package.metadata["untuned_kernels"] == 0
     outputs = package.run(**minilm.example_inputs)
@@ -65,7 +65,7 @@ def test_minilm_int8_is_a_quarter_of_the_float_size_and_stays_close_to_float(tmp
     from tvmcomp.evaluate import evaluate_package
 
     target = resolve_target("x86")
-    committed = (COMMITTED_SCHEDULES / target.schedule_key / "database_tuning_record.json").exists()
+    committed = bool(serving_folders(target))
     argv = ["build", "--model", "minilm", "--target", "x86", "--quant", "int8", "-o", str(tmp_path / "pkg")]
     assert main(argv if committed else argv + ["--allow-untuned"]) == 0
     package = tvmcomp.load(tmp_path / "pkg")

@@ -1,7 +1,8 @@
 """Auto-scheduling with MetaSchedule and its XGBoost cost model.
 
-Records live in a JSON database per target under ``schedules/<target key>/`` (committed for the
-machines we tune on), so a build finds its schedules without tuning again.
+Records live in a JSON database per target and CPU under ``schedules/`` (committed for the
+machines we tune on), so a build finds its schedules without tuning again; records tuned on a CPU
+with the same instruction set serve too (:mod:`tvmcomp.tune.records`).
 """
 
 from __future__ import annotations
@@ -19,22 +20,34 @@ from ..targets import TargetSpec
 from .intrinsics import register_tensor_intrinsics
 from .space import search_space
 
-COMMITTED_SCHEDULES = Path(__file__).resolve().parents[2] / "schedules"
+from .records import COMMITTED_SCHEDULES, RecordFolder, database_dir, serving_folders  # noqa: F401
 
 
-def database_dir(target: TargetSpec) -> Path:
-    """``$TVMCOMP_SCHEDULES/<key>`` if set (tests, users keeping records elsewhere), else ``schedules/<key>``."""
-    return Path(os.environ.get("TVMCOMP_SCHEDULES") or COMMITTED_SCHEDULES) / target.schedule_key
+def _json_database(path: Path):
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.database.JSONDatabase(work_dir=str(path), module_equality="structural")
 
 
-def open_database(target: TargetSpec):
+def open_database(target: TargetSpec, folders: list[RecordFolder] | None = None):
+    """The records a build for ``target`` reads: each serving folder, the first that has a
+    kernel's record wins (exact CPU first). ``folders`` defaults to :func:`serving_folders`."""
     from tvm.s_tir import meta_schedule as ms
 
     # records' traces name tensor intrinsics (ours among them): loading fails on an unregistered one
     register_tensor_intrinsics(list(target.tensor_intrinsics))
+    folders = serving_folders(target) if folders is None else folders
+    if not folders:
+        return ms.database.MemoryDatabase(module_equality="structural")
+    return ms.database.OrderedUnionDatabase(*[_json_database(f.path) for f in folders])
+
+
+def open_write_database(target: TargetSpec):
+    """The exact CPU's database, created if missing: where tuning commits new records."""
+    register_tensor_intrinsics(list(target.tensor_intrinsics))
     path = database_dir(target)
     path.mkdir(parents=True, exist_ok=True)
-    return ms.database.JSONDatabase(work_dir=str(path), module_equality="structural")
+    return _json_database(path)
 
 
 def extract_tasks(fused_mod, target: TargetSpec):
@@ -111,10 +124,9 @@ def tune(
     # there under pytest's log capture); that setup replaces these handlers anyway.
     for handler in [h for h in ms_logger.handlers if h.get_name() is None]:
         ms_logger.removeHandler(handler)
-    database = open_database(target)
     tasks = extract_tasks(fused_mod, target)
-    if only_missing:
-        tasks = tasks_without_records(tasks, database, target)
+    if only_missing:  # records borrowed from a CPU of the same ISA count as present
+        tasks = tasks_without_records(tasks, open_database(target), target)
     if not tasks:
         return TuneResult(tasks=0, trials=0, database=database_dir(target))
     if total_trials <= 0:
@@ -152,7 +164,7 @@ def tune(
                     max_workers=os.cpu_count() or 1, on_batch=progress.on_build_batch,
                     f_export=cross_linking_export(target.cross_compiler) if target.is_cross else None),
                 runner=runner or safe_local_runner(cores),
-                database=database,
+                database=open_write_database(target),
                 cost_model="xgb",
                 measure_callbacks=callbacks,
                 task_scheduler="gradient",
