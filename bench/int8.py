@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 BATCH, SEQ_LEN = 1, 128
 TVMCOMP_VARIANTS = {  # name -> tvmcomp build arguments; kernels come from schedules/
-    "tvmcomp fp32": ["--quant", "none"],
+    "tvmcomp fp32": ["--quant", "fp32"],
     "tvmcomp int8": ["--quant", "int8"],
     "tvmcomp int8, attention float": ["--quant", "int8", "--keep-float", "bmm_*"],
     "tvmcomp int8, word embeddings float": ["--quant", "int8", "--keep-float", "*word_embeddings*"],

@@ -23,7 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--target", default="x86")
-    parser.add_argument("--quant", default="none")
+    parser.add_argument("--quant", default="fp32")
     parser.add_argument("--calibration", type=Path, help="package folder whose calibration.json to reuse")
     args = parser.parse_args()
 
@@ -39,7 +39,7 @@ def main() -> None:
 
     target = resolve_target(args.target)
     source = load_source(args.model)
-    if args.quant != "none":
+    if args.quant != "fp32":
         quantize_model(source, args.quant, model_hash(source), args.calibration, kernels=dot_kernels_for(target))
     fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
     database = open_database(target)
@@ -54,7 +54,7 @@ def main() -> None:
         rows.append((task.task_name, int(task.weight), secs, flops))
     total = sum(w * s for _, w, s, _ in rows if s is not None)
     rows.sort(key=lambda r: -(r[1] * (r[2] or 0)))
-    variant = "" if args.quant == "none" else f" {args.quant}"
+    variant = "" if args.quant == "fp32" else f" {args.quant}"
     lines = [
         f"# Kernels of {args.model}{variant} on {target.schedule_key} ({datetime.date.today().isoformat()})",
         "",

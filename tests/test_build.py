@@ -51,7 +51,7 @@ def test_package_contents_and_metadata(empty_schedules, tmp_path):
     meta = json.loads((tmp_path / "pkg" / "metadata.json").read_text())
     assert meta == result.metadata
     assert meta["inputs"] == [{"name": "x", "shape": [8, 64], "dtype": "float32"}]
-    assert meta["outputs"] == ["output_0"] and meta["variant"] == "none"
+    assert meta["outputs"] == ["output_0"] and meta["variant"] == "fp32"
     assert meta["target"]["tvm"]["kind"] == "llvm" and meta["tvm_version"].startswith("0.27")
     assert meta["library_bytes"] == (tmp_path / "pkg" / "model.so").stat().st_size
     # the weights (64x512 + 512x64 float32 = 256 KiB) are inside the library

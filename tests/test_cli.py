@@ -118,7 +118,7 @@ def test_rpc_flag_errors(capsys, tmp_path, flags, pattern):
 
 
 def test_console_script_exit_code_and_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "tvmcomp.cli", "build", "--target", "tpu", "-o", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "tvmcomp.cli", "build", "--target", "tpu", "-o", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "unknown target 'tpu'" in proc.stderr
@@ -133,3 +133,47 @@ def test_help_teaches_each_command(capsys, command):
     assert out.startswith("usage: tvmcomp " + command)
     if command in ("build", "tune", "bench", "eval", "board"):
         assert "example: tvmcomp " + command in out
+
+
+@pytest.mark.parametrize("flags, pattern", [
+    (["--batch", "-1"], "--batch must be a positive number, not -1"),
+    (["--batch", "0"], "--batch must be a positive number, not 0"),
+    (["--seq-len", "0"], "--seq-len must be a positive number, not 0"),
+    (["--seq-len", "4096"], "--seq-len 4096 is longer than minilm's 512 positions"),
+    (["--input-shape", "x=1,2"], "--input-shape applies to model files; for a bundled model use --batch/--seq-len"),
+    (["--target", '{"kind": "llvm", "mcpu": "bogus"}'], "LLVM knows no CPU 'bogus'"),
+])
+def test_bad_build_flags_are_one_line_and_write_nothing(capsys, tmp_path, empty_schedules, flags, pattern):
+    assert_user_error(capsys, ["build", "--model", "minilm", "-o", str(tmp_path / "out"), *flags], pattern)
+    assert not (tmp_path / "out").exists()
+    assert not empty_schedules.exists()  # no empty record folder left behind either
+
+
+def test_bad_input_shape_size(capsys, tmp_path):
+    relu_onnx(tmp_path / "relu.onnx")
+    assert_user_error(capsys, ["build", "--model", str(tmp_path / "relu.onnx"), "--input-shape", "x=1,0",
+                               "-o", str(tmp_path / "out")], "with positive sizes")
+
+
+def test_output_that_cannot_be_written_fails_before_any_work(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    assert_user_error(capsys, ["build", "--model", "minilm", "-o", str(tmp_path / "file" / "sub" / "pkg")],
+                      f"cannot write the package {tmp_path / 'file' / 'sub' / 'pkg'}: {tmp_path / 'file'} is a file")
+
+
+def test_quiet_build_prints_no_progress(capsys, tmp_path, empty_schedules):
+    relu_onnx(tmp_path / "relu.onnx")
+    code, out, err = run_cli(capsys, "build", "--model", str(tmp_path / "relu.onnx"), "--allow-untuned", "-q",
+                             "-o", str(tmp_path / "pkg"))
+    assert code == 0 and err == "" and out.startswith("built ")
+
+
+def test_progress_in_a_log_is_a_line_per_printed_step():
+    import io
+
+    from tvmcomp.console import progress_step
+
+    log = io.StringIO()
+    for i in range(1, 33):
+        progress_step(log, "[calibrate] sample", i, 32)
+    assert log.getvalue() == "[calibrate] sample 1/32\n[calibrate] sample 32/32\n"

@@ -12,7 +12,10 @@ __all__ = ["TvmcompError", "load", "__version__"]
 
 
 def load(path):
-    """Load a package built by ``tvmcomp build``; ``.run(**inputs)`` returns NumPy arrays."""
+    """Load a package built by ``tvmcomp build``; ``.run(**inputs)`` returns NumPy arrays.
+
+    Kernels run on this machine's physical cores; set ``TVM_NUM_THREADS=n`` (or call
+    ``tvmcomp.runtime.set_num_threads(n)``) before the first run to choose another number."""
     from .runtime import load as _load
 
     return _load(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from .errors import TvmcompError
 from .lowering import fuse_for_tuning
 from .quant.dot_kernels import dot_kernels_for
 from .quant.pipeline import CALIBRATION, quantize_model
-from .quant.schemes import get_scheme
+from .quant.schemes import FLOAT, get_scheme
 from .remote import REFERENCE_OUTPUTS
 from .runtime import EXAMPLE_INPUTS, LIBRARY, METADATA
 from .source import ModelSource
@@ -42,6 +43,25 @@ def model_hash(source: ModelSource) -> str:
         digest.update(np.ascontiguousarray(source.imported.params[name]).tobytes())
     digest.update(str(source.imported.mod["main"].script()).encode())
     return digest.hexdigest()[:16]
+
+
+def check_output_location(out_dir: Path) -> None:
+    """Fail before any work when the package folder could not be written (checked, not created)."""
+    if out_dir.exists() and not (out_dir / METADATA).is_file():
+        raise TvmcompError(f"{out_dir} exists and is not a tvmcomp package; refusing to overwrite it")
+    parent = out_dir.parent.resolve()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise TvmcompError(f"cannot write the package {out_dir}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TvmcompError(f"cannot write the package {out_dir}: no write permission in {parent}")
+
+
+def describe_records(folders, target: TargetSpec) -> str:
+    if not folders:
+        return f"none for {target.schedule_key}"
+    return "; ".join(folder.describe(target) for folder in folders)
 
 
 def _untuned_message(missing: int, total: int, target: TargetSpec, model: str) -> str:
@@ -98,7 +118,7 @@ def build(
     source: ModelSource,
     target: TargetSpec,
     out_dir: str | Path,
-    quant: str = "none",
+    quant: str = FLOAT,
     trials: int = 0,
     allow_untuned: bool = False,
     calibration_samples: int = 32,
@@ -116,25 +136,25 @@ def build(
     import tvm
 
     stream = stream or sys.stderr
-    if quant != "none":
+    if quant != FLOAT:
         get_scheme(quant)  # an unknown name fails before any work
     target.check_toolchain()
     if trials > 0 and target.is_cross and runner is None:
         raise TvmcompError(f"--trials for '{target.name}' measures candidates on the device: "
                            "add --rpc-tracker HOST:PORT --rpc-key KEY (docs/arm.md)")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir / METADATA).is_file():
-        raise TvmcompError(f"{out_dir} exists and is not a tvmcomp package; refusing to overwrite it")
+    check_output_location(out_dir)
 
     started = time.monotonic()
     digest = model_hash(source)
     calibration = None
-    if quant != "none":
+    if quant != FLOAT:
         calibration = quantize_model(source, quant, digest, out_dir if out_dir.exists() else None,
                                      calibration_samples, observer, keep_float, dot_kernels_for(target), stream)
     tvm_target = target.tvm_target()
     fused = fuse_for_tuning(source.imported.bound(), tvm_target)
-    database = tuning.open_database(target)
+    folders = tuning.serving_folders(target)
+    database = tuning.open_database(target, folders)
     tasks = tuning.extract_tasks(fused, target)
     missing = tuning.tasks_without_records(tasks, database, target)
     tuned_now = 0
@@ -142,10 +162,12 @@ def build(
         print(f"[build] {len(missing)} of {len(tasks)} kernels have no tuning records: tuning them", file=stream)
         tuning.tune(fused, target, total_trials=trials, only_missing=True, runner=runner, stream=stream)
         tuned_now = len(missing)
-        database = tuning.open_database(target)
+        folders = tuning.serving_folders(target)
+        database = tuning.open_database(target, folders)
         missing = tuning.tasks_without_records(tasks, database, target)
     if missing and not allow_untuned:
         raise TvmcompError(_untuned_message(len(missing), len(tasks), target, source.name))
+    print(f"[build] records: {describe_records(folders, target)}", file=stream)
 
     print(f"[build] compiling {len(tasks)} kernels for {target.schedule_key}", file=stream)
     executable = compile_with_database(fused, target, database)
@@ -171,6 +193,8 @@ def build(
             "tvm_version": tvm.__version__,
             "kernels": len(tasks),
             "untuned_kernels": len(missing),
+            "records": [{"folder": f.path.name, "cpu": f.cpu, "same_cpu": f.same_cpu} for f in folders],
+            "records_summary": describe_records(folders, target),
             "library_bytes": (staging / LIBRARY).stat().st_size,
             "float_weight_bytes": int(sum(v.nbytes for v in source.imported.params.values())),
             "build_seconds": round(time.monotonic() - started, 1),

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import TvmcompError
+from .quant.schemes import FLOAT
 
 DESCRIPTION = """\
 tvmcomp compiles a Transformer (a bundled model, an ONNX file or a torch.export .pt2 file) into a
@@ -27,7 +28,7 @@ see `tvmcomp COMMAND --help` for each command."""
 
 
 def _add_quant_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quant", default="none", help="compression scheme: none (fp32) or int8 (W8A8, calibrated on real text) (default: none)")
+    parser.add_argument("--quant", default="fp32", help="compression scheme: fp32 (no compression) or int8 (W8A8, calibrated on real text) (default: fp32)")
     parser.add_argument("--calibration-samples", type=int, default=32, help="inputs to calibrate activation ranges on (default: 32)")
     parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl (default: the scheme's)")
     parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching weights in float: a weight-name pattern ('*layer_0*', '*word_embeddings*') or 'bmm_*' for the attention matmuls (repeatable)")
@@ -39,6 +40,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, help="batch size for a bundled model (default: the model's, 1 for minilm)")
     parser.add_argument("--seq-len", type=int, help="sequence length for a bundled model (default: 128 for minilm)")
     parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2", help="static shape of an ONNX input (repeatable)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr (for scripts); errors still print")
 
 
 def _add_rpc_args(parser: argparse.ArgumentParser, direct: bool) -> None:
@@ -165,21 +167,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_build(args) -> None:
-    from .build import build
+    from .build import build, check_output_location
     from .source import load_source
     from .targets import resolve_target
 
+    check_output_location(Path(args.output))  # before any work: a bad -o fails in a second, not after compiling
     target = resolve_target(args.target)
+    target.tvm_target()  # an invalid target (an unknown mcpu, say) fails before the import
+    runner = _tuning_runner(args)
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
     result = build(source, target, args.output, quant=args.quant, trials=args.trials, allow_untuned=args.allow_untuned,
                    calibration_samples=args.calibration_samples, observer=args.observer, keep_float=args.keep_float,
-                   runner=_tuning_runner(args))
+                   runner=runner, stream=_status_stream(args))
     meta = result.metadata
     print(
         f"built {result.path}: {meta['model']} ({meta['variant']}) for {meta['target']['schedule_key']}, "
         f"library {meta['library_bytes'] / 2**20:.1f} MiB, {meta['kernels']} kernels "
         f"({meta['untuned_kernels']} untuned), {meta['build_seconds']} s"
     )
+
+
+def _status_stream(args):
+    """Where progress lines go: stderr, or nowhere with --quiet (errors are still printed)."""
+    return open(os.devnull, "w") if args.quiet else sys.stderr
 
 
 def _cmd_tune(args) -> None:
@@ -192,17 +202,21 @@ def _cmd_tune(args) -> None:
     from .tune import tune
 
     target = resolve_target(args.target)
+    target.tvm_target()
     target.check_toolchain()
+    stream = _status_stream(args)
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
-    if args.quant != "none":
+    if args.quant != FLOAT:
         quantize_model(source, args.quant, model_hash(source), samples=args.calibration_samples,
-                       observer=args.observer, keep_float=args.keep_float, kernels=dot_kernels_for(target))
+                       observer=args.observer, keep_float=args.keep_float, kernels=dot_kernels_for(target),
+                       stream=stream)
     fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
     runner = _tuning_runner(args)
     if runner is None and target.is_cross:
         raise TvmcompError(f"target '{target.name}' runs on another machine: tune it there over RPC "
                            "(--rpc-tracker HOST:PORT --rpc-key KEY)")
-    result = tune(fused, target, total_trials=args.trials, trials_per_task=args.trials_per_task, runner=runner)
+    result = tune(fused, target, total_trials=args.trials, trials_per_task=args.trials_per_task, runner=runner,
+                  stream=stream)
     state = "interrupted" if result.interrupted else "done"
     print(f"tuning {state}: {result.tasks} kernels, records in {result.database}")
 

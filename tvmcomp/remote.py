@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TvmcompError
+from .quant.schemes import FLOAT
 from .runtime import LIBRARY, Package
 
 REFERENCE_OUTPUTS = "reference_outputs.npz"  # the host's outputs for example_inputs.npz (cross builds)
@@ -103,7 +104,7 @@ def check_against_reference(path: str | Path, outputs: list[np.ndarray], variant
     with np.load(reference_file) as data:
         reference = [data[f"output_{i}"] for i in range(len(data.files))]
     error = float(max(np.abs(o - r).max() for o, r in zip(outputs, reference)))
-    if variant == "none":
+    if variant == FLOAT:
         bound = FLOAT_TOLERANCE * max(1.0, max(float(np.abs(r).max()) for r in reference))
         if not error <= bound:
             raise TvmcompError(f"the device's outputs differ from the host's by {error:.3g} (allowed {bound:.3g})")

@@ -36,6 +36,22 @@ def set_num_threads(threads: int) -> None:
                            f"grow to {threads}: set TVM_NUM_THREADS={threads} before the first kernel runs")
 
 
+def use_physical_cores() -> None:
+    """Size TVM's pool to this machine's physical cores unless the user chose (``TVM_NUM_THREADS``).
+
+    TVM's own default is half the logical CPUs, one thread on a 2-vCPU VM, while ONNX Runtime and
+    PyTorch use every core. A pool this process already made cannot grow; it is then left as it is.
+    """
+    if "TVM_NUM_THREADS" in os.environ:
+        return
+    from .targets import host_cores
+
+    try:
+        set_num_threads(host_cores())
+    except TvmcompError:
+        pass
+
+
 def num_threads() -> int:
     """Threads TVM's CPU kernels run on now."""
     import tvm
@@ -73,6 +89,8 @@ class Package:
                 raise TvmcompError(f"{self.path} has no {LIBRARY}")
             module = tvm.runtime.load_module(str(library))
         self.device = device if device is not None else tvm.device(self.metadata["target"]["device"], 0)
+        if self.device.dlpack_device_type() == tvm.cpu().dlpack_device_type() and module is None:
+            use_physical_cores()
         self.vm = relax.VirtualMachine(module, self.device)
 
     def example_inputs(self) -> dict[str, np.ndarray]:
@@ -128,5 +146,9 @@ def flatten_outputs(result) -> list:
 
 
 def load(path: str | Path) -> Package:
-    """Load a package built by ``tvmcomp build``."""
+    """Load a package built by ``tvmcomp build``.
+
+    Its CPU kernels run on this machine's physical cores. To choose another number, set
+    ``TVM_NUM_THREADS=n`` in the environment, or call ``tvmcomp.runtime.set_num_threads(n)``,
+    before the first run in the process."""
     return Package(path)

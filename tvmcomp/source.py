@@ -37,8 +37,10 @@ def _parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
             if not sep:
                 raise ValueError
             shapes[name.strip()] = [int(d) for d in dims.split(",")]
+            if not name.strip() or min(shapes[name.strip()]) <= 0:
+                raise ValueError
         except ValueError:
-            raise TvmcompError(f"--input-shape '{spec}' is not NAME=D1,D2,... (e.g. input_ids=1,128)") from None
+            raise TvmcompError(f"--input-shape '{spec}' is not NAME=D1,D2,... with positive sizes (e.g. input_ids=1,128)") from None
     return shapes
 
 
@@ -60,9 +62,16 @@ def load_source(model: str, batch: int | None = None, seq_len: int | None = None
     """Import ``model`` (a registry name or a .onnx/.pt2 path) with its example inputs."""
     from .models import get_model
 
+    for flag, value in (("--batch", batch), ("--seq-len", seq_len)):
+        if value is not None and value <= 0:
+            raise TvmcompError(f"{flag} must be a positive number, not {value}")
     looks_like_file = Path(model).suffix.lower() in (".onnx", ".pt2") or "/" in model
     if not looks_like_file:
+        if input_shapes:
+            raise TvmcompError("--input-shape applies to model files; for a bundled model use --batch/--seq-len")
         entry = get_model(model)  # an unknown name raises, listing the registry
+        if seq_len and entry.max_seq_len and seq_len > entry.max_seq_len:
+            raise TvmcompError(f"--seq-len {seq_len} is longer than {model}'s {entry.max_seq_len} positions")
         example = entry.make_inputs(batch or entry.default_batch, seq_len or entry.default_seq_len)
         module = entry.load_torch()
         return ModelSource(model, import_torch(module, example, list(entry.output_names)), example, module, entry)

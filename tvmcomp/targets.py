@@ -63,10 +63,25 @@ class TargetSpec:
         from tvm.target import Target
 
         try:
-            return Target(self.tvm_config)
+            target = Target(self.tvm_config)
         except Exception as err:  # TVM raises ValueError/TVMError with a long message
             first_line = str(err).strip().splitlines()[0]
             raise TvmcompError(f"target '{self.name}' is not a valid TVM target: {first_line}") from None
+        self._check_cpu(target)
+        return target
+
+    def _check_cpu(self, target) -> None:
+        """LLVM only warns on an unknown ``mcpu`` and then compiles for a generic CPU."""
+        from tvm.target import codegen
+
+        cpu = self.tvm_config.get("mcpu")
+        if target.kind.name != "llvm" or not cpu:
+            return
+        known = [str(name) for name in codegen.llvm_get_cpu_archlist(target)]
+        if known and cpu not in known:
+            close = [name for name in known if name[:3] == str(cpu)[:3]][:6] or known[:6]
+            raise TvmcompError(f"target '{self.name}': LLVM knows no CPU '{cpu}' for this architecture "
+                               f"(e.g. {', '.join(close)}; `llc -mcpu=help` lists them all)")
 
     @property
     def schedule_key(self) -> str:

@@ -25,6 +25,7 @@ class ModelEntry:
     make_calibration_inputs: Callable[[int, int, int], list[dict[str, np.ndarray]]] | None = None
     default_batch: int = 1
     default_seq_len: int = 128
+    max_seq_len: int | None = None  # the model's position table: a longer input has no embedding
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

@@ -81,5 +81,6 @@ register(
         make_inputs=make_inputs,
         output_names=("last_hidden_state",),
         make_calibration_inputs=make_calibration_inputs,
+        max_seq_len=512,
     )
 )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..console import progress_step
 from ..errors import TvmcompError
 from ..lowering import fuse_for_tuning
 from .annotate import QUANT_SITE, quant_sites
@@ -68,7 +69,7 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     vm = relax.VirtualMachine(executable, tvm.cpu())
     for i, sample in enumerate(samples):
         vm["main"](*[tvm.runtime.tensor(sample[spec.name]) for spec in input_specs])
-        print(f"[calibrate] sample {i + 1}/{len(samples)}", file=stream, end="\r" if i + 1 < len(samples) else "\n", flush=True)
+        progress_step(stream, "[calibrate] sample", i + 1, len(samples))
     ranges = {}
     for index, obs in observers.items():
         lo, hi = obs.range(scheme.activation)

@@ -13,6 +13,8 @@ import numpy as np
 
 from ..errors import TvmcompError
 
+FLOAT = "fp32"  # the variant name of an uncompressed build
+
 
 class Granularity(str, Enum):
     PER_TENSOR = "per_tensor"
@@ -81,7 +83,7 @@ def register_scheme(scheme: QuantScheme) -> QuantScheme:
 
 def get_scheme(name: str) -> QuantScheme:
     if name not in SCHEMES:
-        raise TvmcompError(f"unknown quantization scheme '{name}'; available: none, {', '.join(sorted(SCHEMES))}")
+        raise TvmcompError(f"unknown quantization scheme '{name}'; available: {FLOAT}, {', '.join(sorted(SCHEMES))}")
     return SCHEMES[name]
 
 
