@@ -177,3 +177,15 @@ def test_progress_in_a_log_is_a_line_per_printed_step():
     for i in range(1, 33):
         progress_step(log, "[calibrate] sample", i, 32)
     assert log.getvalue() == "[calibrate] sample 1/32\n[calibrate] sample 32/32\n"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == "tvmcomp 0.1.0"
+
+
+def test_targets_shows_this_cpu_and_which_records_serve(capsys, empty_schedules):
+    code, out, _err = run_cli(capsys, "targets")
+    assert code == 0 and out.startswith("this machine: ")
+    assert "no records for arm: builds refuse until tuned (on the device:" in out

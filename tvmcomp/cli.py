@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import TvmcompError
 from .quant.schemes import FLOAT
 
@@ -40,6 +41,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, help="batch size for a bundled model (default: the model's, 1 for minilm)")
     parser.add_argument("--seq-len", type=int, help="sequence length for a bundled model (default: 128 for minilm)")
     parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2", help="static shape of an ONNX input (repeatable)")
+    parser.add_argument("--records", metavar="DIR", help="your tuning-records folder: searched before the shipped records, new records written there (default: schedules/ in a checkout, ~/.cache/tvmcomp/schedules when installed)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr (for scripts); errors still print")
 
 
@@ -85,6 +87,7 @@ def _command(sub, name: str, summary: str, description: str, example: str | None
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvmcomp", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tvmcomp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     build = _command(
@@ -161,7 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     board.add_argument("--key", default="rasp4", help="device key on the tracker (default: rasp4)")
     board.add_argument("--dir", help="where the board lives (default: $TVMCOMP_BOARD_DIR or ~/.cache/tvmcomp/board)")
 
-    _command(sub, "targets", "list target presets", "List the target presets in targets/.")
+    _command(sub, "targets", "list target presets and which tuning records serve each",
+             "List the target presets, this machine's CPU, and for each preset the tuning records a build would "
+             "use (this CPU's, or those of a CPU with the same instruction set), or that it has none.")
     _command(sub, "models", "list bundled models", "List the models tvmcomp bundles.")
     return parser
 
@@ -258,11 +263,21 @@ def _cmd_board(args) -> None:
 
 
 def _cmd_targets(_args) -> None:
-    from .targets import preset_names, resolve_target
+    from .targets import host_cpu, preset_names, resolve_target
+    from .tune.records import isa_features, serving_folders
 
+    host = resolve_target("x86")
+    print(f"this machine: {host_cpu()} ({', '.join(isa_features(host)) or 'no listed ISA features'})\n")
     for name in preset_names():
         spec = resolve_target(name)
-        print(f"{name:<12} {spec.description}")
+        folders = serving_folders(spec)
+        if folders:
+            records = "records: " + "; ".join(folder.describe(spec) for folder in folders)
+        else:
+            how = "on the device: --rpc-tracker HOST:PORT --rpc-key KEY" if spec.is_cross else "here: --trials 256"
+            records = (f"no records for {spec.schedule_key}: builds refuse until tuned ({how}; "
+                       "~10 min per MiniLM build on 2 cores)")
+        print(f"{name:<12} {spec.description}\n{'':<12} {records}")
 
 
 def _cmd_models(_args) -> None:
@@ -279,6 +294,10 @@ COMMANDS = {"build": _cmd_build, "tune": _cmd_tune, "bench": _cmd_bench, "eval":
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = _parser().parse_args(argv)
+    if getattr(args, "records", None):
+        from .tune.records import USER_RECORDS_VARIABLE
+
+        os.environ[USER_RECORDS_VARIABLE] = str(Path(args.records).resolve())
     try:
         COMMANDS[args.command](args)
     except TvmcompError as err:

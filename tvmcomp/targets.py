@@ -16,7 +16,17 @@ from pathlib import Path
 
 from .errors import TvmcompError
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+
+def shipped_data(name: str) -> Path:
+    """A data folder of the project: ``tvmcomp/_<name>`` in an installed wheel (pyproject maps
+    the repo's top-level folder there), else ``<repo>/<name>`` in a source checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / f"_{name}"
+    return installed if installed.is_dir() else package.parent / name
+
+
+PRESETS_DIR = shipped_data("targets")
 
 
 def host_cpu() -> str:

@@ -7,7 +7,11 @@ that has the same vector and dot-product instructions, so records tuned on a Zen
 ``"isa_features"`` (x86: AVX2, AVX-512, VNNI ...; aarch64: dotprod, i8mm, SVE). A folder's CPU
 features are LLVM's for that CPU name, so no file beside the records has to say them.
 
-New records always go to the exact CPU's folder, which is created only when something is written.
+Where records are: the user's folder (``--records DIR``; in a source checkout the repo's
+``schedules/``, where committing them ships them; in an installed wheel a per-user cache folder),
+searched first, then the records shipped with tvmcomp. ``TVMCOMP_SCHEDULES`` replaces both (tests
+use it to see exactly the records they lay out). New records always go to the exact CPU's folder
+in the user's folder, created only when something is written there: never inside the package.
 """
 
 from __future__ import annotations
@@ -16,16 +20,29 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..targets import TargetSpec
+from ..targets import TargetSpec, shipped_data
 
-COMMITTED_SCHEDULES = Path(__file__).resolve().parents[2] / "schedules"
+COMMITTED_SCHEDULES = shipped_data("schedules")
 RECORDS_FILE = "database_tuning_record.json"
-WORKLOADS_FILE = "database_workload.json"
+USER_RECORDS_VARIABLE = "TVMCOMP_RECORDS"  # what --records sets for the process
 
 
 def records_root() -> Path:
-    """``$TVMCOMP_SCHEDULES`` if set (tests, users keeping records elsewhere), else the repo's ``schedules/``."""
-    return Path(os.environ.get("TVMCOMP_SCHEDULES") or COMMITTED_SCHEDULES)
+    """The user's records folder: where new records are written, searched first."""
+    chosen = os.environ.get("TVMCOMP_SCHEDULES") or os.environ.get(USER_RECORDS_VARIABLE)
+    if chosen:
+        return Path(chosen)
+    if (COMMITTED_SCHEDULES.parent / "pyproject.toml").is_file():  # a source checkout
+        return COMMITTED_SCHEDULES
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tvmcomp" / "schedules"
+
+
+def search_roots() -> list[Path]:
+    """Folders of per-CPU record folders, in lookup order."""
+    if os.environ.get("TVMCOMP_SCHEDULES"):
+        return [Path(os.environ["TVMCOMP_SCHEDULES"])]
+    roots = [records_root()]
+    return roots if COMMITTED_SCHEDULES in roots else roots + [COMMITTED_SCHEDULES]
 
 
 def database_dir(target: TargetSpec) -> Path:
@@ -70,19 +87,18 @@ def isa_features(target: TargetSpec, cpu: str | None = None) -> tuple[str, ...]:
 def serving_folders(target: TargetSpec) -> list[RecordFolder]:
     """Folders whose records a build for ``target`` uses, in lookup order: the exact CPU's, then
     other CPUs' of the same target whose ISA features equal this CPU's. Empty: nothing serves."""
-    root = records_root()
-    exact = RecordFolder(database_dir(target), target_cpu(target), True)
-    folders = [exact] if has_records(exact.path) else []
     cpu = target_cpu(target)
+    roots = [root for root in search_roots() if root.is_dir()]
+    folders = [RecordFolder(root / target.schedule_key, cpu, True) for root in roots
+               if has_records(root / target.schedule_key)]
     prefix = target.schedule_key[: -len(cpu)] if cpu and target.schedule_key.endswith(cpu) else None
-    if prefix is None or not root.is_dir():
-        return folders
-    mine = isa_features(target)
+    mine = isa_features(target) if prefix else ()
     if not mine:
         return folders
-    for path in sorted(root.iterdir()):
-        other = path.name[len(prefix):]
-        if (path.name.startswith(prefix) and other and other != cpu and has_records(path)
-                and isa_features(target, other) == mine):
-            folders.append(RecordFolder(path, other, False))
+    for root in roots:
+        for path in sorted(root.iterdir()):
+            other = path.name[len(prefix):]
+            if (path.name.startswith(prefix) and other and other != cpu and has_records(path)
+                    and isa_features(target, other) == mine):
+                folders.append(RecordFolder(path, other, False))
     return folders
