@@ -72,7 +72,7 @@ def test_failed_build_leaves_nothing_behind(empty_schedules, tmp_path, monkeypat
     monkeypatch.setattr(build_module, "export_library", broken_export)
     with pytest.raises(RuntimeError, match="disk full"):
         build(mlp_source(), resolve_target("x86"), tmp_path / "pkg", allow_untuned=True)
-    assert list(tmp_path.iterdir()) == [empty_schedules]
+    assert list(tmp_path.iterdir()) == []  # no staging folder, and no record folder from a read
 
 
 def test_build_refuses_to_overwrite_a_non_package(empty_schedules, tmp_path):
@@ -156,3 +156,15 @@ def test_int8_needs_calibration_data(empty_schedules, tmp_path):
     source.entry = None  # a user's file: no bundled calibration data
     with pytest.raises(TvmcompError, match="needs real calibration data"):
         build(source, resolve_target("x86"), tmp_path / "pkg", quant="int8", allow_untuned=True)
+
+
+def test_a_loaded_package_runs_on_the_physical_cores_unless_the_user_chose(empty_schedules, tmp_path):
+    from tvmcomp.targets import host_cores
+
+    build(mlp_source(), resolve_target("x86"), tmp_path / "pkg", allow_untuned=True)
+    script = (f"import tvmcomp; from tvmcomp.runtime import num_threads; "
+              f"tvmcomp.load({str(tmp_path / 'pkg')!r}); print(num_threads())")
+    assert int(_fresh_process(script).stdout) == host_cores()
+    chosen = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, TVM_NUM_THREADS="1"),
+                            capture_output=True, text=True)
+    assert int(chosen.stdout) == 1

@@ -81,6 +81,8 @@ class Package:
 
         self.path = Path(path)
         self.metadata = read_metadata(self.path)
+        if module is None and self.metadata["target"]["device"] == "cpu":
+            use_physical_cores()  # before the library loads: loading it can already size TVM's pool
         self.inputs = self.metadata["inputs"]
         self.output_names = self.metadata["outputs"]
         if module is None:
@@ -89,8 +91,6 @@ class Package:
                 raise TvmcompError(f"{self.path} has no {LIBRARY}")
             module = tvm.runtime.load_module(str(library))
         self.device = device if device is not None else tvm.device(self.metadata["target"]["device"], 0)
-        if self.device.dlpack_device_type() == tvm.cpu().dlpack_device_type() and module is None:
-            use_physical_cores()
         self.vm = relax.VirtualMachine(module, self.device)
 
     def example_inputs(self) -> dict[str, np.ndarray]:
