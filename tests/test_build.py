@@ -168,3 +168,15 @@ def test_a_loaded_package_runs_on_the_physical_cores_unless_the_user_chose(empty
     chosen = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, TVM_NUM_THREADS="1"),
                             capture_output=True, text=True)
     assert int(chosen.stdout) == 1
+
+
+def test_bench_output_agreement_is_cosine_and_relative_error():
+    from tvmcomp.bench import output_agreement
+
+    want = [np.array([[3.0, 4.0]])]
+    same = output_agreement([np.array([[3.0, 4.0]])], want)
+    assert same == {"cosine_vs_torch": 1.0, "relative_err_vs_torch": 0.0}
+    # got = (4, 3): cosine = (12 + 12) / 25, |got - want| / |want| = sqrt(2) / 5
+    other = output_agreement([np.array([[4.0, 3.0]])], want)
+    assert other["cosine_vs_torch"] == pytest.approx(24 / 25)
+    assert other["relative_err_vs_torch"] == pytest.approx(np.sqrt(2) / 5)

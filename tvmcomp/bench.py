@@ -119,7 +119,18 @@ def bench_package(path: str | Path, repeat: int = 50, threads: int | None = None
         result["torch"] = torch_stats
         result["speedup_vs_torch"] = torch_stats["median_ms"] / result["tvmcomp"]["median_ms"]
         result["max_abs_err_vs_torch"] = float(max(np.abs(o - r).max() for o, r in zip(outputs, reference)))
+        result |= output_agreement(outputs, reference)
     return result
+
+
+def output_agreement(outputs: list[np.ndarray], reference: list[np.ndarray]) -> dict:
+    """Cosine and relative L2 error of all outputs (flattened together) against the reference: a max
+    abs difference alone does not say whether 5.0 is noise or a broken model."""
+    got = np.concatenate([np.ravel(o).astype(np.float64) for o in outputs])
+    want = np.concatenate([np.ravel(r).astype(np.float64) for r in reference])
+    norms = np.linalg.norm(got) * np.linalg.norm(want)
+    return {"cosine_vs_torch": float(got @ want / norms) if norms else 1.0,
+            "relative_err_vs_torch": float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))}
 
 
 def format_bench(result: dict) -> str:
@@ -139,6 +150,7 @@ def format_bench(result: dict) -> str:
     if "speedup_vs_torch" in result:
         lines.append(
             f"speedup vs pytorch: {result['speedup_vs_torch']:.2f}x "
-            f"(max abs output difference {result['max_abs_err_vs_torch']:.2e})"
+            f"(outputs: cosine {result['cosine_vs_torch']:.5f}, relative error {result['relative_err_vs_torch']:.2e}, "
+            f"max abs difference {result['max_abs_err_vs_torch']:.2e})"
         )
     return "\n".join(lines)

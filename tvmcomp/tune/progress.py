@@ -34,7 +34,8 @@ class TuningProgress:
 
     def on_build_batch(self, candidates: int) -> None:
         self.sent += candidates
-        self._print(f"building {candidates:>3} candidates ({self.sent}/{self.total_trials} trials sent)")
+        # MetaSchedule may send a few candidates past the budget to fill its last batch
+        self._print(f"building {candidates:>3} candidates ({self.sent} sent, budget {self.total_trials})")
 
     def on_measured(self, task_id: int, builder_results, runner_results) -> None:
         if not runner_results:  # an exhausted kernel asked again for candidates: nothing to report
@@ -47,12 +48,14 @@ class TuningProgress:
             secs = sum(float(s) for s in run.run_secs) / len(run.run_secs)
             self.best[task_id] = min(self.best.get(task_id, float("inf")), secs)
         elapsed = time.monotonic() - self.started
-        left = elapsed / self.measured * max(self.total_trials - self.measured, 0)
+        # the first batches are the big GEMMs' and pay one-off start-up: no estimate before a tenth of the budget
+        left = (_fmt_secs(elapsed / self.measured * max(self.total_trials - self.measured, 0))
+                if self.measured >= self.total_trials / 10 else "?")
         total_ms = sum(self.task_weights[i] * secs for i, secs in self.best.items()) * 1e3
         self._print(
             f"measured {self.measured:>4}/{self.total_trials} | kernels scheduled {len(self.best)}/{len(self.task_names)} "
             f"| {self.task_names[task_id][:36]:<36} | sum of best kernels {total_ms:8.3f} ms "
-            f"| failed {self.failed} | left ~{_fmt_secs(left)}"
+            f"| failed {self.failed} | left ~{left}"
         )
 
     def measure_callback(self):
