@@ -39,6 +39,9 @@ def open_database(target: TargetSpec, folders: list[RecordFolder] | None = None)
     folders = serving_folders(target) if folders is None else folders
     if not folders:
         return ms.database.MemoryDatabase(module_equality="structural")
+    if len(folders) == 1:
+        return _json_database(folders[0].path)
+    # answers queries only: it cannot list its records (use open_write_database for that)
     return ms.database.OrderedUnionDatabase(*[_json_database(f.path) for f in folders])
 
 
