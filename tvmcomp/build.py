@@ -58,12 +58,6 @@ def check_output_location(out_dir: Path) -> None:
         raise TvmcompError(f"cannot write the package {out_dir}: no write permission in {parent}")
 
 
-def describe_records(folders, target: TargetSpec) -> str:
-    if not folders:
-        return f"none for {target.schedule_key}"
-    return "; ".join(folder.describe(target) for folder in folders)
-
-
 def _untuned_message(missing: int, total: int, target: TargetSpec, model: str) -> str:
     tune = f"tvmcomp tune --model {model} --target {target.name}"
     if target.is_cross:  # candidates must be measured on the device itself
@@ -167,7 +161,7 @@ def build(
         missing = tuning.tasks_without_records(tasks, database, target)
     if missing and not allow_untuned:
         raise TvmcompError(_untuned_message(len(missing), len(tasks), target, source.name))
-    print(f"[build] records: {describe_records(folders, target)}", file=stream)
+    print(f"[build] records: {tuning.describe_records(folders, target)}", file=stream)
 
     print(f"[build] compiling {len(tasks)} kernels for {target.schedule_key}", file=stream)
     executable = compile_with_database(fused, target, database)
@@ -194,7 +188,7 @@ def build(
             "kernels": len(tasks),
             "untuned_kernels": len(missing),
             "records": [{"folder": f.path.name, "cpu": f.cpu, "same_cpu": f.same_cpu} for f in folders],
-            "records_summary": describe_records(folders, target),
+            "records_summary": tuning.describe_records(folders, target),
             "library_bytes": (staging / LIBRARY).stat().st_size,
             "float_weight_bytes": int(sum(v.nbytes for v in source.imported.params.values())),
             "build_seconds": round(time.monotonic() - started, 1),

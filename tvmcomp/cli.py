@@ -264,7 +264,7 @@ def _cmd_board(args) -> None:
 
 def _cmd_targets(_args) -> None:
     from .targets import host_cpu, preset_names, resolve_target
-    from .tune.records import isa_features, serving_folders
+    from .tune.records import describe_records, isa_features, serving_folders
 
     host = resolve_target("x86")
     print(f"this machine: {host_cpu()} ({', '.join(isa_features(host)) or 'no listed ISA features'})\n")
@@ -272,7 +272,7 @@ def _cmd_targets(_args) -> None:
         spec = resolve_target(name)
         folders = serving_folders(spec)
         if folders:
-            records = "records: " + "; ".join(folder.describe(spec) for folder in folders)
+            records = "records: " + describe_records(folders, spec)
         else:
             how = "on the device: --rpc-tracker HOST:PORT --rpc-key KEY" if spec.is_cross else "here: --trials 256"
             records = (f"no records for {spec.schedule_key}: builds refuse until tuned ({how}; "

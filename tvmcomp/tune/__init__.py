@@ -20,7 +20,7 @@ from ..targets import TargetSpec
 from .intrinsics import register_tensor_intrinsics
 from .space import search_space
 
-from .records import COMMITTED_SCHEDULES, RecordFolder, database_dir, serving_folders  # noqa: F401
+from .records import COMMITTED_SCHEDULES, RecordFolder, database_dir, describe_records, serving_folders  # noqa: F401
 
 
 def _json_database(path: Path):

@@ -102,3 +102,10 @@ def serving_folders(target: TargetSpec) -> list[RecordFolder]:
                     and isa_features(target, other) == mine):
                 folders.append(RecordFolder(path, other, False))
     return folders
+
+
+def describe_records(folders: list[RecordFolder], target: TargetSpec) -> str:
+    """One line a user reads: which folders serve ``target``, or that none does."""
+    if not folders:
+        return f"none for {target.schedule_key}"
+    return "; ".join(folder.describe(target) for folder in folders)
