@@ -62,7 +62,7 @@ def _tracked(state, key=None):
 @pytest.fixture(scope="module")
 def arm_fp32(tmp_path_factory):
     path = tmp_path_factory.mktemp("arm") / "fp32"
-    build(mlp_source(), resolve_target("arm"), path, allow_untuned=True)
+    build(mlp_source(), resolve_target("arm"), path)
     return path
 
 
@@ -157,6 +157,6 @@ def test_rpc_tuning_measures_on_the_board_and_writes_records(board, empty_schedu
 
 def test_rpi4_preset_without_dotprod_builds_and_runs_int8(board, tmp_path):
     path = tmp_path / "rpi4"
-    build(mlp_source(), resolve_target("rpi4"), path, quant="int8", calibration_samples=4, allow_untuned=True)
+    build(mlp_source(), resolve_target("rpi4"), path, quant="int8", calibration_samples=4)
     result = bench_package(path, repeat=2, remote=_direct(board))
     assert result["max_abs_err_vs_host"] is not None

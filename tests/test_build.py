@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -31,12 +32,12 @@ def test_build_tunes_missing_kernels_then_reuses_records(empty_schedules, tmp_pa
     source, target = mlp_source(), resolve_target("x86")
     first = build(source, target, tmp_path / "first", trials=12)
     assert first.tuned_now == first.metadata["kernels"] >= 2
-    assert first.metadata["untuned_kernels"] == 0
+    assert first.metadata["default_scheduled_kernels"] == 0
     records = _record_count(target)
     assert records >= first.metadata["kernels"]
 
     second = build(source, target, tmp_path / "second", trials=12)
-    assert second.tuned_now == 0 and second.metadata["untuned_kernels"] == 0
+    assert second.tuned_now == 0 and second.metadata["default_scheduled_kernels"] == 0
     assert _record_count(target) == records  # nothing was measured again
 
     package = tvmcomp.load(tmp_path / "second")
@@ -45,7 +46,7 @@ def test_build_tunes_missing_kernels_then_reuses_records(empty_schedules, tmp_pa
 
 
 def test_package_contents_and_metadata(empty_schedules, tmp_path):
-    result = build(mlp_source(), resolve_target("x86"), tmp_path / "pkg", allow_untuned=True)
+    result = build(mlp_source(), resolve_target("x86"), tmp_path / "pkg")
     files = sorted(p.name for p in (tmp_path / "pkg").iterdir())
     assert files == ["example_inputs.npz", "metadata.json", "model.so"]
     meta = json.loads((tmp_path / "pkg" / "metadata.json").read_text())
@@ -59,10 +60,17 @@ def test_package_contents_and_metadata(empty_schedules, tmp_path):
     assert len(meta["model_hash"]) == 16
 
 
-def test_no_records_is_an_error_that_says_how_to_tune(empty_schedules, tmp_path):
-    with pytest.raises(TvmcompError, match=r"no tuning records.*tvmcomp tune --model mlp --target x86"):
-        build(mlp_source(), resolve_target("x86"), tmp_path / "pkg")
-    assert not (tmp_path / "pkg").exists()
+def test_no_records_builds_default_schedules_that_match_pytorch_and_says_how_to_tune(empty_schedules, tmp_path):
+    import io
+
+    source, log = mlp_source(), io.StringIO()
+    result = build(source, resolve_target("x86"), tmp_path / "pkg", stream=log)
+    assert result.tuned_now == 0
+    assert result.metadata["default_scheduled_kernels"] == result.metadata["kernels"] >= 2
+    assert re.search(r"\d+ of \d+ kernels have no tuning record .*: default schedules.*"
+                     r"`tvmcomp tune --model mlp --target x86`", log.getvalue())
+    (out,) = tvmcomp.load(tmp_path / "pkg").run(**source.example_inputs)
+    assert max_abs_diff([out], torch_reference(source.torch_module, source.example_inputs)) <= 1e-4
 
 
 def test_failed_build_leaves_nothing_behind(empty_schedules, tmp_path, monkeypatch):
@@ -71,7 +79,7 @@ def test_failed_build_leaves_nothing_behind(empty_schedules, tmp_path, monkeypat
 
     monkeypatch.setattr(build_module, "export_library", broken_export)
     with pytest.raises(RuntimeError, match="disk full"):
-        build(mlp_source(), resolve_target("x86"), tmp_path / "pkg", allow_untuned=True)
+        build(mlp_source(), resolve_target("x86"), tmp_path / "pkg")
     assert list(tmp_path.iterdir()) == []  # no staging folder, and no record folder from a read
 
 
@@ -79,11 +87,11 @@ def test_build_refuses_to_overwrite_a_non_package(empty_schedules, tmp_path):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "notes.txt").write_text("keep me")
     with pytest.raises(TvmcompError, match="not a tvmcomp package"):
-        build(mlp_source(), resolve_target("x86"), tmp_path / "precious", allow_untuned=True)
+        build(mlp_source(), resolve_target("x86"), tmp_path / "precious")
 
 
 def test_runtime_checks_input_names_shapes_dtypes(empty_schedules, tmp_path):
-    build(mlp_source(), resolve_target("x86"), tmp_path / "pkg", allow_untuned=True)
+    build(mlp_source(), resolve_target("x86"), tmp_path / "pkg")
     package = tvmcomp.load(tmp_path / "pkg")
     with pytest.raises(TvmcompError, match=r"input 'x' has shape \[8, 32\], but the package was built for \[8, 64\]"):
         package.run(x=np.zeros((8, 32), np.float32))
@@ -125,8 +133,8 @@ def test_load_errors(tmp_path):
 
 def test_int8_build_calibrates_once_and_stores_int8_weights(empty_schedules, tmp_path, capsys):
     target = resolve_target("x86")
-    fp32 = build(mlp_source(), target, tmp_path / "fp32", allow_untuned=True)
-    int8 = build(mlp_source(), target, tmp_path / "int8", quant="int8", calibration_samples=8, allow_untuned=True)
+    fp32 = build(mlp_source(), target, tmp_path / "fp32")
+    int8 = build(mlp_source(), target, tmp_path / "int8", quant="int8", calibration_samples=8)
     assert "[quant] calibrating int8 on 8 samples" in capsys.readouterr().err
     assert int8.metadata["variant"] == "int8" and (tmp_path / "int8" / "calibration.json").is_file()
     assert fp32.metadata["library_bytes"] > int8.metadata["library_bytes"]
@@ -147,7 +155,7 @@ def test_int8_build_calibrates_once_and_stores_int8_weights(empty_schedules, tmp
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
     assert (got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want) > 0.999  # cosine
 
-    build(mlp_source(), target, tmp_path / "int8", quant="int8", calibration_samples=8, allow_untuned=True)
+    build(mlp_source(), target, tmp_path / "int8", quant="int8", calibration_samples=8)
     assert "[quant] reusing the calibration" in capsys.readouterr().err
 
 
@@ -155,13 +163,13 @@ def test_int8_needs_calibration_data(empty_schedules, tmp_path):
     source = mlp_source()
     source.entry = None  # a user's file: no bundled calibration data
     with pytest.raises(TvmcompError, match="needs real calibration data"):
-        build(source, resolve_target("x86"), tmp_path / "pkg", quant="int8", allow_untuned=True)
+        build(source, resolve_target("x86"), tmp_path / "pkg", quant="int8")
 
 
 def test_a_loaded_package_runs_on_the_physical_cores_unless_the_user_chose(empty_schedules, tmp_path):
     from tvmcomp.targets import host_cores
 
-    build(mlp_source(), resolve_target("x86"), tmp_path / "pkg", allow_untuned=True)
+    build(mlp_source(), resolve_target("x86"), tmp_path / "pkg")
     script = (f"import tvmcomp; from tvmcomp.runtime import num_threads; "
               f"tvmcomp.load({str(tmp_path / 'pkg')!r}); print(num_threads())")
     assert int(_fresh_process(script).stdout) == host_cores()

@@ -73,10 +73,11 @@ def test_input_shape_names_an_unknown_input(capsys, tmp_path):
                                "-o", str(tmp_path / "o")], "is not NAME=D1,D2")
 
 
-def test_no_tuning_records_says_how_to_tune(capsys, tmp_path, empty_schedules):
+def test_no_tuning_records_builds_on_default_schedules_and_says_how_to_tune(capsys, tmp_path, empty_schedules):
     relu_onnx(tmp_path / "r.onnx")
-    assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "-o", str(tmp_path / "o")],
-                      "have no tuning records for target")
+    code, out, err = run_cli(capsys, "build", "--model", str(tmp_path / "r.onnx"), "-o", str(tmp_path / "o"))
+    assert code == 0 and "(1 on default schedules)" in out
+    assert "1 of 1 kernels have no tuning record" in err and f"`tvmcomp tune --model {tmp_path / 'r.onnx'}" in err
 
 
 @pytest.mark.parametrize("command", [["build", "-o", "out"], ["tune"]])
@@ -94,7 +95,7 @@ def test_eval_errors(capsys, tmp_path, empty_schedules):
     assert_user_error(capsys, ["eval", str(tmp_path / "nothing")], "package not found")
     relu_onnx(tmp_path / "r.onnx")
     package = str(tmp_path / "relu")
-    assert main(["build", "--model", str(tmp_path / "r.onnx"), "--allow-untuned", "-o", package]) == 0
+    assert main(["build", "--model", str(tmp_path / "r.onnx"), "-o", package]) == 0
     capsys.readouterr()
     assert_user_error(capsys, ["eval", package], "supports the bundled 'minilm', not '")
 
@@ -163,7 +164,7 @@ def test_output_that_cannot_be_written_fails_before_any_work(capsys, tmp_path):
 
 def test_quiet_build_prints_no_progress(capsys, tmp_path, empty_schedules):
     relu_onnx(tmp_path / "relu.onnx")
-    code, out, err = run_cli(capsys, "build", "--model", str(tmp_path / "relu.onnx"), "--allow-untuned", "-q",
+    code, out, err = run_cli(capsys, "build", "--model", str(tmp_path / "relu.onnx"), "-q",
                              "-o", str(tmp_path / "pkg"))
     assert code == 0 and err == "" and out.startswith("built ")
 

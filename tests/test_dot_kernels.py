@@ -72,12 +72,13 @@ def _disassemble(objdump: str, library) -> str:
     ("x86@znver3", "objdump", r"\bvpmaddubsw\b"),
     ("arm", "aarch64-linux-gnu-objdump", r"\bsdot\b"),
 ])
-def test_int8_library_uses_the_dot_product_instruction(preset, objdump, instruction, empty_schedules, tmp_path):
+def test_int8_library_uses_the_dot_product_instruction_with_no_records(preset, objdump, instruction, empty_schedules,
+                                                                       tmp_path):
+    """No board, no records: the default schedules alone tensorize with the target's instruction."""
     name, _, mcpu = preset.partition("@")
     target = _x86_preset_on(mcpu) if mcpu else resolve_target(name)
-    package = build(mlp_source(), target, tmp_path / "pkg", quant="int8", calibration_samples=4, trials=6,
-                    runner=DummyRunner())
-    assert package.metadata["untuned_kernels"] == 0
+    package = build(mlp_source(), target, tmp_path / "pkg", quant="int8", calibration_samples=4)
+    assert package.metadata["default_scheduled_kernels"] == package.metadata["kernels"]
     assembly = _disassemble(objdump, tmp_path / "pkg" / "model.so")
     assert len(re.findall(instruction, assembly)) >= 8
 
@@ -98,16 +99,26 @@ def _host_mcpu() -> str:
 AVX2_CPU = "znver3"
 
 
+def _schedule(fused, target, how: str):
+    """``tuned``: records from a (dummy-timed) tune, read back from disk; ``default``: no records."""
+    from tvmcomp import tune as tuning
+
+    if how == "tuned":
+        tuning.tune(fused, target, total_trials=2, runner=DummyRunner())
+    return tuning.open_database(target)
+
+
 @pytest.mark.skipif(not _host_has("avx2"), reason="the host has no AVX2 to run the kernel on")
+@pytest.mark.parametrize("schedules", ["tuned", "default"])
 @pytest.mark.parametrize("weight_bits, exact", [(7, True), (8, False)], ids=["7-bit", "8-bit-saturates"])
-def test_tensorized_avx2_linear_matches_the_integer_reference_only_with_7_bit_weights(weight_bits, exact, empty_schedules):
+def test_tensorized_avx2_linear_matches_the_integer_reference_only_with_7_bit_weights(weight_bits, exact, schedules,
+                                                                                      empty_schedules):
     """The kernel really runs vpmaddubsw here. With the weights narrowed to 7 bits its integers are exact; with
     8-bit weights a pair of products (255 x 127 x 2 = 64770) overflows int16 and the result is wrong:
     the reason the AVX2 entry says ``"weight_bits": 7``."""
     from tvm import relax
 
     from test_quant_passes import INT8, LinearAnnotated
-    from tvmcomp import tune as tuning
     from tvmcomp.build import compile_with_database
     from tvmcomp.lowering import fuse_for_tuning
     from tvmcomp.quant.calibrate import SiteRange
@@ -123,14 +134,15 @@ def test_tensorized_avx2_linear_matches_the_integer_reference_only_with_7_bit_we
     realized = realize(LinearAnnotated, params, {0: SiteRange(0.021, 120, -2.5, 2.8)}, INT8, DotKernels(kernel))
     fused = fuse_for_tuning(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized),
                             target.tvm_target())
-    tuning.tune(fused, target, total_trials=2, runner=DummyRunner())
-    # the next build, a new process, reads these records: it must register dot_8x4_avx2 to parse them
-    count = "len(open_write_database(resolve_target(sys.argv[1])).get_all_tuning_records())"
-    loaded = subprocess.run([sys.executable, "-c", "import sys; from tvmcomp.targets import resolve_target; "
-                             f"from tvmcomp.tune import open_write_database; print({count})",
-                             json.dumps(_x86_document_on(AVX2_CPU))], capture_output=True, text=True)
-    assert loaded.returncode == 0 and int(loaded.stdout) >= 1, loaded.stderr[-2000:]
-    executable = compile_with_database(fused, target, tuning.open_database(target))
+    database = _schedule(fused, target, schedules)
+    if schedules == "tuned":
+        # the next build, a new process, reads these records: it must register dot_8x4_avx2 to parse them
+        count = "len(open_write_database(resolve_target(sys.argv[1])).get_all_tuning_records())"
+        loaded = subprocess.run([sys.executable, "-c", "import sys; from tvmcomp.targets import resolve_target; "
+                                 f"from tvmcomp.tune import open_write_database; print({count})",
+                                 json.dumps(_x86_document_on(AVX2_CPU))], capture_output=True, text=True)
+        assert loaded.returncode == 0 and int(loaded.stdout) >= 1, loaded.stderr[-2000:]
+    executable = compile_with_database(fused, target, database)
     assert "vpmaddubsw" in executable.mod.imports[0].inspect_source("asm")
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
 
@@ -144,7 +156,8 @@ def test_tensorized_avx2_linear_matches_the_integer_reference_only_with_7_bit_we
 
 
 @pytest.mark.skipif(not _host_has("avx2"), reason="the host has no AVX2 to run the kernel on")
-def test_tensorized_int16_attention_matmul_matches_the_integer_reference_exactly(empty_schedules):
+@pytest.mark.parametrize("schedules", ["tuned", "default"])
+def test_tensorized_int16_attention_matmul_matches_the_integer_reference_exactly(schedules, empty_schedules):
     """The attention matmul of centered int16 codes really runs vpmaddwd here, on its operand packed at
     run time, and its integers are exact: s16 x s16 pair sums of 9-bit values cannot overflow s32."""
     from tvm import relax
@@ -159,9 +172,10 @@ def test_tensorized_int16_attention_matmul_matches_the_integer_reference_exactly
     kernels = dot_kernels_for(target)
     assert kernels.batched.intrinsic == "dot_8x2_i16_avx2"
     fused = fuse_for_tuning(realize(AttentionAnnotated, {}, ATTENTION_RANGES, INT8, kernels), target.tvm_target())
-    tuning.tune(fused, target, total_trials=2, runner=DummyRunner())
-    database = tuning.open_write_database(target)  # the exact CPU's records: where tune wrote them
-    assert any("dot_8x2_i16_avx2" in str(record.trace) for record in database.get_all_tuning_records())
+    database = _schedule(fused, target, schedules)
+    if schedules == "tuned":  # the exact CPU's records: where tune wrote them
+        records = tuning.open_write_database(target).get_all_tuning_records()
+        assert any("dot_8x2_i16_avx2" in str(record.trace) for record in records)
     executable = compile_with_database(fused, target, database)
     assert "vpmaddwd" in executable.mod.imports[0].inspect_source("asm")
     q, k = attention_inputs()

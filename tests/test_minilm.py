@@ -43,15 +43,12 @@ def test_minilm_onnx_import_matches_pytorch(minilm, tmp_path):
 
 
 def test_minilm_build_uses_committed_records_and_matches_pytorch(minilm, tmp_path, capsys):
-    target = resolve_target("x86")
-    committed = bool(serving_folders(target))  # this CPU's records, or those of a CPU with the same ISA
-    argv = ["build", "--model", "minilm", "--target", "x86", "-o", str(tmp_path / "pkg")]
-    assert main(argv if committed else argv + ["--allow-untuned"]) == 0
-    err = capsys.readouterr().err
+    """Where records serve this CPU every kernel must use them; elsewhere default schedules serve."""
+    committed = bool(serving_folders(resolve_target("x86")))  # this CPU's records, or a same-ISA CPU's
+    assert main(["build", "--model", "minilm", "--target", "x86", "-o", str(tmp_path / "pkg")]) == 0
+    assert "[tune]" not in capsys.readouterr().err  # a build never tunes unless asked
     package = tvmcomp.load(tmp_path / "pkg")
-    if committed:  # records serve this CPU: the build must not tune, and no kernel may be untuned
-        assert "[tune]" not in err
-        assert package.metadata["untuned_kernels"] == 0
+    assert (package.metadata["default_scheduled_kernels"] == 0) == committed
     outputs = package.run(**minilm.example_inputs)
     assert max_abs_diff(outputs, torch_reference(minilm.torch_module, minilm.example_inputs)) <= TOL
     assert package.metadata["library_bytes"] > 0.95 * package.metadata["float_weight_bytes"] > 80e6
@@ -64,10 +61,7 @@ def test_minilm_int8_is_a_quarter_of_the_float_size_and_stays_close_to_float(tmp
     a whole sentence at a time, and the bench measured 0); WordSim Spearman >= 0.98."""
     from tvmcomp.evaluate import evaluate_package
 
-    target = resolve_target("x86")
-    committed = bool(serving_folders(target))
-    argv = ["build", "--model", "minilm", "--target", "x86", "--quant", "int8", "-o", str(tmp_path / "pkg")]
-    assert main(argv if committed else argv + ["--allow-untuned"]) == 0
+    assert main(["build", "--model", "minilm", "--target", "x86", "--quant", "int8", "-o", str(tmp_path / "pkg")]) == 0
     package = tvmcomp.load(tmp_path / "pkg")
     assert package.metadata["library_bytes"] < 0.3 * package.metadata["float_weight_bytes"]  # tables int8 too
     result = evaluate_package(tmp_path / "pkg")

@@ -2,8 +2,6 @@
 
 import dataclasses
 
-import pytest
-
 from models_for_tests import mlp_source
 from tvmcomp.build import build
 from tvmcomp.targets import resolve_target
@@ -53,14 +51,14 @@ def test_a_build_reads_same_isa_records_and_says_so(empty_schedules, tmp_path, c
     """Records tuned "on" znver3 serve a znver2 build: nothing is left untuned, none re-tuned."""
     source = mlp_source()
     tuned = build(source, _x86("znver3"), tmp_path / "tuned", trials=12)
-    assert tuned.metadata["untuned_kernels"] == 0
+    assert tuned.metadata["default_scheduled_kernels"] == 0
     borrowed = build(source, _x86("znver2"), tmp_path / "borrowed", trials=12)
-    assert borrowed.tuned_now == 0 and borrowed.metadata["untuned_kernels"] == 0
+    assert borrowed.tuned_now == 0 and borrowed.metadata["default_scheduled_kernels"] == 0
     assert borrowed.metadata["records"] == [{"folder": "x86-znver3", "cpu": "znver3", "same_cpu": False}]
     assert "[build] records: x86-znver3, same ISA as this znver2 (avx2, fma)" in capsys.readouterr().err
     assert not (empty_schedules / "x86-znver2").exists()  # nothing was written for znver2
 
 
 def test_a_build_with_no_records_creates_no_folder(empty_schedules, tmp_path):
-    build(mlp_source(), _x86("znver3"), tmp_path / "pkg", allow_untuned=True)
+    build(mlp_source(), _x86("znver3"), tmp_path / "pkg")
     assert not (empty_schedules / "x86-znver3").exists()

@@ -28,6 +28,7 @@ from .remote import REFERENCE_OUTPUTS
 from .runtime import EXAMPLE_INPUTS, LIBRARY, METADATA
 from .source import ModelSource
 from .targets import TargetSpec
+from .tune.default_schedules import apply_default_schedules
 
 @dataclass
 class BuildResult:
@@ -58,23 +59,18 @@ def check_output_location(out_dir: Path) -> None:
         raise TvmcompError(f"cannot write the package {out_dir}: no write permission in {parent}")
 
 
-def _untuned_message(missing: int, total: int, target: TargetSpec, model: str) -> str:
+def _default_schedules_line(missing: int, total: int, target: TargetSpec, model: str) -> str:
+    """What the build says when some kernels have no record: they get default schedules; how to tune."""
     tune = f"tvmcomp tune --model {model} --target {target.name}"
     if target.is_cross:  # candidates must be measured on the device itself
-        return (
-            f"{missing} of {total} kernels have no tuning records for target '{target.schedule_key}' "
-            f"(in {tuning.database_dir(target)}); untuned code runs ~40x slower. Tune on the device first: "
-            f"`{tune} --rpc-tracker HOST:PORT --rpc-key KEY` (docs/arm.md), or build with --allow-untuned"
-        )
-    return (
-        f"{missing} of {total} kernels have no tuning records for target '{target.schedule_key}' "
-        f"(in {tuning.database_dir(target)}); untuned code runs ~40x slower. Tune first: "
-        f"`{tune}`, or build with --trials N to tune what is missing, or --allow-untuned"
-    )
+        tune += " --rpc-tracker HOST:PORT --rpc-key KEY"
+    return (f"[build] {missing} of {total} kernels have no tuning record for {target.schedule_key}: "
+            f"default schedules (within ~2x of tuned); to tune them: `{tune}`, or build with --trials N")
 
 
 def compile_with_database(fused_mod, target: TargetSpec, database):
-    """Apply the best schedule of every kernel found in ``database`` and compile for ``target``."""
+    """Apply the best schedule of every kernel found in ``database``, a default schedule to every
+    other kernel (:mod:`tvmcomp.tune.default_schedules`), and compile for ``target``."""
     import tvm
     from tvm import relax
 
@@ -82,6 +78,7 @@ def compile_with_database(fused_mod, target: TargetSpec, database):
     tuning.register_tensor_intrinsics(list(target.tensor_intrinsics))  # the records' traces tensorize with them
     with tvm_target, database, tvm.transform.PassContext(opt_level=3):
         scheduled = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused_mod)
+        scheduled = apply_default_schedules(scheduled, tvm_target, dot_kernels_for(target).kernels)
         return tvm.compile(scheduled, target=tvm_target)
 
 
@@ -114,7 +111,6 @@ def build(
     out_dir: str | Path,
     quant: str = FLOAT,
     trials: int = 0,
-    allow_untuned: bool = False,
     calibration_samples: int = 32,
     observer: str | None = None,
     keep_float: list[str] | None = None,
@@ -125,7 +121,7 @@ def build(
 
     Kernels come from the target's tuning database; with ``trials > 0`` the kernels that have no
     record are tuned first (with that many trials in total), measured by ``runner`` (MetaSchedule's
-    local runner by default).
+    local runner by default). Kernels still without a record get default schedules.
     """
     import tvm
 
@@ -159,8 +155,8 @@ def build(
         folders = tuning.serving_folders(target)
         database = tuning.open_database(target, folders)
         missing = tuning.tasks_without_records(tasks, database, target)
-    if missing and not allow_untuned:
-        raise TvmcompError(_untuned_message(len(missing), len(tasks), target, source.name))
+    if missing:
+        print(_default_schedules_line(len(missing), len(tasks), target, source.name), file=stream)
     print(f"[build] records: {tuning.describe_records(folders, target)}", file=stream)
 
     print(f"[build] compiling {len(tasks)} kernels for {target.schedule_key}", file=stream)
@@ -186,7 +182,7 @@ def build(
             "outputs": list(source.imported.outputs),
             "tvm_version": tvm.__version__,
             "kernels": len(tasks),
-            "untuned_kernels": len(missing),
+            "default_scheduled_kernels": len(missing),
             "records": [{"folder": f.path.name, "cpu": f.cpu, "same_cpu": f.same_cpu} for f in folders],
             "records_summary": tuning.describe_records(folders, target),
             "library_bytes": (staging / LIBRARY).stat().st_size,

@@ -54,8 +54,12 @@ class DotKernels:
     batched: DotKernel | None = None
 
     @property
+    def kernels(self) -> list[DotKernel]:
+        return [kernel for kernel in (self.linear, self.batched) if kernel is not None]
+
+    @property
     def intrinsics(self) -> list[str]:
-        return [kernel.intrinsic for kernel in (self.linear, self.batched) if kernel is not None]
+        return [kernel.intrinsic for kernel in self.kernels]
 
 
 def dot_kernel_for(target: TargetSpec, kind: str = "int8_dot") -> DotKernel | None:

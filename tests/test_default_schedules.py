@@ -1,0 +1,168 @@
+"""Default schedules (tvmcomp.tune.default_schedules): which rule takes which kernel, the loop nest
+each rule makes, and that the scheduled kernels compute what the unscheduled ones do."""
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm.script import tirx as T
+
+from tvmcomp.tune.default_schedules import Elementwise, Matmul, apply_default_schedules, unscheduled_kernels
+
+HOST = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})  # AVX2: 8 float lanes, runs on any AVX2 host
+
+
+@T.prim_func(s_tir=True)
+def dense_bias(x: T.Buffer((16, 32), "float32"), w: T.Buffer((32, 64), "float32"), b: T.Buffer((64,), "float32"),
+               y: T.Buffer((16, 64), "float32")):
+    mm = T.sblock_alloc_buffer((16, 64), "float32")
+    for i, j, k in T.grid(16, 64, 32):
+        with T.sblock("matmul"):
+            vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+            with T.init():
+                mm[vi, vj] = T.float32(0)
+            mm[vi, vj] = mm[vi, vj] + x[vi, vk] * w[vk, vj]
+    for i, j in T.grid(16, 64):
+        with T.sblock("bias"):
+            vi, vj = T.axis.remap("SS", [i, j])
+            y[vi, vj] = mm[vi, vj] + b[vj]
+
+
+@T.prim_func(s_tir=True)
+def scale_shift(x: T.Buffer((64, 256), "float32"), y: T.Buffer((64, 256), "float32")):
+    scaled = T.sblock_alloc_buffer((64, 256), "float32")
+    for i, j in T.grid(64, 256):
+        with T.sblock("scale"):
+            vi, vj = T.axis.remap("SS", [i, j])
+            scaled[vi, vj] = x[vi, vj] * T.float32(2)
+    for i, j in T.grid(64, 256):
+        with T.sblock("shift"):
+            vi, vj = T.axis.remap("SS", [i, j])
+            y[vi, vj] = scaled[vi, vj] + T.float32(1)
+
+
+@T.prim_func(s_tir=True)
+def row_max(x: T.Buffer((64, 128), "float32"), y: T.Buffer((64,), "float32")):
+    for i, k in T.grid(64, 128):
+        with T.sblock("max"):
+            vi, vk = T.axis.remap("SR", [i, k])
+            with T.init():
+                y[vi] = T.float32(-3.4e38)
+            y[vi] = T.max(y[vi], x[vi, vk])
+
+
+def _schedule(func):
+    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+    return apply_default_schedules(mod, HOST)
+
+
+def _loops(func) -> list[tuple[str, int]]:
+    """(kind, extent) of each loop of ``func`` in its TVMScript, outermost first: ("parallel", 8)."""
+    return [(kind or "serial", int(extent))
+            for kind, extent in re.findall(r"for \w+ in (?:T\.(parallel|vectorized|unroll)|range)\((\d+)\)",
+                                           func.script())]
+
+
+def _run(mod, *arrays):
+    lib = tvm.tirx.build(mod, target=HOST)
+    tensors = [tvm.runtime.tensor(a) for a in arrays]
+    lib(*tensors)
+    return tensors[-1].numpy()
+
+
+def test_matmul_rule_makes_one_parallel_nest_with_vector_register_tiles_and_the_epilogue_inside():
+    after = _schedule(dense_bias)["main"]
+    assert after.attrs["tirx.is_scheduled"] and unscheduled_kernels(tvm.IRModule({"main": after})) == []
+    loops = _loops(after)
+    # one nest: 2 column panels x 4 row tiles in parallel, everything else inside it (the bias too)
+    assert loops[0] == ("parallel", 8) and [kind for kind, _ in loops].count("parallel") == 1
+    assert loops.count(("parallel", 8)) == 1 and after.script().count("T.sblock(\"bias\")") == 1
+    # the register tile: 4 rows x 4 AVX2 vectors of 8 floats, unrolled, for the init and the update;
+    # then the reduction loop of 32 and the bias epilogue on the same tile, vectorized
+    assert loops[1:4] == [("unroll", 4), ("unroll", 4), ("vectorized", 8)]
+    assert loops[4:8] == [("serial", 32), ("unroll", 4), ("unroll", 4), ("vectorized", 8)]
+    assert loops[-1] == ("vectorized", 8)
+
+
+def test_matmul_rule_computes_the_matmul():
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((16, 32), (32, 64), (64,)))
+    got = _run(_schedule(dense_bias), x, w, b, np.zeros((16, 64), np.float32))
+    np.testing.assert_allclose(got, x @ w + b, rtol=1e-5, atol=1e-5)
+
+
+def test_elementwise_rule_inlines_the_chain_and_vectorizes():
+    after = _schedule(scale_shift)["main"]
+    assert "scale" not in after.script().replace("scale_shift", "")  # inlined into shift
+    # 16384 elements: big enough for the pool; one fused loop of 8-float vectors
+    assert _loops(after) == [("parallel", 2048), ("vectorized", 8)]
+    x = np.random.default_rng(1).standard_normal((64, 256)).astype(np.float32)
+    np.testing.assert_allclose(_run(_schedule(scale_shift), x, np.zeros_like(x)), x * 2 + 1, rtol=1e-6)
+
+
+def test_matmul_rule_leaves_other_reductions_to_the_next_rule():
+    assert Matmul().apply(row_max, HOST, False) is None
+    after = _schedule(row_max)["main"]  # Elementwise: rows in parallel, the reduction kept serial
+    assert _loops(after) == [("parallel", 64), ("serial", 128)]
+    x = np.random.default_rng(2).standard_normal((64, 128)).astype(np.float32)
+    np.testing.assert_array_equal(_run(_schedule(row_max), x, np.zeros(64, np.float32)), x.max(axis=1))
+
+
+def test_a_kernel_already_scheduled_by_a_record_is_left_alone():
+    scheduled = dense_bias.with_attr("global_symbol", "main").with_attr("tirx.is_scheduled", True)
+    after = apply_default_schedules(tvm.IRModule({"main": scheduled}), HOST)["main"]
+    assert tvm_ffi.structural_equal(after, scheduled)
+
+
+def test_elementwise_rule_takes_any_kernel():
+    assert Elementwise().apply(dense_bias, HOST, False) is not None
+
+
+@pytest.mark.skipif("avx512vnni" not in open("/proc/cpuinfo").read().replace("avx512_vnni", "avx512vnni"),
+                    reason="the host has no AVX-512 VNNI to run the kernel on (the asm is checked in test_dot_kernels)")
+def test_default_vnni_linear_matches_the_integer_reference_exactly(empty_schedules):
+    """No record: the packed int8 Linear is tensorized with vpdpbusd by the Matmul rule, and its
+    integers are exact (u8 x s8 -> s32 sums of 4 products cannot overflow)."""
+    from tvm import relax
+
+    from models_for_tests import int8_linear_reference
+    from test_quant_passes import INT8, LinearAnnotated
+    from tvmcomp import tune as tuning
+    from tvmcomp.build import compile_with_database
+    from tvmcomp.lowering import fuse_for_tuning
+    from tvmcomp.quant.calibrate import SiteRange
+    from tvmcomp.quant.dot_kernels import DotKernels, dot_kernel_for
+    from tvmcomp.quant.realize import quantize_weight, realize
+    from tvmcomp.targets import resolve_target
+
+    target = resolve_target("x86-znver4")
+    kernel = dot_kernel_for(target)
+    assert kernel.intrinsic == "dot_16x4_vnni"
+    rng = np.random.default_rng(3)
+    params = {"w": rng.standard_normal((16, 8)).astype(np.float32), "b": rng.standard_normal(16).astype(np.float32)}
+    x = rng.standard_normal((2, 8)).astype(np.float32) * 1.5
+    realized = realize(LinearAnnotated, params, {0: SiteRange(0.021, 120, -2.5, 2.8)}, INT8, DotKernels(kernel))
+    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized)
+    fused = fuse_for_tuning(bound, target.tvm_target())
+    executable = compile_with_database(fused, target, tuning.open_database(target))
+    assert "vpdpbusd" in executable.mod.imports[0].inspect_source("asm")
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    want = int8_linear_reference(x, params["w"], params["b"], 0.021, 120, INT8.activation, INT8.weight)
+    unit = 0.021 * quantize_weight(np.ascontiguousarray(params["w"].T), INT8.weight)[1].min()
+    assert np.abs(got - want).max() < unit / 100  # one int32 unit is worth 0.021 * s_w; FMA may move last bits
+
+
+def test_gpu_targets_get_dlight_thread_bound_schedules_for_every_kernel():
+    """No GPU here to run them: every kernel of a model must be scheduled, each with thread bindings
+    (a CPU loop nest in a CUDA kernel would fail to build)."""
+    from models_for_tests import mlp_source
+    from tvmcomp.lowering import fuse_for_tuning
+    from tvmcomp.targets import resolve_target
+
+    target = resolve_target("cuda").tvm_target()
+    after = apply_default_schedules(fuse_for_tuning(mlp_source().imported.bound(), target), target)
+    kernels = [f for _, f in after.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(kernels) >= 2 and unscheduled_kernels(after) == []
+    assert all('"threadIdx.x"' in f.script() for f in kernels)

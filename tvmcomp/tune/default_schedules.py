@@ -1,0 +1,251 @@
+"""Default schedules for kernels that have no tuning record: rules by kernel kind, as dlight does.
+
+A build applies the records it has, then :func:`apply_default_schedules` to every kernel still
+unscheduled. So a target nobody has tuned for (a new CPU, an Arm board) gets fast code at once,
+instead of a refusal or untuned scalar loops (~100x slower). The rules, tried in order:
+
+- :class:`Matmul`: one sum-of-products reduction with an injective epilogue (Linear, attention,
+  their bias/GELU/dequantize epilogues). Each thread computes tiles of ``rows`` output rows x a
+  few vectors of columns, held in registers over the whole reduction, then the epilogue on that
+  tile. Where the right-hand operand is packed in a dot-product instruction's block layout
+  (:mod:`tvmcomp.quant.dot_kernels`), the innermost block is tensorized with that instruction
+  (``vpdpbusd``, ``vpmaddubsw``, ``vpmaddwd``, ``sdot``), so integer kernels run on it unrecorded.
+- dlight's CPU ``Reduction`` rule: softmax and layer norm (row reductions, then elementwise).
+- :class:`Elementwise`: everything else (reshapes, quantize, gathers, masks, small reductions):
+  producers inlined, loops fused, vectorized innermost, parallel across cores when big enough.
+
+Tuning still wins (it searches tile sizes, cache levels and weight layouts). These rules aim at
+"within 2x of tuned", so that tuning is an optimization, not a prerequisite.
+"""
+
+from __future__ import annotations
+
+from ..quant.dot_kernels import DotKernel
+
+SPATIAL, REDUCE = 0, 2  # tirx IterVar kinds
+MIN_PARALLEL_ELEMENTS = 16384  # below this, waking the thread pool costs more than it saves
+REGISTER_ROWS = (4, 3, 2, 1)  # output rows of a register tile: the first that divides the rows
+REGISTER_TILE_BITS = 1024  # accumulator bits per tile row: 4 AVX2 / 2 AVX-512 / 8 NEON registers
+
+
+def _iter_kinds(sch, block) -> list[int]:
+    return [int(iv.iter_type) for iv in sch.get(block).iter_vars]
+
+
+def _extent(sch, loop) -> int | None:
+    from tvm import tirx
+
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+# x86 vector width by feature: LLVM's own answer (llvm_get_vector_width) is 512 for every x86 CPU
+_X86_VECTOR_BITS = (("avx512f", 512), ("avx", 256))
+
+
+def _vector_bits(target) -> int:
+    from tvm.target import codegen
+
+    for feature, bits in _X86_VECTOR_BITS:
+        if codegen.target_has_features(feature, target):
+            return bits
+    width = codegen.llvm_get_vector_width(target)
+    return min(width, 128) if width > 0 else 128  # SSE, NEON
+
+
+def _vector_lanes(target, dtype_bits: int) -> int:
+    return max(_vector_bits(target) // dtype_bits, 1)
+
+
+def _output_bits(sch, block) -> int:
+    return sch.get(block).writes[0].source.dtype.bits
+
+
+def _inline_producers_and_chain(sch) -> list:
+    """Inline every block that can be inlined into its consumers; returns the blocks left.
+
+    Repeats until nothing changes: inlining one block can make another inlinable.
+    """
+    changed = True
+    while changed:
+        changed = False
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            if REDUCE in _iter_kinds(sch, block):
+                continue
+            try:
+                sch.compute_inline(block)
+                changed = True
+                break
+            except Exception:  # noqa: BLE001 - an output block, or one its consumer reads non-injectively
+                continue
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def _vectorize(sch, loop, lanes: int) -> None:
+    """Vectorize ``loop`` whole if it fits in a vector, else its innermost ``lanes`` when they divide it."""
+    extent = _extent(sch, loop)
+    if extent is None or extent < 2:
+        return
+    if extent > lanes:
+        if extent % lanes:
+            return
+        loop = sch.split(loop, factors=[None, lanes])[1]
+    sch.vectorize(loop)
+
+
+class Elementwise:
+    """Fused loops per block: vectorized innermost, the rest parallel when the kernel is big."""
+
+    def apply(self, func, target, _tunable):
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        for block in _inline_producers_and_chain(sch):
+            self._schedule_block(sch, block, _vector_lanes(target, _output_bits(sch, block)))
+        return sch
+
+    @staticmethod
+    def _schedule_block(sch, block, lanes: int) -> None:
+        loops = sch.get_loops(block)
+        kinds = _iter_kinds(sch, block)
+        leading = len(kinds) - len([k for k in kinds if k != SPATIAL]) if REDUCE not in kinds else kinds.index(REDUCE)
+        if len(loops) != len(kinds) or leading == 0:
+            return
+        spatial = loops[:leading]
+        fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+        extent = _extent(sch, fused) or 0
+        if leading < len(kinds):  # a reduction below each output element: parallel rows only
+            if extent >= 64:
+                sch.parallel(fused)
+            return
+        if extent >= lanes and extent % lanes == 0:
+            outer, inner = sch.split(fused, factors=[None, lanes])
+            sch.vectorize(inner)
+            fused = outer
+        if extent >= MIN_PARALLEL_ELEMENTS:
+            sch.parallel(fused)
+
+
+def _is_sum_of_products(sch, block) -> bool:
+    """``C[..] = C[..] + A[..] * B[..]`` (with casts): one reduction axis, innermost, two operands."""
+    stmt = sch.get(block)
+    kinds = _iter_kinds(sch, block)
+    if kinds.count(REDUCE) != 1 or kinds[-1] != REDUCE or stmt.init is None or len(stmt.writes) != 1:
+        return False
+    written = stmt.writes[0].source
+    return len([r for r in stmt.reads if not r.source.same_as(written)]) == 2
+
+
+class Matmul:
+    """See the module docstring; ``dot_kernels`` are the target's (tried on packed operands)."""
+
+    def __init__(self, dot_kernels: list[DotKernel] = ()):
+        self.dot_kernels = list(dot_kernels)
+
+    def apply(self, func, target, _tunable):
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        reductions = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if REDUCE in _iter_kinds(sch, b)]
+        if len(reductions) != 1 or not _is_sum_of_products(sch, reductions[0]):
+            return None
+        blocks = _inline_producers_and_chain(sch)
+        # one matmul block, then at most one epilogue block (the rest of the epilogue inlined into it)
+        if len(blocks) > 2 or not sch.get(blocks[0]).same_as(sch.get(reductions[0])):
+            return None
+        main, epilogue = blocks[0], blocks[1:]
+        for kernel in self._kernels_for(sch, main):
+            tensorized = self._packed(sch.copy(), main, epilogue, kernel, target)
+            if tensorized is not None:
+                return tensorized
+        return self._tiled(sch, main, epilogue, target)
+
+    def _kernels_for(self, sch, main) -> list[DotKernel]:
+        """Dot kernels whose block layout is the trailing shape of the right-hand operand."""
+        stmt = sch.get(main)
+        written = stmt.writes[0].source
+        operands = [r.source for r in stmt.reads if not r.source.same_as(written)]
+        trailing = tuple(int(d) for d in operands[1].shape[-2:]) if len(operands[1].shape) >= 4 else None
+        return [k for k in self.dot_kernels if tuple(k.weight_block) == trailing]
+
+    @staticmethod
+    def _finish(sch, main, epilogue, outer, tile_loop, lanes) -> None:
+        """Epilogue per register tile, vectorized; the loops above the tile run in parallel."""
+        for block in epilogue:
+            sch.reverse_compute_at(block, tile_loop, preserve_unit_loops=True)
+            _vectorize(sch, sch.get_loops(block)[-1], lanes)
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+
+    def _tiled(self, sch, main, epilogue, target):
+        """Float (or unpacked integer) matmul: [rows x vectors] register tiles, whole reduction."""
+        *batch, i, j, k = sch.get_loops(main)
+        lanes = _vector_lanes(target, _output_bits(sch, main))
+        columns = next((c for c in (REGISTER_TILE_BITS // _output_bits(sch, main), lanes)
+                        if (_extent(sch, j) or 0) % c == 0), None)
+        if columns is None:
+            return None
+        rows = next(r for r in REGISTER_ROWS if (_extent(sch, i) or 1) % r == 0)
+        i0, i1 = sch.split(i, factors=[None, rows])
+        j0, j1 = sch.split(j, factors=[None, columns])
+        # column panels outermost: a thread's panel of the right operand stays in cache across rows
+        sch.reorder(*batch, j0, i0, k, i1, j1)
+        self._finish(sch, main, epilogue, [*batch, j0, i0], i0, lanes)
+        sch.unroll(i1)
+        vectors, vector = sch.split(j1, factors=[None, lanes])
+        sch.unroll(vectors)
+        sch.vectorize(vector)
+        init = sch.decompose_reduction(main, k)
+        _vectorize(sch, sch.get_loops(init)[-1], lanes)
+        return sch
+
+    def _packed(self, sch, main, epilogue, kernel: DotKernel, target):
+        """Integer matmul on a packed operand: the [bn x bk] block is one dot-product instruction."""
+        bn, bk = kernel.weight_block
+        *batch, i, n, k = sch.get_loops(main)
+        n_blocks = (_extent(sch, n) or 0) // bn
+        per_row = next((b for b in (4, 2, 1) if b * bn * 32 <= REGISTER_TILE_BITS and n_blocks % b == 0), 1)
+        rows = next(r for r in REGISTER_ROWS if (_extent(sch, i) or 1) % r == 0)
+        try:
+            i0, i1 = sch.split(i, factors=[None, rows])
+            n0, n1 = sch.split(n, factors=[None, bn])
+            n0_outer, n0_inner = sch.split(n0, factors=[None, per_row])
+            k0, k1 = sch.split(k, factors=[None, bk])
+            sch.reorder(*batch, n0_outer, i0, k0, i1, n0_inner, n1, k1)
+            self._finish(sch, main, epilogue, [*batch, n0_outer, i0], i0,
+                         _vector_lanes(target, 32))
+            instruction = sch.blockize(n1)
+            init = sch.decompose_reduction(instruction, k0)
+            sch.tensorize(instruction, kernel.intrinsic)
+        except Exception:  # noqa: BLE001 - the block does not match the instruction's description
+            return None
+        for loop in sch.get_loops(instruction)[-2:]:
+            sch.unroll(loop)
+        sch.vectorize(sch.get_loops(init)[-1])
+        return sch
+
+
+def default_rules(target, dot_kernels: list[DotKernel]) -> list:
+    """The rules for ``target``'s kind: ours on CPUs; dlight's GPU rules (thread-bound) on GPUs."""
+    from tvm.s_tir import dlight
+
+    if target.kind.name == "llvm":
+        return [Matmul(dot_kernels), dlight.cpu.Reduction(), Elementwise()]
+    gpu = dlight.gpu
+    return [gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback()]
+
+
+def apply_default_schedules(mod, target, dot_kernels: list[DotKernel] = ()):
+    """Schedule every PrimFunc of ``mod`` not yet scheduled (no ``tirx.is_scheduled``) by the
+    first rule for ``target`` that applies; returns the new module."""
+    from tvm.s_tir import dlight
+
+    with target:
+        return dlight.ApplyDefaultSchedule(*default_rules(target, list(dot_kernels)))(mod)
+
+
+def unscheduled_kernels(mod) -> list[str]:
+    """Names of the PrimFuncs of ``mod`` that no record scheduled (what the rules will)."""
+    from tvm import tirx
+
+    return [gv.name_hint for gv, f in mod.functions_items()
+            if isinstance(f, tirx.PrimFunc) and not f.attrs.get("tirx.is_scheduled", False)]
