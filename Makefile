@@ -27,12 +27,14 @@ arm-tools:
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
+# bench and eval leave their results in each package; the report reads them
 demo: $(STAMP)
 	$(BIN)/tvmcomp build --model minilm --target x86 --trials $(DEMO_TRIALS) -o out/minilm-fp32
-	$(BIN)/tvmcomp bench out/minilm-fp32 --compare torch --json out/minilm-fp32/bench.json
+	$(BIN)/tvmcomp bench out/minilm-fp32 --compare torch --profile
 	$(BIN)/tvmcomp build --model minilm --target x86 --quant int8 --trials $(DEMO_TRIALS) -o out/minilm-int8
-	$(BIN)/tvmcomp bench out/minilm-int8 --compare torch --json out/minilm-int8/bench.json
-	$(BIN)/tvmcomp eval out/minilm-int8 --json out/minilm-int8/eval.json
+	$(BIN)/tvmcomp bench out/minilm-int8 --compare torch --profile
+	$(BIN)/tvmcomp eval out/minilm-int8
+	$(BIN)/tvmcomp report out/minilm-fp32 out/minilm-int8 -o out/report
 
 test: $(STAMP) arm-tools
 	$(BIN)/python -m pytest -q

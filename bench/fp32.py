@@ -28,7 +28,8 @@ def bench_onnxruntime(torch_module, inputs: dict, threads: int, repeat: int, wor
     import onnxruntime as ort
     import torch
 
-    from tvmcomp.bench import summarize, time_callable
+    from tvmcomp.bench import time_callable
+    from tvmcomp.results import latency_stats
 
     path = workdir / "minilm.onnx"
     torch.onnx.export(torch_module, tuple(torch.from_numpy(v) for v in inputs.values()), str(path),
@@ -39,7 +40,7 @@ def bench_onnxruntime(torch_module, inputs: dict, threads: int, repeat: int, wor
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     (output,) = session.run(None, inputs)
-    return summarize(time_callable(lambda: session.run(None, inputs), repeat)), output, ort.__version__
+    return latency_stats(time_callable(lambda: session.run(None, inputs), repeat)), output, ort.__version__
 
 
 def main() -> None:

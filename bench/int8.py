@@ -93,7 +93,8 @@ def main() -> None:
 
     import torch
 
-    from tvmcomp.bench import bench_package, summarize, time_callable
+    from tvmcomp.bench import bench_package, time_callable
+    from tvmcomp.results import latency_stats
     from tvmcomp.evaluate import accuracy_against_float, evaluate_package, torch_runner
     from tvmcomp.models import get_model
 
@@ -115,7 +116,7 @@ def main() -> None:
     rows = {}
     for name, (run, size) in engines.items():  # everything not TVM first: TVM's pool slows them afterwards
         print(f"[bench] {name}", file=sys.stderr, flush=True)
-        rows[name] = {"latency": summarize(time_callable(lambda: run(inputs), args.repeat)), "bytes": size,
+        rows[name] = {"latency": latency_stats(time_callable(lambda: run(inputs), args.repeat)), "bytes": size,
                       "accuracy": accuracy_against_float(run_float, run, BATCH, SEQ_LEN)}
 
     for i, (name, build_args) in enumerate(TVMCOMP_VARIANTS.items()):

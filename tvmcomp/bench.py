@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 
@@ -10,19 +9,15 @@ import numpy as np
 
 from .errors import TvmcompError
 from .remote import RemoteSpec, check_against_reference, run_remote
-from .runtime import EXAMPLE_INPUTS, Package, num_threads, read_metadata, set_num_threads
+from .results import latency_stats
+from .runtime import EXAMPLE_INPUTS, Package, check_runs_here, num_threads, read_metadata, set_num_threads
 from .targets import host_cores
 
 
-def summarize(seconds: list[float]) -> dict:
-    ms = [s * 1e3 for s in seconds]
-    return {
-        "median_ms": statistics.median(ms),
-        "min_ms": min(ms),
-        "max_ms": max(ms),
-        "std_ms": statistics.pstdev(ms),
-        "runs": len(ms),
-    }
+def package_batch(metadata: dict) -> int:
+    """Samples per run: the leading dimension of the first input (1 for a scalar input)."""
+    shape = metadata["inputs"][0]["shape"] if metadata["inputs"] else []
+    return int(shape[0]) if shape else 1
 
 
 def time_callable(fn, repeat: int, warmup: int = 3) -> list[float]:
@@ -49,7 +44,8 @@ def reference_torch_module(model: str):
     return get_model(model).load_torch()
 
 
-def bench_torch(module, inputs: dict[str, np.ndarray], threads: int, repeat: int) -> tuple[dict, list[np.ndarray]]:
+def bench_torch(module, inputs: dict[str, np.ndarray], threads: int, repeat: int,
+                batch: int = 1) -> tuple[dict, list[np.ndarray]]:
     import torch
 
     from .frontend.torch_frontend import torch_reference
@@ -58,13 +54,13 @@ def bench_torch(module, inputs: dict[str, np.ndarray], threads: int, repeat: int
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
     with torch.inference_mode():
         samples = time_callable(lambda: module(**tensors), repeat)
-    return summarize(samples), torch_reference(module, inputs)
+    return latency_stats(samples, batch), torch_reference(module, inputs)
 
 
 def bench_remote(path: str | Path, remote: RemoteSpec, repeat: int) -> dict:
     """Latency of the package on a device over RPC, after checking its outputs against the host's."""
     metadata = read_metadata(path)
-    outputs, seconds = run_remote(path, remote, repeat)
+    outputs, seconds = run_remote(path, remote, repeat=repeat)
     return {
         "package": str(path),
         "model": metadata["model"],
@@ -73,24 +69,20 @@ def bench_remote(path: str | Path, remote: RemoteSpec, repeat: int) -> dict:
         "device": remote.describe(),
         "library_bytes": metadata["library_bytes"],
         "max_abs_err_vs_host": check_against_reference(path, outputs, metadata["variant"]),
-        "tvmcomp": summarize(seconds),
+        "tvmcomp": latency_stats(seconds, package_batch(metadata)),
     }
 
 
 def bench_package(path: str | Path, repeat: int = 50, threads: int | None = None, compare: str | None = None,
-                  remote: RemoteSpec | None = None) -> dict:
+                  remote: RemoteSpec | None = None, profile: bool = False) -> dict:
     """Latency of the package at ``path`` on this machine, or on ``remote``; ``compare="torch"`` adds
-    PyTorch eager on this machine."""
+    PyTorch eager on this machine, ``profile`` the time of each kernel (:mod:`tvmcomp.profile`)."""
     if remote is not None:
-        if compare is not None:
-            raise TvmcompError("--compare runs PyTorch on this machine; it cannot be combined with --rpc")
+        if compare is not None or profile:
+            raise TvmcompError("--compare and --profile run on this machine; they cannot be combined with --rpc")
         return bench_remote(path, remote, repeat)
     metadata = read_metadata(path)
-    if metadata["target"]["device"] != "cpu" or metadata["target"].get("cross_compiler"):
-        raise TvmcompError(
-            f"{path} was built for '{metadata['target']['name']}', which this machine cannot run; "
-            "benchmark it on its device over RPC (--rpc HOST:PORT, or --rpc-tracker HOST:PORT --rpc-key KEY)"
-        )
+    check_runs_here(metadata, path)  # before PyTorch is timed
     threads = threads or host_cores()
     reference = None
     if compare == "torch":
@@ -99,7 +91,7 @@ def bench_package(path: str | Path, repeat: int = 50, threads: int | None = None
         module = reference_torch_module(metadata["model"])
         with np.load(Path(path) / EXAMPLE_INPUTS) as data:
             torch_inputs = {name: data[name] for name in data.files}
-        torch_stats, reference = bench_torch(module, torch_inputs, threads, repeat)
+        torch_stats, reference = bench_torch(module, torch_inputs, threads, repeat, package_batch(metadata))
     elif compare is not None:
         raise TvmcompError(f"--compare takes 'torch', not '{compare}'")
     set_num_threads(threads)
@@ -113,8 +105,12 @@ def bench_package(path: str | Path, repeat: int = 50, threads: int | None = None
         "target": metadata["target"]["schedule_key"],
         "threads": num_threads(),  # what TVM's pool really runs, not what was asked
         "library_bytes": metadata["library_bytes"],
-        "tvmcomp": summarize(package.time(inputs, number=1, repeat=repeat)),
+        "tvmcomp": latency_stats(package.time(inputs, number=1, repeat=repeat), package_batch(metadata)),
     }
+    if profile:
+        from .profile import profile_package
+
+        result["profile"] = profile_package(package)
     if reference is not None:
         result["torch"] = torch_stats
         result["speedup_vs_torch"] = torch_stats["median_ms"] / result["tvmcomp"]["median_ms"]
@@ -141,10 +137,11 @@ def format_bench(result: dict) -> str:
     lines = [
         f"model {result['model']} | target {result['target']} | {where} | "
         f"library {result['library_bytes'] / 2**20:.1f} MiB",
-        f"{'engine':<22}{'median ms':>11}{'min ms':>10}{'max ms':>10}{'std ms':>9}{'runs':>6}",
+        f"{'engine':<22}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'min ms':>9}{'std ms':>9}{'runs':>6}{'per s':>8}",
     ]
     for name, s in rows:
-        lines.append(f"{name:<22}{s['median_ms']:>11.3f}{s['min_ms']:>10.3f}{s['max_ms']:>10.3f}{s['std_ms']:>9.3f}{s['runs']:>6}")
+        lines.append(f"{name:<22}{s['p50_ms']:>9.3f}{s['p90_ms']:>9.3f}{s['p99_ms']:>9.3f}{s['min_ms']:>9.3f}"
+                     f"{s['std_ms']:>9.3f}{s['runs']:>6}{s['throughput_per_s']:>8.1f}")
     if result.get("max_abs_err_vs_host") is not None:
         lines.append(f"outputs checked against this machine's reference (max abs difference {result['max_abs_err_vs_host']:.2e})")
     if "speedup_vs_torch" in result:
@@ -153,4 +150,8 @@ def format_bench(result: dict) -> str:
             f"(outputs: cosine {result['cosine_vs_torch']:.5f}, relative error {result['relative_err_vs_torch']:.2e}, "
             f"max abs difference {result['max_abs_err_vs_torch']:.2e})"
         )
+    if "profile" in result:
+        from .profile import format_profile
+
+        lines.append(format_profile(result["profile"]))
     return "\n".join(lines)

@@ -68,9 +68,9 @@ def _default_schedules_line(missing: int, total: int, target: TargetSpec, model:
             f"default schedules (within ~2x of tuned); to tune them: `{tune}`, or build with --trials N")
 
 
-def compile_with_database(fused_mod, target: TargetSpec, database):
-    """Apply the best schedule of every kernel found in ``database``, a default schedule to every
-    other kernel (:mod:`tvmcomp.tune.default_schedules`), and compile for ``target``."""
+def schedule_kernels(fused_mod, target: TargetSpec, database):
+    """Apply the best schedule of every kernel found in ``database`` and a default schedule to every
+    other kernel (:mod:`tvmcomp.tune.default_schedules`)."""
     import tvm
     from tvm import relax
 
@@ -78,8 +78,53 @@ def compile_with_database(fused_mod, target: TargetSpec, database):
     tuning.register_tensor_intrinsics(list(target.tensor_intrinsics))  # the records' traces tensorize with them
     with tvm_target, database, tvm.transform.PassContext(opt_level=3):
         scheduled = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused_mod)
-        scheduled = apply_default_schedules(scheduled, tvm_target, dot_kernels_for(target).kernels)
-        return tvm.compile(scheduled, target=tvm_target)
+    return apply_default_schedules(scheduled, tvm_target, dot_kernels_for(target).kernels)
+
+
+def compile_scheduled(scheduled_mod, target: TargetSpec):
+    import tvm
+
+    tvm_target = target.tvm_target()
+    with tvm_target, tvm.transform.PassContext(opt_level=3):
+        return tvm.compile(scheduled_mod, target=tvm_target)
+
+
+def compile_with_database(fused_mod, target: TargetSpec, database):
+    """Schedule (records, then defaults) and compile for ``target``."""
+    return compile_scheduled(schedule_kernels(fused_mod, target, database), target)
+
+
+CODE_DIR = "code"
+CODE_FORMS = {  # --dump-code form -> file under the package's code/ folder
+    "relax": "model.relax.py",  # the graph after fusion: which kernels run, in what order
+    "tir": "kernels.tir.py",  # each kernel as scheduled (tiles, vectorized and parallel loops, tensorized calls)
+    "ll": "kernels.ll",  # LLVM IR
+    "asm": "kernels.s",  # the target's assembly: look for vpdpbusd / sdot here
+}
+
+
+def check_code_forms(forms: list[str]) -> None:
+    unknown = sorted(set(forms) - set(CODE_FORMS))
+    if unknown:
+        raise TvmcompError(f"--dump-code takes {', '.join(CODE_FORMS)}, not {', '.join(unknown)}")
+
+
+def dump_code(forms: list[str], fused_mod, scheduled_mod, executable, folder: Path) -> list[str]:
+    """Write each requested form of the compiled model under ``folder``; returns the files' names."""
+    from tvm import tirx
+
+    folder.mkdir(exist_ok=True)
+    kernels = [f"# {gv.name_hint}\n{func.script()}" for gv, func in scheduled_mod.functions_items()
+               if isinstance(func, tirx.PrimFunc)]
+    text = {
+        "relax": lambda: fused_mod["main"].script(),
+        "tir": lambda: "\n\n".join(kernels),
+        "ll": lambda: executable.mod.imports[0].inspect_source("ll"),
+        "asm": lambda: executable.mod.imports[0].inspect_source("asm"),
+    }
+    for form in forms:
+        (folder / CODE_FORMS[form]).write_text(text[form]())
+    return [f"{CODE_DIR}/{CODE_FORMS[form]}" for form in forms]
 
 
 def host_reference_outputs(fused_mod, inputs: dict[str, np.ndarray], input_names: list[str]) -> dict[str, np.ndarray]:
@@ -116,18 +161,21 @@ def build(
     keep_float: list[str] | None = None,
     runner=None,
     stream=None,
+    dump: list[str] = (),
 ) -> BuildResult:
     """Compile ``source`` for ``target`` into the package folder ``out_dir``.
 
     Kernels come from the target's tuning database; with ``trials > 0`` the kernels that have no
     record are tuned first (with that many trials in total), measured by ``runner`` (MetaSchedule's
-    local runner by default). Kernels still without a record get default schedules.
+    local runner by default). Kernels still without a record get default schedules. ``dump`` names
+    forms of the compiled code to write under the package's ``code/`` (:data:`CODE_FORMS`).
     """
     import tvm
 
     stream = stream or sys.stderr
     if quant != FLOAT:
         get_scheme(quant)  # an unknown name fails before any work
+    check_code_forms(list(dump))
     target.check_toolchain()
     if trials > 0 and target.is_cross and runner is None:
         raise TvmcompError(f"--trials for '{target.name}' measures candidates on the device: "
@@ -160,7 +208,8 @@ def build(
     print(f"[build] records: {tuning.describe_records(folders, target)}", file=stream)
 
     print(f"[build] compiling {len(tasks)} kernels for {target.schedule_key}", file=stream)
-    executable = compile_with_database(fused, target, database)
+    scheduled = schedule_kernels(fused, target, database)
+    executable = compile_scheduled(scheduled, target)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -171,6 +220,7 @@ def build(
             print("[build] computing reference outputs on this machine for the device check", file=stream)
             np.savez(staging / REFERENCE_OUTPUTS, **host_reference_outputs(
                 fused, source.example_inputs, [spec.name for spec in source.imported.inputs]))
+        code = dump_code(list(dump), fused, scheduled, executable, staging / CODE_DIR) if dump else []
         if calibration is not None:
             (staging / CALIBRATION).write_text(json.dumps(calibration, indent=1) + "\n")
         metadata = {
@@ -187,6 +237,7 @@ def build(
             "records_summary": tuning.describe_records(folders, target),
             "library_bytes": (staging / LIBRARY).stat().st_size,
             "float_weight_bytes": int(sum(v.nbytes for v in source.imported.params.values())),
+            "code": code,
             "build_seconds": round(time.monotonic() - started, 1),
         }
         (staging / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")

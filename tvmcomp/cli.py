@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,9 +16,13 @@ tvmcomp compiles a Transformer (a bundled model, an ONNX file or a torch.export 
 deployable TVM library for a target, with kernels auto-scheduled by MetaSchedule.
 
 typical session:
-  tvmcomp tune  --model minilm --target x86            # once per model and CPU: records -> schedules/
-  tvmcomp build --model minilm --target x86 -o out/minilm
-  tvmcomp bench out/minilm --compare torch
+  tvmcomp build --model minilm --target x86 -o out/minilm             # no records? default schedules
+  tvmcomp build --model minilm --target x86 --quant int8 -o out/minilm-int8
+  tvmcomp bench out/minilm --compare torch --profile                   # latency, per-kernel time
+  tvmcomp eval  out/minilm-int8                                        # accuracy vs the float model
+  tvmcomp report out/minilm out/minilm-int8 -o out/report              # one page: markdown + plots
+  tvmcomp run   out/minilm --inputs in.npz -o out.npz                  # your inputs, outputs by name
+  tvmcomp tune  --model minilm --target x86                            # for the last 2x: records -> schedules/
 
 on an Arm board (or the emulated one: `tvmcomp board start`):
   tvmcomp build --model minilm --target arm --quant int8 -o out/arm
@@ -82,7 +85,10 @@ def _tuning_runner(args):
 
 
 def _command(sub, name: str, summary: str, description: str, example: str | None = None) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=summary, description=description, epilog=f"example: {example}" if example else None)
+    parser = sub.add_parser(name, help=summary, description=description, epilog=f"example: {example}" if example else None)
+    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON (with the tvmcomp version, host "
+                        "CPU and time) to FILE; '-' writes only the JSON, to standard output")
+    return parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", required=True, help="package folder to write (replaced if it is a package)")
     _add_quant_args(build)
     build.add_argument("--trials", type=int, default=0, help="tune kernels that have no records with this many trials first (default: 0, never tune)")
+    build.add_argument("--dump-code", metavar="FORMS", help="also write the compiled code under the package's code/: a "
+                       "comma list of relax (fused graph), tir (scheduled kernels), ll (LLVM IR), asm (assembly)")
     _add_rpc_args(build, direct=False)
 
     tune = _command(
@@ -136,7 +144,24 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=50, help="timed runs (default: 50)")
     bench.add_argument("--threads", type=int, help="CPU threads for TVM and PyTorch (default: physical cores)")
     bench.add_argument("--compare", choices=["torch"], help="also time the source model in PyTorch eager mode")
-    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--profile", action="store_true", help="also time each kernel call on the example inputs "
+                       "(where the time goes; in the JSON and in `tvmcomp report`)")
+
+    run = _command(
+        sub,
+        "run",
+        "run a package on your inputs and write its outputs",
+        "Run a package on the inputs in an .npz (one array per input name, as `np.savez(path, input_ids=..., "
+        "attention_mask=...)`; default: the example inputs it was built with), here or on a device over RPC. "
+        "Names, shapes and dtypes are checked against the package; the outputs are written by name to -o.",
+        "tvmcomp run out/minilm --inputs in.npz -o out.npz --print-time",
+    )
+    _add_rpc_args(run, direct=True)
+    run.add_argument("package", help="package folder written by `tvmcomp build`")
+    run.add_argument("--inputs", metavar="FILE.npz", help="inputs by name (default: the package's example inputs)")
+    run.add_argument("-o", "--outputs", metavar="FILE.npz", help="write the outputs here, by name")
+    run.add_argument("--print-time", action="store_true", help="also time --repeat runs on the same inputs")
+    run.add_argument("--repeat", type=int, default=20, help="timed runs with --print-time (default: 20)")
 
     evaluate = _command(
         sub,
@@ -147,7 +172,18 @@ def _parser() -> argparse.ArgumentParser:
         "tvmcomp eval out/minilm-int8 --json out/minilm-int8/eval.json",
     )
     evaluate.add_argument("package", help="package folder written by `tvmcomp build`")
-    evaluate.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    report = _command(
+        sub,
+        "report",
+        "one page comparing packages: latency, size, accuracy, per-kernel time",
+        "Put packages side by side from the results they hold (their metadata, and the bench.json and eval.json "
+        "that `tvmcomp bench` and `tvmcomp eval` leave in them): report.md, report.json, a latency-vs-accuracy "
+        "plot (marker area = library size) and a per-kernel time breakdown (from `bench --profile`).",
+        "tvmcomp report out/minilm-fp32 out/minilm-int8 -o out/report",
+    )
+    report.add_argument("packages", nargs="+", metavar="PACKAGE", help="package folders written by `tvmcomp build`")
+    report.add_argument("-o", "--output", required=True, help="folder to write the report into")
 
     board = _command(
         sub,
@@ -172,25 +208,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_build(args) -> None:
+def _cmd_build(args) -> tuple[str, dict]:
     from .build import build, check_output_location
     from .source import load_source
     from .targets import resolve_target
 
     check_output_location(Path(args.output))  # before any work: a bad -o fails in a second, not after compiling
+    dump = _code_forms(args.dump_code)
     target = resolve_target(args.target)
     target.tvm_target()  # an invalid target (an unknown mcpu, say) fails before the import
     runner = _tuning_runner(args)
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
     result = build(source, target, args.output, quant=args.quant, trials=args.trials,
                    calibration_samples=args.calibration_samples, observer=args.observer, keep_float=args.keep_float,
-                   runner=runner, stream=_status_stream(args))
+                   runner=runner, stream=_status_stream(args), dump=dump)
     meta = result.metadata
-    print(
-        f"built {result.path}: {meta['model']} ({meta['variant']}) for {meta['target']['schedule_key']}, "
-        f"library {meta['library_bytes'] / 2**20:.1f} MiB, {meta['kernels']} kernels "
-        f"({meta['default_scheduled_kernels']} on default schedules), {meta['build_seconds']} s"
-    )
+    return (f"built {result.path}: {meta['model']} ({meta['variant']}) for {meta['target']['schedule_key']}, "
+            f"library {meta['library_bytes'] / 2**20:.1f} MiB, {meta['kernels']} kernels "
+            f"({meta['default_scheduled_kernels']} on default schedules), {meta['build_seconds']} s",
+            {"package": str(result.path), "tuned_now": result.tuned_now, "metadata": meta})
+
+
+def _code_forms(text: str | None) -> list[str]:
+    from .build import check_code_forms
+
+    forms = [form.strip() for form in text.split(",") if form.strip()] if text else []
+    check_code_forms(forms)
+    return forms
 
 
 def _status_stream(args):
@@ -198,7 +242,7 @@ def _status_stream(args):
     return open(os.devnull, "w") if args.quiet else sys.stderr
 
 
-def _cmd_tune(args) -> None:
+def _cmd_tune(args) -> tuple[str, dict]:
     from .build import model_hash
     from .lowering import fuse_for_tuning
     from .quant.dot_kernels import dot_kernels_for
@@ -224,51 +268,94 @@ def _cmd_tune(args) -> None:
     result = tune(fused, target, total_trials=args.trials, trials_per_task=args.trials_per_task, runner=runner,
                   stream=stream)
     state = "interrupted" if result.interrupted else "done"
-    print(f"tuning {state}: {result.tasks} kernels, records in {result.database}")
+    return (f"tuning {state}: {result.tasks} kernels, records in {result.database}",
+            {"state": state, "kernels": result.tasks, "trials": result.trials, "records": str(result.database)})
 
 
-def _cmd_bench(args) -> None:
+def _cmd_bench(args) -> tuple[str, dict]:
     from .bench import bench_package, format_bench
 
     result = bench_package(args.package, repeat=args.repeat, threads=args.threads, compare=args.compare,
-                           remote=_remote_spec(args))
-    print(format_bench(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+                           remote=_remote_spec(args), profile=args.profile)
+    _keep_in_package(args.package, "bench", result)
+    return format_bench(result), result
 
 
-def _cmd_eval(args) -> None:
+def _keep_in_package(package: str, command: str, result: dict) -> None:
+    """The latest bench/eval result of a package lives in it (``bench.json``, ``eval.json``): what
+    `tvmcomp report` reads."""
+    from .results import result_document, write_json
+
+    write_json(result_document(command, result), Path(package) / f"{command}.json")
+
+
+def _cmd_run(args) -> tuple[str, dict]:
+    import numpy as np
+
+    from .run import describe_outputs, read_inputs, run_package
+
+    if args.outputs and not Path(args.outputs).resolve().parent.is_dir():
+        raise TvmcompError(f"cannot write {args.outputs}: its folder does not exist")
+    inputs = read_inputs(args.inputs) if args.inputs else None
+    result = run_package(args.package, inputs, _remote_spec(args), args.repeat if args.print_time else 0)
+    outputs = result["outputs"]
+    if args.outputs:
+        np.savez(args.outputs, **outputs)
+    lines = [f"{name}: {value.dtype}{list(value.shape)}, mean {value.mean():.4g}, min {value.min():.4g}, "
+             f"max {value.max():.4g}" for name, value in outputs.items()]
+    if args.outputs:
+        lines.append(f"outputs written to {args.outputs}")
+    latency = result["latency"]
+    if latency:
+        lines.append(f"time: p50 {latency['p50_ms']:.3f} ms, p90 {latency['p90_ms']:.3f} ms, p99 {latency['p99_ms']:.3f} ms "
+                     f"over {latency['runs']} runs ({latency['throughput_per_s']:.1f} samples/s)")
+    return "\n".join(lines), {"package": args.package, "inputs": args.inputs or "example inputs",
+                              "outputs_file": args.outputs, "outputs": describe_outputs(outputs), "latency": latency}
+
+
+def _cmd_eval(args) -> tuple[str, dict]:
     from .evaluate import evaluate_package, format_eval
 
     result = evaluate_package(args.package)
-    print(format_eval(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    _keep_in_package(args.package, "eval", result)
+    return format_eval(result), result
 
 
-def _cmd_board(args) -> None:
+def _cmd_report(args) -> tuple[str, dict]:
+    from .report import write_report
+
+    result = write_report(args.packages, args.output)
+    missing = sum(r["p50_ms"] is None or r["accuracy_source"] is None for r in result["packages"])
+    text = f"report written to {result['files']['markdown']} ({len(result['files']) - 2} plots)"
+    if missing:
+        text += f"; {missing} package(s) lack bench or eval results: the report says which"
+    return text, result
+
+
+def _cmd_board(args) -> tuple[str, dict]:
     from .board import Board, default_dir
 
     board = Board(Path(args.dir) if args.dir else default_dir())
     if args.action == "start":
         state = board.start(port=args.port, tracker_port=args.tracker_port, key=args.key)
-        print(f"board up: direct RPC 127.0.0.1:{state['port']}, tracker 127.0.0.1:{state['tracker_port']} "
-              f"key '{state['key']}' (pids {', '.join(map(str, state['pids'].values()))})")
-    elif args.action == "stop":
-        print("board stopped" if board.stop() else "no board was running")
-    else:
-        state = board.state()
-        print("no board running" if state is None else
-              f"board running: direct RPC 127.0.0.1:{state['port']}, tracker 127.0.0.1:{state['tracker_port']} "
-              f"key '{state['key']}', logs in {state['logs']}")
+        return (f"board up: direct RPC 127.0.0.1:{state['port']}, tracker 127.0.0.1:{state['tracker_port']} "
+                f"key '{state['key']}' (pids {', '.join(map(str, state['pids'].values()))})", {"board": state})
+    if args.action == "stop":
+        stopped = board.stop()
+        return "board stopped" if stopped else "no board was running", {"stopped": stopped}
+    state = board.state()
+    return ("no board running" if state is None else
+            f"board running: direct RPC 127.0.0.1:{state['port']}, tracker 127.0.0.1:{state['tracker_port']} "
+            f"key '{state['key']}', logs in {state['logs']}", {"board": state})
 
 
-def _cmd_targets(_args) -> None:
+def _cmd_targets(_args) -> tuple[str, dict]:
     from .targets import host_cpu, preset_names, resolve_target
     from .tune.records import describe_records, isa_features, serving_folders
 
     host = resolve_target("x86")
-    print(f"this machine: {host_cpu()} ({', '.join(isa_features(host)) or 'no listed ISA features'})\n")
+    lines = [f"this machine: {host_cpu()} ({', '.join(isa_features(host)) or 'no listed ISA features'})\n"]
+    presets = []
     for name in preset_names():
         spec = resolve_target(name)
         folders = serving_folders(spec)
@@ -278,18 +365,22 @@ def _cmd_targets(_args) -> None:
             how = "on the device: --rpc-tracker HOST:PORT --rpc-key KEY" if spec.is_cross else "here: --trials 256"
             records = (f"no records for {spec.schedule_key}: builds use default schedules (within ~2x of tuned); "
                        f"tune for the rest ({how}; ~10 min per MiniLM build on 2 cores)")
-        print(f"{name:<12} {spec.description}\n{'':<12} {records}")
+        lines.append(f"{name:<12} {spec.description}\n{'':<12} {records}")
+        presets.append({"name": name, "description": spec.description, "schedule_key": spec.schedule_key,
+                        "records": [{"folder": f.path.name, "cpu": f.cpu, "same_cpu": f.same_cpu} for f in folders]})
+    return "\n".join(lines), {"isa_features": list(isa_features(host)), "presets": presets}
 
 
-def _cmd_models(_args) -> None:
+def _cmd_models(_args) -> tuple[str, dict]:
     from .models import get_model, model_names
 
-    for name in model_names():
-        print(f"{name:<12} {get_model(name).description}")
+    models = {name: get_model(name).description for name in model_names()}
+    return "\n".join(f"{name:<12} {text}" for name, text in models.items()), {"models": models}
 
 
-COMMANDS = {"build": _cmd_build, "tune": _cmd_tune, "bench": _cmd_bench, "eval": _cmd_eval, "board": _cmd_board,
-            "targets": _cmd_targets, "models": _cmd_models}
+# each returns (what to print, what --json writes)
+COMMANDS = {"build": _cmd_build, "tune": _cmd_tune, "bench": _cmd_bench, "run": _cmd_run, "eval": _cmd_eval,
+            "report": _cmd_report, "board": _cmd_board, "targets": _cmd_targets, "models": _cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,7 +391,15 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ[USER_RECORDS_VARIABLE] = str(Path(args.records).resolve())
     try:
-        COMMANDS[args.command](args)
+        if args.json and args.json != "-" and not Path(args.json).resolve().parent.is_dir():
+            raise TvmcompError(f"cannot write --json {args.json}: its folder does not exist")
+        text, data = COMMANDS[args.command](args)
+        if args.json != "-":
+            print(text)
+        if args.json:
+            from .results import result_document, write_json
+
+            write_json(result_document(args.command, data), args.json)
     except TvmcompError as err:
         print(f"tvmcomp: error: {err}", file=sys.stderr)
         return 2

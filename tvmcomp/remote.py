@@ -118,15 +118,17 @@ def check_against_reference(path: str | Path, outputs: list[np.ndarray], variant
     return error
 
 
-def run_remote(path: str | Path, spec: RemoteSpec, repeat: int) -> tuple[list[np.ndarray], list[float]]:
-    """Outputs and per-run seconds of the package on the remote device; one retry on a dropped session."""
+def run_remote(path: str | Path, spec: RemoteSpec, inputs: dict[str, np.ndarray] | None = None,
+               repeat: int = 0) -> tuple[list[np.ndarray], list[float]]:
+    """Outputs of the package on the remote device for ``inputs`` (default: its example inputs), and
+    the seconds of ``repeat`` timed runs; one retry on a dropped session."""
     for attempt in (1, 2):
         session, package = connect(spec), None
         try:
             package = open_remote_package(path, session)
-            inputs = package.example_inputs()
+            inputs = package.example_inputs() if inputs is None else inputs
             outputs = package.run(**inputs)
-            return outputs, package.time(inputs, number=1, repeat=repeat)
+            return outputs, package.time(inputs, number=1, repeat=repeat) if repeat else []
         except TvmcompError:
             raise
         except Exception as err:  # the session or the server process died under us

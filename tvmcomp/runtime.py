@@ -72,6 +72,15 @@ def read_metadata(path: str | Path) -> dict:
         raise TvmcompError(f"{meta_file} is corrupt: {err}") from None
 
 
+def check_runs_here(metadata: dict, path: str | Path) -> None:
+    """A package cross-compiled or built for a GPU cannot be loaded on this CPU: say where it runs."""
+    target = metadata["target"]
+    if target["device"] != "cpu" or target.get("cross_compiler"):
+        raise TvmcompError(
+            f"{path} was built for '{target['name']}', which this machine cannot run; run it on its device "
+            "over RPC (--rpc HOST:PORT, or --rpc-tracker HOST:PORT --rpc-key KEY)")
+
+
 class Package:
     """A loaded package: ``run(**inputs)`` returns the outputs as a list of NumPy arrays."""
 
@@ -81,7 +90,8 @@ class Package:
 
         self.path = Path(path)
         self.metadata = read_metadata(self.path)
-        if module is None and self.metadata["target"]["device"] == "cpu":
+        if module is None:
+            check_runs_here(self.metadata, self.path)
             use_physical_cores()  # before the library loads: loading it can already size TVM's pool
         self.inputs = self.metadata["inputs"]
         self.output_names = self.metadata["outputs"]
