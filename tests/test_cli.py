@@ -125,14 +125,34 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "unknown target 'tpu'" in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["build", "tune", "bench", "eval", "board", "targets", "models"])
+@pytest.mark.parametrize("name, content, pattern", [
+    ("bad.pt2", b"garbage", "is not a loadable torch.export .pt2 file: not a zip archive"),
+    ("zero.onnx", b"", "is not a readable ONNX file: it holds no graph"),
+])
+def test_corrupt_model_files_are_one_line_from_a_fresh_process(tmp_path, name, content, pattern):
+    """In a fresh process, so that nothing torch logs on its own (a whole traceback, for a bad .pt2) hides."""
+    (tmp_path / name).write_bytes(content)
+    proc = subprocess.run([sys.executable, "-m", "tvmcomp.cli", "build", "--model", str(tmp_path / name),
+                           "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and pattern in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_onnx_graph_with_no_outputs_is_an_error(capsys, tmp_path):
+    onnx.save(helper.make_model(helper.make_graph([], "empty", [], []), opset_imports=[helper.make_opsetid("", 17)]),
+              str(tmp_path / "empty.onnx"))
+    assert_user_error(capsys, ["build", "--model", str(tmp_path / "empty.onnx"), "-o", str(tmp_path / "o")],
+                      "it holds no graph (no nodes or no outputs)")
+
+
+@pytest.mark.parametrize("command", ["build", "tune", "bench", "run", "eval", "report", "board", "targets", "models"])
 def test_help_teaches_each_command(capsys, command):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: tvmcomp " + command)
-    if command in ("build", "tune", "bench", "eval", "board"):
+    if command in ("build", "tune", "bench", "run", "eval", "report", "board"):
         assert "example: tvmcomp " + command in out
 
 
@@ -189,4 +209,4 @@ def test_version(capsys):
 def test_targets_shows_this_cpu_and_which_records_serve(capsys, empty_schedules):
     code, out, _err = run_cli(capsys, "targets")
     assert code == 0 and out.startswith("this machine: ")
-    assert "no records for arm: builds refuse until tuned (on the device:" in out
+    assert "no records for arm: builds use default schedules (within ~2x of tuned); tune for the rest (on the device:" in out

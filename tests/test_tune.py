@@ -77,3 +77,15 @@ def test_measurement_inputs_are_valid_indices_and_masks_with_both_values():
     for tensor in (ids, mask8, mask):  # 0 and 1 index any table of 2+ rows; a mask takes both branches
         assert sorted(np.unique(tensor.numpy().astype(np.int64))) == [0, 1]
     assert len(np.unique(floats.numpy())) > 200
+
+
+def test_the_model_estimate_waits_for_every_kernel_then_weights_each_by_its_calls():
+    import io
+
+    from tvmcomp.tune.progress import TuningProgress
+
+    progress = TuningProgress(10, ["matmul", "softmax"], [6.0, 2.0], io.StringIO())
+    progress.best = {0: 0.001}  # 1 ms, called 6 times; softmax not measured yet
+    assert progress.model_estimate() == "model ~? ms (until every kernel is measured)"
+    progress.best[1] = 0.0005  # 0.5 ms, called twice: 6 x 1 + 2 x 0.5 = 7 ms
+    assert progress.model_estimate() == "model ~7.00 ms"

@@ -61,6 +61,8 @@ def from_onnx_file(path: Path, input_shapes: dict[str, list[int]] | None = None)
         model = onnx.load(str(path))
     except Exception as err:
         raise TvmcompError(f"{path} is not a readable ONNX file: {err}") from None
+    if not model.graph.node or not model.graph.output:  # an empty file parses as an empty model
+        raise TvmcompError(f"{path} is not a readable ONNX file: it holds no graph (no nodes or no outputs)")
     input_shapes = dict(input_shapes or {})
     graph_inputs = _graph_inputs(model)
     unknown = sorted(set(input_shapes) - {name for name, _, _ in graph_inputs})

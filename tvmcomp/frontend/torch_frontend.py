@@ -47,8 +47,14 @@ def from_torch_module(module, example_inputs: dict, output_names: list[str] | No
 
 
 def from_pt2_file(path: Path) -> ImportedModel:
+    import zipfile
+
     import torch
 
+    # a .pt2 is a zip archive; torch logs a whole traceback before raising on anything else
+    if not zipfile.is_zipfile(path):
+        raise TvmcompError(f"{path} is not a loadable torch.export .pt2 file: not a zip archive "
+                           "(save one with torch.export.save)")
     try:
         program = torch.export.load(str(path))
     except Exception as err:
