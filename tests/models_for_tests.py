@@ -30,6 +30,14 @@ def mlp_source() -> ModelSource:
     return ModelSource("mlp", import_torch(model, inputs), inputs, model, entry)
 
 
+def save_mlp_pt2(path):
+    """The test MLP as a torch.export program file (x: [8, 64] -> [8, 64]): a user's model file."""
+    source = mlp_source()
+    inputs = {k: torch.from_numpy(v) for k, v in source.example_inputs.items()}
+    torch.export.save(torch.export.export(source.torch_module, (), inputs), str(path))
+    return path
+
+
 def int8_linear_reference(x, weight_nk, bias, scale, zero_point, activation, weight_quant):
     """What a realized Linear must compute, in NumPy integers: quantize x (round half to even),
     u8 x s8 -> s32 matmul, subtract the zero-point term, rescale, add the bias."""

@@ -155,8 +155,11 @@ def test_rpc_tuning_measures_on_the_board_and_writes_records(board, empty_schedu
     assert any("1000000000" not in line for line in records)
 
 
-def test_rpi4_preset_without_dotprod_builds_and_runs_int8(board, tmp_path):
-    path = tmp_path / "rpi4"
-    build(mlp_source(), resolve_target("rpi4"), path, quant="int8", calibration_samples=4)
+@pytest.mark.parametrize("preset", ["arm", "rpi4"])  # sdot, and NEON without dotprod
+def test_int8_on_default_schedules_runs_on_the_board_and_agrees_with_the_host(board, tmp_path, empty_schedules, preset):
+    """No records, no tuning: the default schedules' tensorized kernels run on the (emulated) device."""
+    path = tmp_path / preset
+    package = build(mlp_source(), resolve_target(preset), path, quant="int8", calibration_samples=4)
+    assert package.metadata["default_scheduled_kernels"] == package.metadata["kernels"]
     result = bench_package(path, repeat=2, remote=_direct(board))
-    assert result["max_abs_err_vs_host"] is not None
+    assert result["max_abs_err_vs_host"] is not None  # checked within the int8 tolerance, else bench raises

@@ -8,18 +8,13 @@ import sys
 import time
 
 import pytest
-import torch
 
-from models_for_tests import mlp_source
+from models_for_tests import save_mlp_pt2
 
 
 @pytest.fixture
 def mlp_pt2(tmp_path):
-    source = mlp_source()
-    path = tmp_path / "mlp.pt2"
-    inputs = {k: torch.from_numpy(v) for k, v in source.example_inputs.items()}
-    torch.export.save(torch.export.export(source.torch_module, (), inputs), str(path))
-    return path
+    return save_mlp_pt2(tmp_path / "mlp.pt2")
 
 
 def test_ctrl_c_keeps_the_records_measured_so_far(tmp_path, mlp_pt2):

@@ -33,7 +33,10 @@ see `tvmcomp COMMAND --help` for each command."""
 
 def _add_quant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", default="fp32", help="compression scheme: fp32 (no compression) or int8 (W8A8, calibrated on real text) (default: fp32)")
-    parser.add_argument("--calibration-samples", type=int, default=32, help="inputs to calibrate activation ranges on (default: 32)")
+    parser.add_argument("--calibration-samples", type=int, default=32, help="batches of inputs to calibrate activation ranges on (default: 32)")
+    parser.add_argument("--calib-data", metavar="PATH", help="your calibration inputs: an .npz with one array per model input "
+                        "(named as the input, first axis = samples) or a .txt with one text per line (models with a "
+                        "tokenizer); needed to quantize a model file (default for bundled models: their real text)")
     parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl (default: the scheme's)")
     parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching weights in float: a weight-name pattern ('*layer_0*', '*word_embeddings*') or 'bmm_*' for the attention matmuls (repeatable)")
 
@@ -210,7 +213,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_build(args) -> tuple[str, dict]:
     from .build import build, check_output_location
-    from .source import load_source
     from .targets import resolve_target
 
     check_output_location(Path(args.output))  # before any work: a bad -o fails in a second, not after compiling
@@ -218,7 +220,7 @@ def _cmd_build(args) -> tuple[str, dict]:
     target = resolve_target(args.target)
     target.tvm_target()  # an invalid target (an unknown mcpu, say) fails before the import
     runner = _tuning_runner(args)
-    source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
+    source = _load_source(args)
     result = build(source, target, args.output, quant=args.quant, trials=args.trials,
                    calibration_samples=args.calibration_samples, observer=args.observer, keep_float=args.keep_float,
                    runner=runner, stream=_status_stream(args), dump=dump)
@@ -227,6 +229,20 @@ def _cmd_build(args) -> tuple[str, dict]:
             f"library {meta['library_bytes'] / 2**20:.1f} MiB, {meta['kernels']} kernels "
             f"({meta['default_scheduled_kernels']} on default schedules), {meta['build_seconds']} s",
             {"package": str(result.path), "tuned_now": result.tuned_now, "metadata": meta})
+
+
+def _load_source(args):
+    """The model to build or tune, with the user's calibration data checked before anything is compiled."""
+    from .source import load_source
+
+    if args.calib_data and args.quant == FLOAT:
+        raise TvmcompError("--calib-data calibrates quantization: add --quant int8")
+    if args.calib_data and not Path(args.calib_data).exists():
+        raise TvmcompError(f"calibration data not found: {args.calib_data}")
+    source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
+    if args.calib_data:
+        source.use_calibration_data(args.calib_data)
+    return source
 
 
 def _code_forms(text: str | None) -> list[str]:
@@ -247,7 +263,6 @@ def _cmd_tune(args) -> tuple[str, dict]:
     from .lowering import fuse_for_tuning
     from .quant.dot_kernels import dot_kernels_for
     from .quant.pipeline import quantize_model
-    from .source import load_source
     from .targets import resolve_target
     from .tune import tune
 
@@ -255,7 +270,7 @@ def _cmd_tune(args) -> tuple[str, dict]:
     target.tvm_target()
     target.check_toolchain()
     stream = _status_stream(args)
-    source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
+    source = _load_source(args)
     if args.quant != FLOAT:
         quantize_model(source, args.quant, model_hash(source), samples=args.calibration_samples,
                        observer=args.observer, keep_float=args.keep_float, kernels=dot_kernels_for(target),

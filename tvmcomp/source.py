@@ -18,13 +18,34 @@ class ModelSource:
     example_inputs: dict[str, np.ndarray]
     torch_module: object | None = None  # the float reference, when the source is PyTorch
     entry: object | None = None  # the registry entry, for bundled models
+    calibration_data: list[dict[str, np.ndarray]] | None = None  # the user's (--calib-data), as batches
+
+    def use_calibration_data(self, path: str | Path) -> None:
+        """Calibrate on the user's data (:mod:`tvmcomp.calibration_data`); checked here, before any work."""
+        from .calibration_data import read_calibration_data
+
+        tokenize = None
+        if self.entry is not None and self.entry.tokenize is not None:
+            seq_len = self.imported.inputs[0].shape[1]
+            tokenize = lambda lines: self.entry.tokenize(lines, seq_len)  # noqa: E731
+        self.calibration_data = read_calibration_data(path, self.imported.inputs, tokenize)
+
+    def calibration_key(self) -> str:
+        """Which data calibrates: the bundled data, or a fingerprint of the user's."""
+        from .calibration_data import fingerprint
+
+        return "bundled" if self.calibration_data is None else f"user:{fingerprint(self.calibration_data)}"
 
     def calibration_samples(self, count: int) -> list[dict[str, np.ndarray]]:
-        """Real inputs to calibrate quantization on, shaped like the example inputs."""
+        """Real inputs to calibrate quantization on, shaped like the example inputs: the user's
+        (at most ``count`` batches), else the bundled model's own."""
+        if self.calibration_data is not None:
+            return self.calibration_data[:count]
         if self.entry is None or self.entry.make_calibration_inputs is None:
             raise TvmcompError(
-                f"quantizing '{self.name}' needs real calibration data, which tvmcomp has only for bundled models"
-            )
+                f"quantizing '{self.name}' needs calibration data: give --calib-data FILE.npz (one array per model "
+                f"input, named as the input, first axis = samples; inputs: "
+                f"{', '.join(f'{s.name}{list(s.shape)}' for s in self.imported.inputs)})")
         batch, seq_len = self.imported.inputs[0].shape[:2]
         return self.entry.make_calibration_inputs(count, batch, seq_len)
 

@@ -26,6 +26,7 @@ class ModelEntry:
     default_batch: int = 1
     default_seq_len: int = 128
     max_seq_len: int | None = None  # the model's position table: a longer input has no embedding
+    tokenize: Callable[[list[str], int], dict[str, np.ndarray]] | None = None  # (texts, seq_len) -> inputs
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

@@ -82,5 +82,6 @@ register(
         output_names=("last_hidden_state",),
         make_calibration_inputs=make_calibration_inputs,
         max_seq_len=512,
+        tokenize=tokenize,
     )
 )

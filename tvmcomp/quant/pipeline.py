@@ -43,11 +43,15 @@ def quantize_model(source, scheme_name: str, model_hash: str, previous_package: 
     # the sites are part of the key: ranges are stored by site index, which a change to annotate
     # (or to --keep-float) shifts; patterns that only keep an embedding table float need no recalibration
     settings = {"scheme": scheme.name, "observer": observer or scheme.observer, "samples": samples,
+                "data": source.calibration_key(),
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package else None
     if ranges is None:
-        print(f"[quant] calibrating {scheme.name} on {samples} samples ({settings['observer']} observer)", file=stream)
-        ranges = calibrate(annotated, imported.params, imported.inputs, source.calibration_samples(samples),
+        batches = source.calibration_samples(samples)
+        data = "the bundled data" if source.calibration_data is None else "--calib-data"
+        print(f"[quant] calibrating {scheme.name} on {len(batches)} batches of {data} "
+              f"({settings['observer']} observer)", file=stream)
+        ranges = calibrate(annotated, imported.params, imported.inputs, batches,
                            scheme, observer, stream=stream)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)

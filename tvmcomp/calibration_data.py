@@ -1,0 +1,91 @@
+"""``--calib-data``: the user's own inputs to calibrate quantization on, checked before calibration.
+
+Two forms:
+
+- ``.npz``: one array per model input, named as the input, samples along the first axis:
+  ``np.savez("calib.npz", input_ids=ids[N, 128], attention_mask=mask[N, 128])`` for a model whose
+  inputs are ``[B, 128]``. Samples are grouped into batches of the model's ``B``.
+- ``.txt``: one text per line, turned into inputs by the model's tokenizer (bundled text models).
+
+Each problem (unknown or missing input, wrong shape or dtype, fewer samples than one batch, text
+without a tokenizer) is a one-line error naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TvmcompError
+from .frontend import TensorSpec
+
+FORMS = "an .npz (one array per model input, first axis = samples) or a .txt (one text per line)"
+
+
+def read_calibration_data(path: str | Path, inputs: list[TensorSpec],
+                          tokenize: Callable[[list[str]], dict[str, np.ndarray]] | None = None) -> list[dict]:
+    """Batches of inputs shaped as the model's ``inputs``, from ``path``."""
+    path = Path(path)
+    if not path.exists():
+        raise TvmcompError(f"calibration data not found: {path}")
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix not in (".npz", ".txt"):
+        raise TvmcompError(f"--calib-data {path}: give {FORMS}")
+    samples = _from_text(path, tokenize) if suffix == ".txt" else _from_npz(path)
+    return _batches(path, samples, inputs)
+
+
+def _from_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, AttributeError) as err:
+        raise TvmcompError(f"--calib-data {path} is not a readable .npz ({err})") from None
+
+
+def _from_text(path: Path, tokenize) -> dict[str, np.ndarray]:
+    if tokenize is None:
+        raise TvmcompError(f"--calib-data {path}: text needs the model's tokenizer, and this model has none; "
+                           "give an .npz of input arrays instead")
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        raise TvmcompError(f"--calib-data {path} has no text (one text per line)")
+    return tokenize(lines)
+
+
+def _batches(path: Path, samples: dict[str, np.ndarray], inputs: list[TensorSpec]) -> list[dict]:
+    expected = [spec.name for spec in inputs]
+    unknown, missing = sorted(set(samples) - set(expected)), [n for n in expected if n not in samples]
+    if unknown or missing:
+        raise TvmcompError(f"--calib-data {path}: the model's inputs are {expected}; "
+                           f"missing {missing}, unexpected {unknown}")
+    counts = set()
+    for spec in inputs:
+        array = samples[spec.name]
+        if array.ndim != len(spec.shape) or tuple(array.shape[1:]) != tuple(spec.shape[1:]):
+            raise TvmcompError(f"--calib-data {path}: '{spec.name}' has shape {list(array.shape)}; the model takes "
+                               f"{list(spec.shape)}, so samples must be [N, {', '.join(map(str, spec.shape[1:]))}]")
+        if not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
+            raise TvmcompError(f"--calib-data {path}: '{spec.name}' is {array.dtype}; the model takes {spec.dtype}")
+        counts.add(array.shape[0])
+    if len(counts) != 1:
+        raise TvmcompError(f"--calib-data {path}: the inputs hold different numbers of samples ({sorted(counts)})")
+    count, batch = counts.pop(), int(inputs[0].shape[0]) if inputs[0].shape else 1
+    if count < batch:
+        raise TvmcompError(f"--calib-data {path}: {count} samples, fewer than one batch of {batch}")
+    return [{spec.name: samples[spec.name][i * batch:(i + 1) * batch].astype(spec.dtype) for spec in inputs}
+            for i in range(count // batch)]
+
+
+def fingerprint(batches: list[dict]) -> str:
+    """Identifies the data, so a saved calibration is reused only for the same data."""
+    digest = hashlib.sha256()
+    for batch in batches:
+        for name in sorted(batch):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(batch[name]).tobytes())
+    return digest.hexdigest()[:16]
