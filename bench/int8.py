@@ -117,7 +117,7 @@ def main() -> None:
     for name, (run, size) in engines.items():  # everything not TVM first: TVM's pool slows them afterwards
         print(f"[bench] {name}", file=sys.stderr, flush=True)
         rows[name] = {"latency": latency_stats(time_callable(lambda: run(inputs), args.repeat)), "bytes": size,
-                      "accuracy": accuracy_against_float(run_float, run, BATCH, SEQ_LEN)}
+                      "accuracy": accuracy_against_float(run_float, run, entry.tokenize, BATCH, SEQ_LEN)}
 
     for i, (name, build_args) in enumerate(TVMCOMP_VARIANTS.items()):
         package = workdir / f"tvmcomp-{i}"

@@ -79,7 +79,7 @@ def main() -> None:
              "|---:|---:|---:|---:|---:|---:|"]
     for weight_bits, activation_bits in CHOICES:
         quantized = simulated(model, ranges, weight_bits, activation_bits)
-        acc = accuracy_against_float(torch_runner(model), torch_runner(quantized), 1, 128, stream=open(os.devnull, "w"))
+        acc = accuracy_against_float(torch_runner(model), torch_runner(quantized), entry.tokenize, 1, 128, stream=open(os.devnull, "w"))
         lines.append(f"| {weight_bits} | {activation_bits} | {acc['embedding_cosine_mean']:.4f} | "
                      f"{acc['embedding_cosine_min']:.4f} | {acc['probe_accuracy_drop_pt']:.1f} | "
                      f"{acc['wordsim_spearman_float_vs_package']:.4f} |")

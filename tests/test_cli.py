@@ -97,7 +97,7 @@ def test_eval_errors(capsys, tmp_path, empty_schedules):
     package = str(tmp_path / "relu")
     assert main(["build", "--model", str(tmp_path / "r.onnx"), "-o", package]) == 0
     capsys.readouterr()
-    assert_user_error(capsys, ["eval", package], "supports the bundled 'minilm', not '")
+    assert_user_error(capsys, ["eval", package], "supports text encoders (bundled, or a Hugging Face folder), not '")
 
 
 def test_cross_target_tuning_needs_the_device(capsys, tmp_path):

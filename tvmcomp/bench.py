@@ -39,9 +39,9 @@ def reference_torch_module(model: str):
         return torch.export.load(model).module()
     if Path(model).suffix.lower() == ".onnx":
         raise TvmcompError("--compare torch needs a PyTorch source; this package was built from an ONNX file")
-    from .models import get_model
+    from .models import find_model
 
-    return get_model(model).load_torch()
+    return find_model(model).load_torch()
 
 
 def bench_torch(module, inputs: dict[str, np.ndarray], threads: int, repeat: int,

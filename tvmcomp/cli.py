@@ -42,7 +42,8 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="minilm", help="bundled model name (see `tvmcomp models`) or a .onnx/.pt2 file (default: minilm)")
+    parser.add_argument("--model", default="minilm", help="bundled model name (see `tvmcomp models`), a Hugging Face "
+                        "text-encoder folder, or a .onnx/.pt2 file (default: minilm)")
     parser.add_argument("--target", default="x86", help="preset name (see `tvmcomp targets`), a JSON file, or inline TVM target JSON (default: x86)")
     parser.add_argument("--batch", type=int, help="batch size for a bundled model (default: the model's, 1 for minilm)")
     parser.add_argument("--seq-len", type=int, help="sequence length for a bundled model (default: 128 for minilm)")

@@ -25,9 +25,7 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
 
 
-def _embed(run, sentences: list[str], batch: int, seq_len: int) -> np.ndarray:
-    from .models.minilm import tokenize
-
+def _embed(run, tokenize, sentences: list[str], batch: int, seq_len: int) -> np.ndarray:
     out = []
     for start in range(0, len(sentences), batch):
         chunk = list(sentences[start:start + batch])
@@ -37,9 +35,10 @@ def _embed(run, sentences: list[str], batch: int, seq_len: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def accuracy_against_float(run_float, run_other, batch: int, seq_len: int, stream=None) -> dict:
+def accuracy_against_float(run_float, run_other, tokenize, batch: int, seq_len: int, stream=None) -> dict:
     """The three measures for any engine: ``run_*(inputs) -> last hidden state [batch, seq, hidden]``
-    on MiniLM's tokenized inputs (``input_ids``, ``attention_mask``) of the given fixed shape."""
+    on inputs made by the model's ``tokenize(sentences, seq_len)`` (``input_ids``, ``attention_mask``)
+    of the given fixed shape."""
     from scipy.stats import spearmanr
     from sklearn.linear_model import LogisticRegression
 
@@ -48,8 +47,8 @@ def accuracy_against_float(run_float, run_other, batch: int, seq_len: int, strea
     sentences = [s for s, _ in pairs]
     labels = np.array([label for _, label in pairs])
     print(f"[eval] embedding {len(sentences)} Pang & Lee sentences (float and package)", file=stream)
-    float_emb = _embed(run_float, sentences, batch, seq_len)
-    other_emb = _embed(run_other, sentences, batch, seq_len)
+    float_emb = _embed(run_float, tokenize, sentences, batch, seq_len)
+    other_emb = _embed(run_other, tokenize, sentences, batch, seq_len)
     cosine = (float_emb * other_emb).sum(1) / np.linalg.norm(float_emb, axis=1) / np.linalg.norm(other_emb, axis=1)
 
     train = np.arange(len(sentences)) % 2 == 0
@@ -66,8 +65,8 @@ def accuracy_against_float(run_float, run_other, batch: int, seq_len: int, strea
         emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
         return np.array([emb[index[a]] @ emb[index[b]] for a, b, _ in word_pairs])
 
-    float_sims = similarities(_embed(run_float, words, batch, seq_len))
-    other_sims = similarities(_embed(run_other, words, batch, seq_len))
+    float_sims = similarities(_embed(run_float, tokenize, words, batch, seq_len))
+    other_sims = similarities(_embed(run_other, tokenize, words, batch, seq_len))
     human = np.array([score for _, _, score in word_pairs])
     return {
         "embedding_cosine_mean": float(cosine.mean()),
@@ -95,15 +94,18 @@ def torch_runner(module):
 
 
 def evaluate_package(path: str | Path, stream=None) -> dict:
-    from .models import get_model
+    from .models import find_model
 
     package = Package(path)
     model = package.metadata["model"]
-    if model != "minilm":
-        raise TvmcompError(f"eval measures sentence-encoder accuracy and supports the bundled 'minilm', not '{model}'")
+    entry = None if Path(model).suffix.lower() in (".onnx", ".pt2") else find_model(model)
+    if entry is None or entry.tokenize is None:
+        raise TvmcompError(f"eval measures sentence-encoder accuracy on real text and supports text encoders "
+                           f"(bundled, or a Hugging Face folder), not '{model}'")
     batch, seq_len = package.inputs[0]["shape"][:2]
-    run_float = torch_runner(get_model(model).load_torch())
-    metrics = accuracy_against_float(run_float, lambda inputs: package.run(**inputs)[0], batch, seq_len, stream)
+    run_float = torch_runner(entry.load_torch())
+    metrics = accuracy_against_float(run_float, lambda inputs: package.run(**inputs)[0], entry.tokenize, batch,
+                                     seq_len, stream)
     return {"package": str(path), "variant": package.metadata["variant"], **metrics}
 
 

