@@ -87,8 +87,8 @@ def load_source(model: str, batch: int | None = None, seq_len: int | None = None
     for flag, value in (("--batch", batch), ("--seq-len", seq_len)):
         if value is not None and value <= 0:
             raise TvmcompError(f"{flag} must be a positive number, not {value}")
-    looks_like_file = Path(model).suffix.lower() in (".onnx", ".pt2") or "/" in model
-    if Path(model).is_dir() or not looks_like_file:
+    named_as_file = Path(model).suffix.lower() in (".onnx", ".pt2")
+    if (Path(model).is_dir() and not named_as_file) or not (named_as_file or "/" in model):
         if input_shapes:
             raise TvmcompError("--input-shape applies to model files; for a bundled model use --batch/--seq-len")
         entry = find_model(model)  # an unknown name raises, listing the registry
