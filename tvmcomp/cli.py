@@ -170,12 +170,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = _command(
         sub,
         "eval",
-        "measure a package's accuracy against the float model on real text",
-        "Compare a package with its float PyTorch model on real text: embedding cosine and a polarity "
-        "probe on the Pang & Lee sentences, Spearman on WordSim-353 word similarities.",
+        "measure a package's accuracy against the float model",
+        "Compare any package with its float model (PyTorch; ONNX Runtime for an ONNX file): cosine and SQNR of "
+        "its outputs per sample. For a text encoder also its embeddings on real text: cosine and a polarity probe on "
+        "the Pang & Lee sentences, Spearman on WordSim-353 word similarities. The result is kept in the package "
+        "(eval.json) for `tvmcomp report`.",
         "tvmcomp eval out/minilm-int8 --json out/minilm-int8/eval.json",
     )
     evaluate.add_argument("package", help="package folder written by `tvmcomp build`")
+    evaluate.add_argument("--data", metavar="PATH", help="evaluation inputs, as --calib-data takes them (.npz by input name, "
+                          "or .txt for a text model); default: held-out real text for a text encoder, else the "
+                          "package's example inputs")
 
     report = _command(
         sub,
@@ -332,7 +337,7 @@ def _cmd_run(args) -> tuple[str, dict]:
 def _cmd_eval(args) -> tuple[str, dict]:
     from .evaluate import evaluate_package, format_eval
 
-    result = evaluate_package(args.package)
+    result = evaluate_package(args.package, args.data)
     _keep_in_package(args.package, "eval", result)
     return format_eval(result), result
 

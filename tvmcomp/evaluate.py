@@ -1,7 +1,12 @@
-"""Accuracy of a built package against its float PyTorch model, on real text.
+"""Accuracy of a built package against its float model.
 
-For a sentence encoder (MiniLM) the embeddings are mean-pooled over the attention mask, as the
-model is used. Three measures, each float vs package:
+For every package: the cosine and SQNR of its outputs against the float model's, per sample, on
+evaluation inputs (``--data``, else held-out real text for a text encoder, else the example
+inputs). The float model is the PyTorch source (a bundled model, a Hugging Face folder, a .pt2
+program) or, for an ONNX file, ONNX Runtime. Padded positions (``attention_mask`` 0) are left out.
+
+For a sentence encoder, task measures too: the embeddings are mean-pooled over the attention
+mask, as the model is used, and compared three ways, each float vs package:
 - cosine similarity of the embeddings of the Pang & Lee sentences (mean and min);
 - a linear probe (logistic regression) fitted once on float embeddings of half of the Pang & Lee
   polarity sentences, scored on the other half with float and with package embeddings;
@@ -83,39 +88,101 @@ def accuracy_against_float(run_float, run_other, tokenize, batch: int, seq_len: 
 
 
 def torch_runner(module):
-    """``run(inputs)`` for a PyTorch module taking MiniLM's inputs as keyword arguments."""
-    import torch
+    """``run(inputs) -> first output`` for a PyTorch module taking the inputs as keyword arguments."""
+    from .frontend.torch_frontend import torch_reference
 
-    def run(inputs):
-        with torch.inference_mode():
-            return module(**{k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
-
-    return run
+    return lambda inputs: torch_reference(module, inputs)[0]
 
 
-def evaluate_package(path: str | Path, stream=None) -> dict:
+def float_reference(model: str):
+    """(name, ``run(inputs) -> first output``) of the float model a package was built from."""
+    from .models import find_model
+
+    suffix = Path(model).suffix.lower()
+    if suffix in (".onnx", ".pt2") and not Path(model).is_file():
+        raise TvmcompError(f"the package's source model {model} is not on this machine: eval compares with it")
+    if suffix == ".onnx":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise TvmcompError("eval of an ONNX model runs the float model in ONNX Runtime: "
+                               "pip install onnxruntime") from None
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        return "onnxruntime", lambda inputs: session.run(None, inputs)[0]
+    if suffix == ".pt2":
+        import torch
+
+        return "pytorch", torch_runner(torch.export.load(model).module())
+    return "pytorch", torch_runner(find_model(model).load_torch())
+
+
+def output_agreement(run_float, run_package, batches: list[dict]) -> dict:
+    """Per-sample cosine of the package's first output against the float one, and the SQNR over
+    all samples (10 log10 of signal over error energy); positions with ``attention_mask`` 0 left out."""
+    cosines, signal, error = [], 0.0, 0.0
+    for inputs in batches:
+        want, got = np.asarray(run_float(inputs), np.float64), np.asarray(run_package(inputs), np.float64)
+        mask = inputs.get("attention_mask")
+        for i in range(want.shape[0]):
+            w, g = want[i], got[i]
+            if mask is not None and w.shape[:1] == mask[i].shape:
+                w, g = w[mask[i] != 0], g[mask[i] != 0]
+            w, g = w.ravel(), g.ravel()
+            norms = np.linalg.norm(w) * np.linalg.norm(g)
+            cosines.append(float(w @ g / norms) if norms else float(np.array_equal(w, g)))
+            signal, error = signal + float(w @ w), error + float((w - g) @ (w - g))
+    sqnr = 10 * np.log10(signal / error) if error > 0 else float("inf")
+    return {"output_cosine_mean": float(np.mean(cosines)), "output_cosine_min": float(np.min(cosines)),
+            "sqnr_db": float(sqnr), "samples": len(cosines)}
+
+
+def evaluation_batches(package: Package, entry, data: str | Path | None) -> tuple[str, list[dict]]:
+    """(what they are, batches): ``data`` (checked as --calib-data is), held-out real text for a text
+    encoder (Pang & Lee; calibration uses the Lee corpus), else the package's example inputs."""
+    from .calibration_data import read_calibration_data
+    from .frontend import TensorSpec
+
+    specs = [TensorSpec.from_json(spec) for spec in package.inputs]
+    batch, seq_len = specs[0].shape[:2] if len(specs[0].shape) >= 2 else (1, None)
+    tokenize = (lambda lines: entry.tokenize(lines, seq_len)) if entry is not None and entry.tokenize else None
+    if data is not None:
+        return str(data), read_calibration_data(data, specs, tokenize)
+    if tokenize is not None:
+        sentences = [s for s, _ in pang_lee_polarity()]
+        return f"{len(sentences)} Pang & Lee sentences", [tokenize(sentences[i:i + batch])
+                                                         for i in range(0, len(sentences) - batch + 1, batch)]
+    return "the example inputs (give --data for real ones)", [package.example_inputs()]
+
+
+def evaluate_package(path: str | Path, data: str | Path | None = None, stream=None) -> dict:
+    """Output agreement with the float model for any package; task measures for a text encoder."""
     from .models import find_model
 
     package = Package(path)
     model = package.metadata["model"]
     entry = None if Path(model).suffix.lower() in (".onnx", ".pt2") else find_model(model)
-    if entry is None or entry.tokenize is None:
-        raise TvmcompError(f"eval measures sentence-encoder accuracy on real text and supports text encoders "
-                           f"(bundled, or a Hugging Face folder), not '{model}'")
-    batch, seq_len = package.inputs[0]["shape"][:2]
-    run_float = torch_runner(entry.load_torch())
-    metrics = accuracy_against_float(run_float, lambda inputs: package.run(**inputs)[0], entry.tokenize, batch,
-                                     seq_len, stream)
-    return {"package": str(path), "variant": package.metadata["variant"], **metrics}
+    reference, run_float = float_reference(model)
+    described, batches = evaluation_batches(package, entry, data)
+    run_package = lambda inputs: package.run(**inputs)[0]  # noqa: E731
+    result = {"package": str(path), "variant": package.metadata["variant"], "reference": reference,
+              "data": described, **output_agreement(run_float, run_package, batches)}
+    if entry is not None and entry.tokenize is not None:
+        batch, seq_len = package.inputs[0]["shape"][:2]
+        result |= accuracy_against_float(run_float, run_package, entry.tokenize, batch, seq_len, stream)
+    return result
 
 
 def format_eval(result: dict) -> str:
-    return "\n".join([
-        f"accuracy of {result['package']} ({result['variant']}) vs the float PyTorch model",
-        f"  embedding cosine (Pang & Lee, {result['sentences']} sentences): mean {result['embedding_cosine_mean']:.4f}, "
-        f"min {result['embedding_cosine_min']:.4f}",
-        f"  polarity probe accuracy: float {result['probe_accuracy_float']:.3f}, package "
-        f"{result['probe_accuracy_package']:.3f} (drop {result['probe_accuracy_drop_pt']:.1f} pt)",
-        f"  WordSim-353 ({result['word_pairs']} pairs) Spearman float vs package: "
-        f"{result['wordsim_spearman_float_vs_package']:.4f}",
-    ])
+    lines = [f"accuracy of {result['package']} ({result['variant']}) vs the float model in {result['reference']}",
+             f"  outputs on {result['data']} ({result['samples']} samples): cosine mean "
+             f"{result['output_cosine_mean']:.4f}, min {result['output_cosine_min']:.4f}, SQNR {result['sqnr_db']:.1f} dB"]
+    if "embedding_cosine_mean" in result:
+        lines += [
+            f"  embedding cosine (Pang & Lee, {result['sentences']} sentences): mean {result['embedding_cosine_mean']:.4f}, "
+            f"min {result['embedding_cosine_min']:.4f}",
+            f"  polarity probe accuracy: float {result['probe_accuracy_float']:.3f}, package "
+            f"{result['probe_accuracy_package']:.3f} (drop {result['probe_accuracy_drop_pt']:.1f} pt)",
+            f"  WordSim-353 ({result['word_pairs']} pairs) Spearman float vs package: "
+            f"{result['wordsim_spearman_float_vs_package']:.4f}",
+        ]
+    return "\n".join(lines)

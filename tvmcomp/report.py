@@ -51,7 +51,9 @@ def package_row(path: str | Path) -> dict:
         "p90_ms": latency.get("p90_ms"),
         "torch_p50_ms": (bench or {}).get("torch", {}).get("median_ms"),
         "speedup_vs_torch": (bench or {}).get("speedup_vs_torch"),
-        "cosine_vs_float": (evaluation or {}).get("embedding_cosine_mean", (bench or {}).get("cosine_vs_torch")),
+        "cosine_vs_float": (evaluation or {}).get("embedding_cosine_mean", (evaluation or {}).get(
+            "output_cosine_mean", (bench or {}).get("cosine_vs_torch"))),
+        "sqnr_db": (evaluation or {}).get("sqnr_db"),
         "accuracy_source": "eval" if evaluation else ("bench" if bench and "cosine_vs_torch" in bench else None),
         "probe_drop_pt": (evaluation or {}).get("probe_accuracy_drop_pt"),
         "wordsim_spearman": (evaluation or {}).get("wordsim_spearman_float_vs_package"),
@@ -139,13 +141,13 @@ def write_report(packages: list[str | Path], out_dir: str | Path) -> dict:
              "kernels": _kernel_plot(rows, plots["kernels"])}
     lines = [f"# {rows[0]['model']}: {', '.join(r['variant'] for r in rows)}", "",
              "| package | target | timed on | p50 ms | p90 ms | vs PyTorch fp32 | library MiB | cosine vs float | "
-             "probe drop pt | WordSim rho | default-scheduled kernels |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "SQNR dB | probe drop pt | WordSim rho | default-scheduled kernels |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         speedup = _fmt(r["speedup_vs_torch"], ".2f") + ("x" if r["speedup_vs_torch"] else "")
         lines.append(f"| {r['name']} | {r['target']} | {r['where_timed'] or '-'} | {_fmt(r['p50_ms'], '.2f')} | "
                      f"{_fmt(r['p90_ms'], '.2f')} | {speedup} | {r['library_mib']:.1f} | "
-                     f"{_fmt(r['cosine_vs_float'], '.4f')} | {_fmt(r['probe_drop_pt'], '.1f')} | "
+                     f"{_fmt(r['cosine_vs_float'], '.4f')} | {_fmt(r['sqnr_db'], '.1f')} | {_fmt(r['probe_drop_pt'], '.1f')} | "
                      f"{_fmt(r['wordsim_spearman'], '.4f')} | {r['default_scheduled_kernels']} of {r['kernels']} |")
     lines.append("")
     for name, title in (("latency_accuracy", "Latency vs accuracy"), ("kernels", "Where the time goes")):
@@ -159,9 +161,10 @@ def write_report(packages: list[str | Path], out_dir: str | Path) -> dict:
                 for r in rows if r["p50_ms"] is not None and not r["profile"]]
     if missing:
         lines += ["## Not measured yet", "", *missing, ""]
-    lines += ["Cosine is the mean per-sentence cosine of the package's embeddings against the float PyTorch model "
-              "on real text (`tvmcomp eval`), or, where no eval was run, of its outputs on the example inputs "
-              "(`tvmcomp bench --compare torch`)."]
+    lines += ["Cosine is the mean per-sentence cosine of a text encoder's embeddings against the float model on real "
+              "text (`tvmcomp eval`), else the mean per-sample cosine of the outputs (`tvmcomp eval`), or, where no "
+              "eval was run, of its outputs on the example inputs (`tvmcomp bench --compare torch`). SQNR: signal "
+              "over error energy of the outputs, from `tvmcomp eval`."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     files = {"markdown": str(out / "report.md"), "json": str(out / "report.json")}
     files |= {f"{name}_png": str(plots[name]) for name in plots if drawn[name]}
