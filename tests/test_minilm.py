@@ -66,5 +66,5 @@ def test_minilm_int8_is_a_quarter_of_the_float_size_and_stays_close_to_float(tmp
     assert package.metadata["library_bytes"] < 0.3 * package.metadata["float_weight_bytes"]  # tables int8 too
     result = evaluate_package(tmp_path / "pkg")
     assert result["embedding_cosine_mean"] >= 0.99 and result["embedding_cosine_min"] >= 0.97
-    assert result["probe_accuracy_drop_pt"] <= 2.0
+    assert round(result["probe_accuracy_drop_pt"], 6) <= 2.0  # 2 sentences: (a - b) * 100 is 2.0000000000000018
     assert result["wordsim_spearman_float_vs_package"] >= 0.98

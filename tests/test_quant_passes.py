@@ -297,3 +297,37 @@ def test_calibration_errors():
         calibrate(LinearAnnotated, params, specs, [{"y": np.zeros((2, 8), np.float32)}], INT8)
     with pytest.raises(TvmcompError, match="nothing to quantize"):
         calibrate(Linear, params, specs, [{"x": np.zeros((2, 8), np.float32)}], INT8)
+
+
+def test_calibrated_ranges_are_the_float_models_activations():
+    """Each Linear site's min-max range equals the min and max of that layer's input in PyTorch on
+    the same sentences. (The observer once returned its own argument, which the memory planner then
+    reused while it was still read: every activation after the first layers was corrupted.)"""
+    import torch
+
+    from tvmcomp.quant.annotate import annotate, quant_sites
+    from tvmcomp.quant.calibrate import calibrate
+    from tvmcomp.source import load_source
+
+    source = load_source("minilm")  # 128 tokens: at 16 the planner happened not to reuse the buffer
+    annotated = annotate(source.imported.mod, source.imported.params)
+    samples = source.calibration_samples(2)
+    ranges = calibrate(annotated, source.imported.params, source.imported.inputs, samples, INT8, "minmax")
+
+    seen = {}
+    modules = dict(source.torch_module.named_modules())
+    hooks = [module.register_forward_hook(lambda m, args, _out, name=name: seen.setdefault(name, []).append(
+        args[0].detach().numpy())) for name, module in modules.items() if isinstance(module, torch.nn.Linear)]
+    with torch.no_grad():
+        for sample in samples:
+            source.torch_module(**{k: torch.from_numpy(v) for k, v in sample.items()})
+    for hook in hooks:
+        hook.remove()
+    linear_sites = [s for s in quant_sites(annotated) if s.name.startswith("p_")]
+    assert len(linear_sites) == 36  # 6 layers x (query, key, value, output, intermediate, output)
+    for site in linear_sites:
+        name = next(n for n in seen if "p_" + n.replace(".", "_") + "_weight" == site.name)
+        inputs = np.concatenate([a.ravel() for a in seen[name]])
+        got = ranges[site.index]
+        assert got.lo == pytest.approx(inputs.min(), rel=1e-4, abs=1e-5), site.name
+        assert got.hi == pytest.approx(inputs.max(), rel=1e-4, abs=1e-5), site.name
