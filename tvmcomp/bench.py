@@ -41,7 +41,11 @@ def reference_torch_module(model: str):
         raise TvmcompError("--compare torch needs a PyTorch source; this package was built from an ONNX file")
     from .models import find_model
 
-    return find_model(model).load_torch()
+    entry = find_model(model)
+    if entry.load_torch is None:
+        raise TvmcompError(f"{model} has no PyTorch source to compare with; `tvmcomp eval` compares it with its "
+                           "float model in ONNX Runtime")
+    return entry.load_torch()
 
 
 def bench_torch(module, inputs: dict[str, np.ndarray], threads: int, repeat: int,

@@ -87,6 +87,23 @@ def accuracy_against_float(run_float, run_other, tokenize, batch: int, seq_len: 
     }
 
 
+def sentence_encoder_task(tokenize):
+    """The text encoders' ``task_metrics``: :func:`accuracy_against_float` with a summary."""
+
+    def task_metrics(run_float, run_package, batch: int, seq_len: int, stream=None) -> dict:
+        result = accuracy_against_float(run_float, run_package, tokenize, batch, seq_len, stream)
+        result["task_summary"] = [
+            f"embedding cosine (Pang & Lee, {result['sentences']} sentences): mean "
+            f"{result['embedding_cosine_mean']:.4f}, min {result['embedding_cosine_min']:.4f}",
+            f"polarity probe accuracy: float {result['probe_accuracy_float']:.3f}, package "
+            f"{result['probe_accuracy_package']:.3f} (drop {result['probe_accuracy_drop_pt']:.1f} pt)",
+            f"WordSim-353 ({result['word_pairs']} pairs) Spearman float vs package: "
+            f"{result['wordsim_spearman_float_vs_package']:.4f}"]
+        return result
+
+    return task_metrics
+
+
 def torch_runner(module):
     """``run(inputs) -> first output`` for a PyTorch module taking the inputs as keyword arguments."""
     from .frontend.torch_frontend import torch_reference
@@ -94,12 +111,15 @@ def torch_runner(module):
     return lambda inputs: torch_reference(module, inputs)[0]
 
 
-def float_reference(model: str):
-    """(name, ``run(inputs) -> first output``) of the float model a package was built from."""
-    from .models import find_model
-
+def float_reference(model: str, entry=None):
+    """(name, ``run(inputs) -> first output``) of the float model a package was built from: the
+    model file, or ``entry``'s source (its ONNX file or its PyTorch module)."""
+    if entry is not None and entry.source_file is not None:
+        model = str(entry.source_file())
+    elif entry is not None:
+        return "pytorch", torch_runner(entry.load_torch())
     suffix = Path(model).suffix.lower()
-    if suffix in (".onnx", ".pt2") and not Path(model).is_file():
+    if not Path(model).is_file():
         raise TvmcompError(f"the package's source model {model} is not on this machine: eval compares with it")
     if suffix == ".onnx":
         try:
@@ -109,11 +129,9 @@ def float_reference(model: str):
                                "pip install onnxruntime") from None
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         return "onnxruntime", lambda inputs: session.run(None, inputs)[0]
-    if suffix == ".pt2":
-        import torch
+    import torch
 
-        return "pytorch", torch_runner(torch.export.load(model).module())
-    return "pytorch", torch_runner(find_model(model).load_torch())
+    return "pytorch", torch_runner(torch.export.load(model).module())
 
 
 def output_agreement(run_float, run_package, batches: list[dict]) -> dict:
@@ -143,7 +161,7 @@ def evaluation_batches(package: Package, entry, data: str | Path | None) -> tupl
     from .frontend import TensorSpec
 
     specs = [TensorSpec.from_json(spec) for spec in package.inputs]
-    batch, seq_len = specs[0].shape[:2] if len(specs[0].shape) >= 2 else (1, None)
+    batch, seq_len = _batch_and_seq_len(package)
     tokenize = (lambda lines: entry.tokenize(lines, seq_len)) if entry is not None and entry.tokenize else None
     if data is not None:
         return str(data), read_calibration_data(data, specs, tokenize)
@@ -154,6 +172,12 @@ def evaluation_batches(package: Package, entry, data: str | Path | None) -> tupl
     return "the example inputs (give --data for real ones)", [package.example_inputs()]
 
 
+def _batch_and_seq_len(package: Package) -> tuple[int, int | None]:
+    """The package's batch, and its sequence length where its first input is [batch, seq] (text)."""
+    shape = package.inputs[0]["shape"]
+    return (int(shape[0]) if shape else 1), (int(shape[1]) if len(shape) == 2 else None)
+
+
 def evaluate_package(path: str | Path, data: str | Path | None = None, stream=None) -> dict:
     """Output agreement with the float model for any package; task measures for a text encoder."""
     from .models import find_model
@@ -161,14 +185,13 @@ def evaluate_package(path: str | Path, data: str | Path | None = None, stream=No
     package = Package(path)
     model = package.metadata["model"]
     entry = None if Path(model).suffix.lower() in (".onnx", ".pt2") else find_model(model)
-    reference, run_float = float_reference(model)
+    reference, run_float = float_reference(model, entry)
     described, batches = evaluation_batches(package, entry, data)
     run_package = lambda inputs: package.run(**inputs)[0]  # noqa: E731
     result = {"package": str(path), "variant": package.metadata["variant"], "reference": reference,
               "data": described, **output_agreement(run_float, run_package, batches)}
-    if entry is not None and entry.tokenize is not None:
-        batch, seq_len = package.inputs[0]["shape"][:2]
-        result |= accuracy_against_float(run_float, run_package, entry.tokenize, batch, seq_len, stream)
+    if entry is not None and entry.task_metrics is not None:
+        result |= entry.task_metrics(run_float, run_package, *_batch_and_seq_len(package), stream=stream)
     return result
 
 
@@ -176,13 +199,4 @@ def format_eval(result: dict) -> str:
     lines = [f"accuracy of {result['package']} ({result['variant']}) vs the float model in {result['reference']}",
              f"  outputs on {result['data']} ({result['samples']} samples): cosine mean "
              f"{result['output_cosine_mean']:.4f}, min {result['output_cosine_min']:.4f}, SQNR {result['sqnr_db']:.1f} dB"]
-    if "embedding_cosine_mean" in result:
-        lines += [
-            f"  embedding cosine (Pang & Lee, {result['sentences']} sentences): mean {result['embedding_cosine_mean']:.4f}, "
-            f"min {result['embedding_cosine_min']:.4f}",
-            f"  polarity probe accuracy: float {result['probe_accuracy_float']:.3f}, package "
-            f"{result['probe_accuracy_package']:.3f} (drop {result['probe_accuracy_drop_pt']:.1f} pt)",
-            f"  WordSim-353 ({result['word_pairs']} pairs) Spearman float vs package: "
-            f"{result['wordsim_spearman_float_vs_package']:.4f}",
-        ]
-    return "\n".join(lines)
+    return "\n".join(lines + [f"  {line}" for line in result.get("task_summary", [])])

@@ -46,8 +46,8 @@ class ModelSource:
                 f"quantizing '{self.name}' needs calibration data: give --calib-data FILE.npz (one array per model "
                 f"input, named as the input, first axis = samples; inputs: "
                 f"{', '.join(f'{s.name}{list(s.shape)}' for s in self.imported.inputs)})")
-        batch, seq_len = self.imported.inputs[0].shape[:2]
-        return self.entry.make_calibration_inputs(count, batch, seq_len)
+        shape = self.imported.inputs[0].shape
+        return self.entry.make_calibration_inputs(count, shape[0], shape[1] if len(shape) == 2 else None)
 
 
 def _parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
@@ -92,9 +92,16 @@ def load_source(model: str, batch: int | None = None, seq_len: int | None = None
         if input_shapes:
             raise TvmcompError("--input-shape applies to model files; for a bundled model use --batch/--seq-len")
         entry = find_model(model)  # an unknown name raises, listing the registry
+        if seq_len and entry.default_seq_len is None:
+            raise TvmcompError(f"--seq-len applies to text models; {model} takes images (use --batch)")
         if seq_len and entry.max_seq_len and seq_len > entry.max_seq_len:
             raise TvmcompError(f"--seq-len {seq_len} is longer than {model}'s {entry.max_seq_len} positions")
-        example = entry.make_inputs(batch or entry.default_batch, seq_len or entry.default_seq_len)
+        batch = batch or entry.default_batch
+        example = entry.make_inputs(batch, seq_len or entry.default_seq_len)
+        if entry.source_file is not None:  # the model is an ONNX file: import it at the entry's shapes
+            imported = import_file(entry.source_file(), entry.input_shapes(batch))
+            imported.outputs = list(entry.output_names)
+            return ModelSource(model, imported, example, None, entry)
         module = entry.load_torch()
         return ModelSource(model, import_torch(module, example, list(entry.output_names)), example, module, entry)
     if batch or seq_len:

@@ -17,17 +17,28 @@ from ..errors import TvmcompError
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A model: its float source, how to make real inputs for it, and how to score it.
+
+    The source is a PyTorch module (``load_torch``) or an ONNX file (``source_file``, whose float
+    reference is ONNX Runtime). ``task_metrics(run_float, run_package, batch, seq_len)`` scores a
+    package on the model's own task (text: probe and WordSim; images: probe top-1), each
+    ``run(inputs) -> first output``; it returns a dict with a ``"task_summary"`` list of lines.
+    """
+
     name: str
     description: str
-    load_torch: Callable[[], object]  # () -> torch.nn.Module called as module(**inputs)
-    make_inputs: Callable[[int, int], dict[str, np.ndarray]]  # (batch, seq_len) -> real example inputs
+    load_torch: Callable[[], object] | None  # () -> torch.nn.Module called as module(**inputs)
+    make_inputs: Callable[[int, int | None], dict[str, np.ndarray]]  # (batch, seq_len) -> real example inputs
     output_names: tuple[str, ...]
     # (count, batch, seq_len) -> real calibration inputs, disjoint from any evaluation data
-    make_calibration_inputs: Callable[[int, int, int], list[dict[str, np.ndarray]]] | None = None
+    make_calibration_inputs: Callable[[int, int, int | None], list[dict[str, np.ndarray]]] | None = None
     default_batch: int = 1
-    default_seq_len: int = 128
+    default_seq_len: int | None = 128  # None: the inputs have no sequence axis (images)
     max_seq_len: int | None = None  # the model's position table: a longer input has no embedding
     tokenize: Callable[[list[str], int], dict[str, np.ndarray]] | None = None  # (texts, seq_len) -> inputs
+    source_file: Callable[[], object] | None = None  # () -> Path of the ONNX file the model is
+    input_shapes: Callable[[int], dict[str, list[int]]] | None = None  # batch -> the file's input shapes
+    task_metrics: Callable[..., dict] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -65,4 +76,4 @@ def model_names() -> list[str]:
 
 
 def _load_builtin_entries() -> None:
-    from . import minilm  # noqa: F401  (registers itself)
+    from . import minilm, vit_s  # noqa: F401  (each registers itself)

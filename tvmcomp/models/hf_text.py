@@ -81,9 +81,12 @@ def text_encoder(name: str, model_dir: Callable[[], str], description: str, max_
         return [tokenize([sentences[(i * batch + j) % len(sentences)] for j in range(batch)], seq_len)
                 for i in range(count)]
 
+    from ..evaluate import sentence_encoder_task
+
     return ModelEntry(name=name, description=description, load_torch=lambda: _load_torch(model_dir()),
                       make_inputs=make_inputs, output_names=("last_hidden_state",),
-                      make_calibration_inputs=make_calibration_inputs, max_seq_len=max_seq_len, tokenize=tokenize)
+                      make_calibration_inputs=make_calibration_inputs, max_seq_len=max_seq_len, tokenize=tokenize,
+                      task_metrics=sentence_encoder_task(tokenize))
 
 
 def folder_entry(path: Path) -> ModelEntry:

