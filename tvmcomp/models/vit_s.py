@@ -56,7 +56,7 @@ def encoder_file() -> Path:
     return target
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray]:
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -71,12 +71,12 @@ def to_pixels(images: np.ndarray) -> np.ndarray:
 
 
 def make_inputs(batch: int, _seq_len=None) -> dict[str, np.ndarray]:
-    images, _ = _digits()
+    images, _ = digit_images()
     return {INPUT: to_pixels(images[CALIBRATION_IMAGES:CALIBRATION_IMAGES + batch])}
 
 
 def make_calibration_inputs(count: int, batch: int, _seq_len=None) -> list[dict[str, np.ndarray]]:
-    images, _ = _digits()
+    images, _ = digit_images()
     if count * batch > CALIBRATION_IMAGES:
         raise TvmcompError(f"vit-s calibrates on at most {CALIBRATION_IMAGES} images (asked {count} x {batch})")
     return [{INPUT: to_pixels(images[i * batch:(i + 1) * batch])} for i in range(count)]
@@ -87,7 +87,7 @@ def probe_task(run_float, run_package, batch: int, _seq_len=None, stream=None) -
     from sklearn.linear_model import LogisticRegression
 
     stream = stream or sys.stderr
-    images, labels = _digits()
+    images, labels = digit_images()
     count = EVALUATION_IMAGES - EVALUATION_IMAGES % batch
     images = images[CALIBRATION_IMAGES:CALIBRATION_IMAGES + count]
     labels = labels[CALIBRATION_IMAGES:CALIBRATION_IMAGES + count]

