@@ -38,18 +38,25 @@ TVMCOMP_VARIANTS = {  # name -> tvmcomp build arguments; kernels come from sched
 
 
 def onnx_engines(module, inputs: dict, calibration: list[dict], workdir: Path, threads: int) -> dict:
-    """name -> (run(inputs) -> hidden state, bytes on disk) for the ONNX Runtime variants."""
-    import onnxruntime as ort
+    """name -> (run(inputs) -> hidden state, bytes on disk) for the ONNX Runtime variants of MiniLM."""
     import torch
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_dynamic, quantize_static)
 
     fp32 = workdir / "minilm.onnx"
     torch.onnx.export(module, tuple(torch.from_numpy(v) for v in inputs.values()), str(fp32),
                       input_names=list(inputs), output_names=["last_hidden_state"], dynamo=True, verbose=False)
-    prepared = workdir / "minilm-prep.onnx"
+    return ort_engines(fp32, calibration, workdir, threads)
+
+
+def ort_engines(fp32: Path, calibration: list[dict], workdir: Path, threads: int) -> dict:
+    """name -> (run(inputs) -> first output, bytes on disk) for ONNX Runtime on the float model
+    ``fp32``, its dynamic int8 quantization and its static QDQ int8 one (per-channel int8 weights,
+    uint8 activations, calibrated on ``calibration``); derived files are written to ``workdir``."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_dynamic, quantize_static)
+
+    prepared, dynamic, static = (workdir / f"{fp32.stem}-{kind}.onnx" for kind in ("prep", "dynamic", "qdq"))
     quant_pre_process(str(fp32), str(prepared))
-    dynamic, static = workdir / "minilm-dynamic.onnx", workdir / "minilm-qdq.onnx"
     quantize_dynamic(str(prepared), str(dynamic), weight_type=QuantType.QInt8)
 
     class Reader(CalibrationDataReader):

@@ -26,42 +26,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 TVMCOMP_VARIANTS = {
     "tvmcomp fp32": ["--quant", "fp32"],
     "tvmcomp int8": ["--quant", "int8"],
     "tvmcomp int8, attention float": ["--quant", "int8", "--keep-float", "bmm_*"],
 }
 COSINE_IMAGES = 50
-
-
-def onnx_engines(encoder: Path, calibration: list[dict], workdir: Path, threads: int) -> dict:
-    """name -> (run(inputs) -> token features, bytes on disk) for the ONNX Runtime variants."""
-    import onnxruntime as ort
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_dynamic, quantize_static)
-
-    prepared, dynamic, static = (workdir / f"vit-{kind}.onnx" for kind in ("prep", "dynamic", "qdq"))
-    quant_pre_process(str(encoder), str(prepared))
-    quantize_dynamic(str(prepared), str(dynamic), weight_type=QuantType.QInt8)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.samples = iter(calibration)
-
-        def get_next(self):
-            return next(self.samples, None)
-
-    quantize_static(str(prepared), str(static), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    engines = {}
-    for name, path in (("onnxruntime fp32", encoder), ("onnxruntime dynamic int8", dynamic),
-                       ("onnxruntime static QDQ int8", static)):
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        engines[name] = (lambda feed, s=session: s.run(None, feed)[0], path.stat().st_size)
-    return engines
 
 
 def main() -> None:
@@ -77,6 +48,7 @@ def main() -> None:
     from tvmcomp.models import vit_s
     from tvmcomp.results import latency_stats
     from tvmcomp.targets import host_cores, host_cpu
+    from int8 import ort_engines  # bench/: ONNX Runtime fp32, dynamic and QDQ int8, as for MiniLM
 
     threads = host_cores()
     workdir = Path(tempfile.mkdtemp(prefix="tvmcomp-vit-bench-"))
@@ -85,7 +57,7 @@ def main() -> None:
     held_out = [{vit_s.INPUT: vit_s.to_pixels(images[i:i + 1])}
                 for i in range(vit_s.CALIBRATION_IMAGES, vit_s.CALIBRATION_IMAGES + COSINE_IMAGES)]
     inputs = held_out[0]
-    engines = onnx_engines(vit_s.encoder_file(), calibration, workdir, threads)
+    engines = ort_engines(vit_s.encoder_file(), calibration, workdir, threads)
     run_float = engines["onnxruntime fp32"][0]
 
     def measure(name, run, size):
