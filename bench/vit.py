@@ -45,17 +45,18 @@ def main() -> None:
     from tvmcomp.bench import time_callable
     from tvmcomp.cli import main as cli
     from tvmcomp.evaluate import output_agreement
-    from tvmcomp.models import vit_s
+    from tvmcomp.models import get_model, vit_s
+    from tvmcomp.models.images import CALIBRATION_IMAGES, bundled_images
     from tvmcomp.results import latency_stats
     from tvmcomp.targets import host_cores, host_cpu
     from int8 import ort_engines  # bench/: ONNX Runtime fp32, dynamic and QDQ int8, as for MiniLM
 
     threads = host_cores()
     workdir = Path(tempfile.mkdtemp(prefix="tvmcomp-vit-bench-"))
-    calibration = vit_s.make_calibration_inputs(32, 1)
-    images, _ = vit_s.digit_images()
-    held_out = [{vit_s.INPUT: vit_s.to_pixels(images[i:i + 1])}
-                for i in range(vit_s.CALIBRATION_IMAGES, vit_s.CALIBRATION_IMAGES + COSINE_IMAGES)]
+    entry = get_model("vit-s")
+    calibration = entry.make_calibration_inputs(32, 1, None)
+    held_out_images, _ = bundled_images(CALIBRATION_IMAGES, COSINE_IMAGES)
+    held_out = [vit_s.preprocess([image]) for image in held_out_images]
     inputs = held_out[0]
     engines = ort_engines(vit_s.encoder_file(), calibration, workdir, threads)
     run_float = engines["onnxruntime fp32"][0]
@@ -63,7 +64,7 @@ def main() -> None:
     def measure(name, run, size):
         print(f"[bench] {name}", file=sys.stderr, flush=True)
         with redirect_stderr(io.StringIO()):
-            probe = vit_s.probe_task(run_float, run, 1)
+            probe = entry.task_metrics(run_float, run, 1)
         return {"latency": latency_stats(time_callable(lambda: run(inputs), args.repeat)), "bytes": size,
                 **output_agreement(run_float, run, held_out),
                 "probe_top1_float": probe["probe_accuracy_float"], "probe_top1": probe["probe_accuracy_package"],

@@ -47,3 +47,24 @@ def int8_linear_reference(x, weight_nk, bias, scale, zero_point, activation, wei
     wq, w_scale = quantize_weight(np.ascontiguousarray(weight_nk.T), weight_quant)
     acc = xq.astype(np.int32) @ wq.astype(np.int32) - zero_point * wq.astype(np.int32).sum(axis=0)
     return acc.astype(np.float32) * (np.float32(scale) * w_scale).astype(np.float32) + bias
+
+
+def save_tiny_vit(folder, kind: str = "vit"):
+    """A randomly initialised 2-block ViT / DeiT / Swin at 32 px, saved with ``save_pretrained``
+    beside an image processor (ViT's: mean and std 0.5) into ``folder``."""
+    from transformers import DeiTConfig, DeiTModel, SwinConfig, SwinModel, ViTConfig, ViTModel
+    from transformers.models.vit.image_processing_vit import ViTImageProcessor
+
+    torch.manual_seed(0)
+    blocks = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+                  patch_size=8)
+    if kind == "vit":
+        model = ViTModel(ViTConfig(**blocks), add_pooling_layer=False)
+    elif kind == "deit":
+        model = DeiTModel(DeiTConfig(**blocks), add_pooling_layer=False)
+    else:
+        model = SwinModel(SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                                     window_size=4), add_pooling_layer=False)
+    model.eval().save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

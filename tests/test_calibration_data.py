@@ -9,7 +9,7 @@ import torch
 import tvmcomp
 from models_for_tests import mlp_source, save_mlp_pt2
 from test_cli import assert_user_error, run_cli
-from tvmcomp.calibration_data import read_calibration_data
+from tvmcomp.calibration_data import input_makers, read_calibration_data
 from tvmcomp.frontend import TensorSpec
 
 
@@ -54,7 +54,8 @@ def test_a_model_file_without_calibration_data_says_what_to_give(mlp_file, tmp_p
     ("c.npz", lambda p: p.write_text("not a zip"), "is not a readable .npz"),
     ("c.txt", lambda p: p.write_text("a sentence\n"), "text needs the model's tokenizer, and this model has none"),
     ("c.csv", lambda p: p.write_text("1,2\n"), "give an .npz (one array per model input"),
-    ("images", lambda p: p.mkdir(), "give an .npz (one array per model input"),
+    ("images", lambda p: p.mkdir(), "images need the model to take one [N, 3, H, W] image input or to have an "
+                                    "image processor, and this model has neither"),
     ("none.npz", lambda p: None, "calibration data not found"),
 ])
 def test_bad_calibration_data_is_one_line_before_calibration(mlp_file, tmp_path, capsys, name, write, message):
@@ -79,3 +80,42 @@ def test_text_is_tokenized_by_the_models_tokenizer_into_batches(tmp_path):
     assert len(batches) == 3 and all(b["input_ids"].shape == (1, 16) for b in batches)
     assert all(b["input_ids"][0, 0] == 101 for b in batches)  # [CLS]: each line is one sample
     assert batches[2]["attention_mask"].sum() < batches[1]["attention_mask"].sum()  # "Third." is shorter
+
+
+def _save_images(folder, count: int, size=(20, 30)):
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    (folder / "README.txt").write_text("not an image: skipped")
+    return folder
+
+
+def test_an_image_folder_becomes_batches_resized_and_normalized_for_the_models_image_input(tmp_path):
+    from PIL import Image
+
+    folder = _save_images(tmp_path / "images", 5)
+    specs = [TensorSpec("pixels", (2, 3, 8, 12), "float32")]
+    # a model file (no entry): resized to its H x W, ImageNet-normalized
+    batches = read_calibration_data(folder, specs, *input_makers(None, specs))
+    assert len(batches) == 2 and batches[0]["pixels"].shape == (2, 3, 8, 12)  # 5 images = 2 whole batches
+    first = np.asarray(Image.open(folder / "00.png").resize((12, 8), Image.Resampling.BILINEAR), np.float32)
+    want = (first.transpose(2, 0, 1) / 255 - np.array([0.485, 0.456, 0.406])[:, None, None]) \
+        / np.array([0.229, 0.224, 0.225])[:, None, None]
+    np.testing.assert_allclose(batches[0]["pixels"][0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_image_folders_are_one_line(tmp_path, capsys):
+    from models_for_tests import save_tiny_vit
+
+    model = save_tiny_vit(tmp_path / "vit")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = _save_images(tmp_path / "broken", 2)
+    (broken / "01.png").write_bytes(b"not a png")
+    for folder, message in ((empty, "has no images (.png, .jpg"),
+                            (broken, "01.png is not a readable image (UnidentifiedImageError")):
+        assert_user_error(capsys, ["build", "--model", str(model), "--quant", "int8", "--calib-data", str(folder),
+                                   "-o", str(tmp_path / "pkg")], message)

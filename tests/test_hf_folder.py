@@ -1,13 +1,16 @@
-"""--model DIR: a Hugging Face text-encoder folder builds, matches transformers, quantizes on the
-bundled real text through its own tokenizer, and evaluates, with no other flag."""
+"""--model DIR: a Hugging Face text- or image-encoder folder builds, matches transformers, quantizes
+on the bundled real text or images through its own tokenizer or image processor, and evaluates,
+with no other flag."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
 import tvmcomp
+from models_for_tests import save_tiny_vit
 from test_cli import assert_user_error, run_cli
 
 SEQ_LEN = 16
@@ -64,13 +67,50 @@ def test_a_folder_quantizes_on_bundled_text_and_evaluates_with_no_other_flag(enc
     assert result["sentences"] == 200 and 0.9 < result["embedding_cosine_mean"] <= 1.0
 
 
-def test_folders_that_are_not_text_encoders_say_what_they_lack(tmp_path, capsys):
+def test_folders_without_a_config_or_a_way_to_make_inputs_say_what_they_lack(tmp_path, capsys):
     (tmp_path / "plain").mkdir()
     assert_user_error(capsys, ["build", "--model", str(tmp_path / "plain"), "-o", str(tmp_path / "o")],
                       "is a folder but not a Hugging Face model: it has no config.json")
-    image = tmp_path / "vit"
-    image.mkdir()
-    (image / "config.json").write_text(json.dumps({"model_type": "vit"}))
-    (image / "preprocessor_config.json").write_text("{}")
-    assert_user_error(capsys, ["build", "--model", str(image), "-o", str(tmp_path / "o")],
-                      "is an image model (it has an image processor); tvmcomp takes text encoders from a folder today")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    assert_user_error(capsys, ["build", "--model", str(bare), "-o", str(tmp_path / "o")],
+                      "has neither a tokenizer nor an image processor")
+
+
+@pytest.fixture(scope="module", params=["vit", "deit", "swin"])
+def image_encoder_dir(request, tmp_path_factory):
+    return save_tiny_vit(tmp_path_factory.mktemp(request.param) / "model", request.param)
+
+
+def test_an_image_folder_builds_and_matches_transformers(image_encoder_dir, tmp_path, capsys, empty_schedules):
+    from transformers import AutoModel
+
+    code, _, err = run_cli(capsys, "build", "--model", str(image_encoder_dir), "-o", str(tmp_path / "pkg"))
+    assert code == 0, err
+    package = tvmcomp.load(tmp_path / "pkg")
+    pixels = package.example_inputs()["pixel_values"]
+    # a real digit through the folder's processor: 32 px, mean and std 0.5, so the background is -1
+    assert pixels.shape == (1, 3, 32, 32) and pixels.min() == -1.0 and pixels.max() > 0.5
+    with torch.no_grad():
+        want = AutoModel.from_pretrained(image_encoder_dir).eval()(
+            pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
+    assert np.abs(package.run(pixel_values=pixels)[0] - want).max() <= 1e-4
+
+
+def test_an_image_folder_quantizes_its_patch_conv_and_linears_on_bundled_digits_and_evaluates(tmp_path, capsys,
+                                                                                            empty_schedules):
+    model = save_tiny_vit(tmp_path / "vit")
+    code, _, err = run_cli(capsys, "build", "--model", str(model), "--quant", "int8", "--calibration-samples", "8",
+                           "--dump-code", "tir", "-o", str(tmp_path / "int8"))
+    assert code == 0, err
+    assert "calibrating int8 on 8 batches of the bundled data" in err
+    kernels = (tmp_path / "int8" / "code" / "kernels.tir.py").read_text()
+    assert re.search(r'conv2d_nchw_intermediate = T.sblock_alloc_buffer\(\(.*?\), "int32"\)', kernels)
+    assert len(re.findall(r"^# fused_packed_matmul", kernels, re.M)) >= 3
+    code, out, err = run_cli(capsys, "eval", str(tmp_path / "int8"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "int8" / "eval.json").read_text())
+    assert result["data"] == "64 held-out MNIST digits" and result["reference"] == "pytorch"
+    assert result["output_cosine_mean"] > 0.99
+    assert result["images"] == 400 and abs(result["probe_accuracy_drop_pt"]) <= 5

@@ -8,17 +8,32 @@ import pytest
 
 import tvmcomp
 from test_cli import assert_user_error, run_cli
-from tvmcomp.models.vit_s import CALIBRATION_IMAGES, encoder_file, make_calibration_inputs, make_inputs, to_pixels
+from tvmcomp.models import get_model
+from tvmcomp.models.images import CALIBRATION_IMAGES, mnist_digits
+from tvmcomp.models.vit_s import encoder_file, preprocess
 
 
 def test_digits_become_normalized_224_px_images_and_calibration_never_sees_evaluation_images():
-    pixels = to_pixels(np.ones((2, 8, 8), np.float32))
+    white = np.full((28, 28, 3), 255, np.uint8)
+    pixels = preprocess([white, white])["input_image"]
     assert pixels.shape == (2, 3, 224, 224)
     np.testing.assert_allclose(pixels[0, :, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / [0.229, 0.224, 0.225],
                                rtol=1e-6)
-    calibration = np.concatenate([b["input_image"] for b in make_calibration_inputs(CALIBRATION_IMAGES // 4, 4)])
-    example = make_inputs(1)["input_image"]
+    # a 28 px digit scales by 8 with nearest neighbours: each pixel becomes an 8 x 8 block
+    digit = mnist_digits()[0][0]
+    grey = preprocess([np.repeat(digit[:, :, None], 3, axis=2)])["input_image"][0, 0]
+    np.testing.assert_allclose(grey, (np.kron(digit / 255.0, np.ones((8, 8))) - 0.485) / 0.229, rtol=1e-5, atol=1e-5)
+    entry = get_model("vit-s")
+    calibration = np.concatenate([b["input_image"] for b in entry.make_calibration_inputs(CALIBRATION_IMAGES // 4, 4, None)])
+    example = entry.make_inputs(1, None)["input_image"]
     assert not any(np.array_equal(example[0], image) for image in calibration)
+
+
+def test_bundled_digits_are_class_interleaved_so_every_prefix_is_balanced():
+    _, labels = mnist_digits()
+    assert labels.shape == (5000,)
+    assert list(labels[:20]) == list(range(10)) * 2
+    assert np.bincount(labels[:CALIBRATION_IMAGES]).min() >= CALIBRATION_IMAGES // 10
 
 
 def test_the_encoder_ends_at_the_final_layer_norm():

@@ -1,14 +1,18 @@
 """``--calib-data``: the user's own inputs to calibrate quantization on, checked before calibration.
 
-Two forms:
+Three forms:
 
 - ``.npz``: one array per model input, named as the input, samples along the first axis:
   ``np.savez("calib.npz", input_ids=ids[N, 128], attention_mask=mask[N, 128])`` for a model whose
   inputs are ``[B, 128]``. Samples are grouped into batches of the model's ``B``.
-- ``.txt``: one text per line, turned into inputs by the model's tokenizer (bundled text models).
+- ``.txt``: one text per line, turned into inputs by the model's tokenizer (text models).
+- a folder of images (PNG, JPEG, ...), turned into inputs by the model's image processor; a model
+  file with one ``[N, 3, H, W]`` float input and no processor gets its images resized to ``H x W``
+  and normalized with ImageNet's mean and standard deviation (for other preprocessing, an ``.npz``).
 
 Each problem (unknown or missing input, wrong shape or dtype, fewer samples than one batch, text
-without a tokenizer) is a one-line error naming it.
+without a tokenizer, images for a model that takes none, an unreadable image) is a one-line error
+naming it.
 """
 
 from __future__ import annotations
@@ -23,20 +27,51 @@ import numpy as np
 from .errors import TvmcompError
 from .frontend import TensorSpec
 
-FORMS = "an .npz (one array per model input, first axis = samples) or a .txt (one text per line)"
+FORMS = "an .npz (one array per model input, first axis = samples), a .txt (one text per line) or a folder of images"
+Tokenize = Callable[[list[str]], dict[str, np.ndarray]]
+PreprocessImages = Callable[[list[np.ndarray]], dict[str, np.ndarray]]
 
 
-def read_calibration_data(path: str | Path, inputs: list[TensorSpec],
-                          tokenize: Callable[[list[str]], dict[str, np.ndarray]] | None = None) -> list[dict]:
+def input_makers(entry, inputs: list[TensorSpec]) -> tuple[Tokenize | None, PreprocessImages | None]:
+    """How texts and images become inputs of this shape: the entry's tokenizer and image processor,
+    or for a model file with one ``[N, 3, H, W]`` float input, resizing to ``H x W`` (ImageNet-normalized)."""
+    from .models.images import ImagePreprocessor
+
+    tokenize = preprocess = None
+    if entry is not None and entry.tokenize is not None:
+        seq_len = inputs[0].shape[1]
+        tokenize = lambda lines: entry.tokenize(lines, seq_len)  # noqa: E731
+    if entry is not None and entry.preprocess_images is not None:
+        preprocess = entry.preprocess_images
+    elif entry is None and len(inputs) == 1 and len(inputs[0].shape) == 4 and inputs[0].shape[1] == 3 \
+            and inputs[0].dtype.startswith("float"):
+        preprocess = ImagePreprocessor(inputs[0].name, tuple(int(d) for d in inputs[0].shape[2:]))
+    return tokenize, preprocess
+
+
+def read_calibration_data(path: str | Path, inputs: list[TensorSpec], tokenize: Tokenize | None = None,
+                          preprocess_images: PreprocessImages | None = None) -> list[dict]:
     """Batches of inputs shaped as the model's ``inputs``, from ``path``."""
     path = Path(path)
     if not path.exists():
         raise TvmcompError(f"calibration data not found: {path}")
     suffix = path.suffix.lower()
-    if path.is_dir() or suffix not in (".npz", ".txt"):
+    if path.is_dir():
+        samples = _from_images(path, preprocess_images)
+    elif suffix in (".npz", ".txt"):
+        samples = _from_text(path, tokenize) if suffix == ".txt" else _from_npz(path)
+    else:
         raise TvmcompError(f"--calib-data {path}: give {FORMS}")
-    samples = _from_text(path, tokenize) if suffix == ".txt" else _from_npz(path)
     return _batches(path, samples, inputs)
+
+
+def _from_images(path: Path, preprocess: PreprocessImages | None) -> dict[str, np.ndarray]:
+    from .models.images import read_image_folder
+
+    if preprocess is None:
+        raise TvmcompError(f"--calib-data {path}: images need the model to take one [N, 3, H, W] image input "
+                           "or to have an image processor, and this model has neither; give an .npz of input arrays")
+    return preprocess(read_image_folder(path))
 
 
 def _from_npz(path: Path) -> dict[str, np.ndarray]:

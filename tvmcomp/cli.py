@@ -35,15 +35,17 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", default="fp32", help="compression scheme: fp32 (no compression) or int8 (W8A8, calibrated on real text) (default: fp32)")
     parser.add_argument("--calibration-samples", type=int, default=32, help="batches of inputs to calibrate activation ranges on (default: 32)")
     parser.add_argument("--calib-data", metavar="PATH", help="your calibration inputs: an .npz with one array per model input "
-                        "(named as the input, first axis = samples) or a .txt with one text per line (models with a "
-                        "tokenizer); needed to quantize a model file (default for bundled models: their real text)")
+                        "(named as the input, first axis = samples), a .txt with one text per line (models with a "
+                        "tokenizer) or a folder of images (image models; a file's [N,3,H,W] input gets them resized "
+                        "and ImageNet-normalized); needed to quantize a model file (default for bundled models and "
+                        "folders: the bundled real text or images)")
     parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl (default: the scheme's)")
     parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching weights in float: a weight-name pattern ('*layer_0*', '*word_embeddings*') or 'bmm_*' for the attention matmuls (repeatable)")
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="minilm", help="bundled model name (see `tvmcomp models`), a Hugging Face "
-                        "text-encoder folder, or a .onnx/.pt2 file (default: minilm)")
+                        "model folder (text or image encoder), or a .onnx/.pt2 file (default: minilm)")
     parser.add_argument("--target", default="x86", help="preset name (see `tvmcomp targets`), a JSON file, or inline TVM target JSON (default: x86)")
     parser.add_argument("--batch", type=int, help="batch size for a bundled model (default: the model's, 1 for minilm)")
     parser.add_argument("--seq-len", type=int, help="sequence length for a bundled model (default: 128 for minilm)")
@@ -179,8 +181,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("package", help="package folder written by `tvmcomp build`")
     evaluate.add_argument("--data", metavar="PATH", help="evaluation inputs, as --calib-data takes them (.npz by input name, "
-                          "or .txt for a text model); default: held-out real text for a text encoder, else the "
-                          "package's example inputs")
+                          ".txt for a text model, a folder of images for an image model); default: held-out real "
+                          "text or digits, else the package's example inputs")
 
     report = _command(
         sub,

@@ -1,8 +1,8 @@
 """Accuracy of a built package against its float model.
 
 For every package: the cosine and SQNR of its outputs against the float model's, per sample, on
-evaluation inputs (``--data``, else held-out real text for a text encoder, else the example
-inputs). The float model is the PyTorch source (a bundled model, a Hugging Face folder, a .pt2
+evaluation inputs (``--data``, else held-out real text for a text encoder, held-out digits for an
+image encoder, else the example inputs). The float model is the PyTorch source (a bundled model, a Hugging Face folder, a .pt2
 program) or, for an ONNX file, ONNX Runtime. Padded positions (``attention_mask`` 0) are left out.
 
 For a sentence encoder, task measures too: the embeddings are mean-pooled over the attention
@@ -23,6 +23,8 @@ import numpy as np
 from .data import pang_lee_polarity, wordsim353_pairs
 from .errors import TvmcompError
 from .runtime import Package
+
+EVALUATION_IMAGE_SAMPLES = 64  # held-out digits for the output agreement of an image encoder
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -156,19 +158,25 @@ def output_agreement(run_float, run_package, batches: list[dict]) -> dict:
 
 def evaluation_batches(package: Package, entry, data: str | Path | None) -> tuple[str, list[dict]]:
     """(what they are, batches): ``data`` (checked as --calib-data is), held-out real text for a text
-    encoder (Pang & Lee; calibration uses the Lee corpus), else the package's example inputs."""
-    from .calibration_data import read_calibration_data
+    encoder (Pang & Lee; calibration uses the Lee corpus), held-out bundled digits for an image
+    encoder, else the package's example inputs."""
+    from .calibration_data import input_makers, read_calibration_data
     from .frontend import TensorSpec
+    from .models.images import CALIBRATION_IMAGES, bundled_images
 
     specs = [TensorSpec.from_json(spec) for spec in package.inputs]
-    batch, seq_len = _batch_and_seq_len(package)
-    tokenize = (lambda lines: entry.tokenize(lines, seq_len)) if entry is not None and entry.tokenize else None
+    batch, _ = _batch_and_seq_len(package)
+    tokenize, preprocess = input_makers(entry, specs)
     if data is not None:
-        return str(data), read_calibration_data(data, specs, tokenize)
+        return str(data), read_calibration_data(data, specs, tokenize, preprocess)
     if tokenize is not None:
         sentences = [s for s, _ in pang_lee_polarity()]
         return f"{len(sentences)} Pang & Lee sentences", [tokenize(sentences[i:i + batch])
                                                          for i in range(0, len(sentences) - batch + 1, batch)]
+    if entry is not None and preprocess is not None:
+        images, _ = bundled_images(CALIBRATION_IMAGES, EVALUATION_IMAGE_SAMPLES - EVALUATION_IMAGE_SAMPLES % batch)
+        return f"{len(images)} held-out MNIST digits", [preprocess(images[i:i + batch])
+                                                       for i in range(0, len(images), batch)]
     return "the example inputs (give --data for real ones)", [package.example_inputs()]
 
 

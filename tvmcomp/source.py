@@ -22,13 +22,10 @@ class ModelSource:
 
     def use_calibration_data(self, path: str | Path) -> None:
         """Calibrate on the user's data (:mod:`tvmcomp.calibration_data`); checked here, before any work."""
-        from .calibration_data import read_calibration_data
+        from .calibration_data import input_makers, read_calibration_data
 
-        tokenize = None
-        if self.entry is not None and self.entry.tokenize is not None:
-            seq_len = self.imported.inputs[0].shape[1]
-            tokenize = lambda lines: self.entry.tokenize(lines, seq_len)  # noqa: E731
-        self.calibration_data = read_calibration_data(path, self.imported.inputs, tokenize)
+        self.calibration_data = read_calibration_data(path, self.imported.inputs,
+                                                      *input_makers(self.entry, self.imported.inputs))
 
     def calibration_key(self) -> str:
         """Which data calibrates: the bundled data, or a fingerprint of the user's."""

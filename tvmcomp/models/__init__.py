@@ -23,6 +23,8 @@ class ModelEntry:
     reference is ONNX Runtime). ``task_metrics(run_float, run_package, batch, seq_len)`` scores a
     package on the model's own task (text: probe and WordSim; images: probe top-1), each
     ``run(inputs) -> first output``; it returns a dict with a ``"task_summary"`` list of lines.
+    Text models carry ``tokenize`` and image models ``preprocess_images``, so that a user's texts
+    or image folder (``--calib-data``, ``eval --data``) become inputs the way the model expects.
     """
 
     name: str
@@ -39,6 +41,7 @@ class ModelEntry:
     source_file: Callable[[], object] | None = None  # () -> Path of the ONNX file the model is
     input_shapes: Callable[[int], dict[str, list[int]]] | None = None  # batch -> the file's input shapes
     task_metrics: Callable[..., dict] | None = None
+    preprocess_images: Callable[[list[np.ndarray]], dict[str, np.ndarray]] | None = None  # RGB images -> inputs
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -64,7 +67,7 @@ def find_model(spec: str) -> ModelEntry:
     from pathlib import Path
 
     if Path(spec).is_dir():
-        from .hf_text import folder_entry
+        from .hf_folder import folder_entry
 
         return folder_entry(Path(spec))
     return get_model(spec)

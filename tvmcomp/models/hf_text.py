@@ -8,15 +8,11 @@ quantizes and evaluates with no other flag. The bundled MiniLM is one such folde
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-from ..errors import TvmcompError
 from . import ModelEntry
 
 # Real sentences, so that example inputs exercise real attention patterns (not random ids).
@@ -26,7 +22,6 @@ EXAMPLE_SENTENCES = (
     "Quantized kernels trade a little accuracy for much lower latency on edge boards.",
     "It rained all afternoon, so we stayed inside and read.",
 )
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model", "sentencepiece.bpe.model")
 
 
 @lru_cache(maxsize=8)
@@ -42,21 +37,25 @@ def _tokenize(model_dir: str, sentences: list[str], seq_len: int) -> dict[str, n
     return {"input_ids": enc["input_ids"].astype("int64"), "attention_mask": enc["attention_mask"].astype("int64")}
 
 
-def _load_torch(model_dir: str):
-    import torch
+def pretrained_encoder(model_dir: str):
+    """The folder's encoder: ``AutoModel``, no task head, loaded offline and quietly."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    encoder = AutoModel.from_pretrained(model_dir).eval()
+    return AutoModel.from_pretrained(model_dir).eval()
+
+
+def _load_torch(model_dir: str):
+    import torch
 
     class LastHiddenState(torch.nn.Module):
         """The encoder returning only ``last_hidden_state`` (what sentence embeddings pool)."""
 
         def __init__(self):
             super().__init__()
-            self.encoder = encoder
+            self.encoder = pretrained_encoder(model_dir)
 
         def forward(self, input_ids, attention_mask):
             return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -87,26 +86,3 @@ def text_encoder(name: str, model_dir: Callable[[], str], description: str, max_
                       make_inputs=make_inputs, output_names=("last_hidden_state",),
                       make_calibration_inputs=make_calibration_inputs, max_seq_len=max_seq_len, tokenize=tokenize,
                       task_metrics=sentence_encoder_task(tokenize))
-
-
-def folder_entry(path: Path) -> ModelEntry:
-    """The entry for a Hugging Face model folder, or a one-line error saying what it lacks."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise TvmcompError(f"{path} is a folder but not a Hugging Face model: it has no config.json "
-                           "(save one with model.save_pretrained(folder))")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as err:
-        raise TvmcompError(f"{config_file} is not valid JSON: {err}") from None
-    kind = config.get("model_type", "unknown")
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        what = ("an image model (it has an image processor)" if (path / "preprocessor_config.json").is_file()
-                else "a model without a tokenizer")
-        raise TvmcompError(f"{path} is {what}; tvmcomp takes text encoders from a folder today: save the tokenizer "
-                           "beside the model (tokenizer.save_pretrained(folder)), or export to .pt2/.onnx and give "
-                           "--calib-data")
-    folder = str(path.resolve())
-    return text_encoder(str(path), lambda: folder, f"Hugging Face {kind} text encoder from {path}",
-                        config.get("max_position_embeddings"))
