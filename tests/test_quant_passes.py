@@ -331,3 +331,75 @@ def test_calibrated_ranges_are_the_float_models_activations():
         got = ranges[site.index]
         assert got.lo == pytest.approx(inputs.min(), rel=1e-4, abs=1e-5), site.name
         assert got.hi == pytest.approx(inputs.max(), rel=1e-4, abs=1e-5), site.name
+
+
+@pytest.mark.parametrize("kernel", [None, VNNI], ids=["plain", "vnni-layout"])
+def test_a_balanced_linear_matches_the_numpy_integer_reference_exactly(kernel):
+    """SmoothQuant balancing: input channel 3 is an outlier (range 40x the others); the steps become a
+    vector a * f over input channels, each with its zero point, and the weight rows are multiplied by
+    f before quantizing."""
+    params = _linear_params(3)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    x[:, 3] *= 40
+    channel_lo, channel_hi = np.minimum(x.min(axis=0), 0) * 1.1, np.maximum(x.max(axis=0), 0) * 1.1
+    ranges = {0: SiteRange(scale=0.5, zero_point=100, lo=float(channel_lo.min()), hi=float(channel_hi.max()),
+                           channel_lo=channel_lo.tolist(), channel_hi=channel_hi.tolist())}
+    realized = realize(LinearAnnotated, params, ranges, INT8, DotKernels(kernel), balance=0.5)
+    target = tvm.target.Target({"kind": "llvm"})
+    executable = tvm.compile(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized), target=target)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+    w_kn = params["w"].T.astype(np.float64)  # [K=8, N=16]
+    f = (np.maximum(-channel_lo, channel_hi).astype(np.float64) ** 0.5 / np.abs(w_kn).max(axis=1) ** 0.5)
+    f = f.astype(np.float32)
+    # one common step for the widest balanced channel, a zero point per channel
+    lo_f, hi_f = np.minimum(channel_lo, 0) / f.astype(np.float64), np.maximum(channel_hi, 0) / f.astype(np.float64)
+    a = np.float32((np.float32((hi_f - lo_f) / 255)).max())
+    z = np.clip(np.round(-lo_f / np.float64(a)), 0, 255).astype(np.int64)
+    xq = np.clip(np.round(x / (a * f)) + z, 0, 255).astype(np.int64)
+    w_balanced = f[:, None] * params["w"].T
+    s_w = (np.abs(w_balanced).max(axis=0).astype(np.float64) / 127).astype(np.float32)
+    wq = np.clip(np.round(w_balanced / s_w), -127, 127).astype(np.int64)
+    acc = xq @ wq - z @ wq
+    want = acc.astype(np.float32) * (a * s_w) + params["b"]
+    np.testing.assert_array_equal(got, want)
+    # and it is closer to the float Linear than the unbalanced per-tensor step
+    exact = x @ params["w"].T + params["b"]
+    plain = int8_linear_reference(x, params["w"], params["b"], *_per_tensor(channel_lo, channel_hi), INT8.activation,
+                                  INT8.weight)
+    assert np.abs(got - exact).max() < 0.5 * np.abs(plain - exact).max()
+
+
+def _per_tensor(channel_lo, channel_hi):
+    scale, zero = INT8.activation.scale_zero_point(channel_lo.min(), channel_hi.max())
+    return float(scale), int(zero)
+
+
+def test_auto_balancing_balances_an_outlier_channel_and_leaves_even_channels_alone():
+    from tvmcomp.quant.balance import choose_factors, noise_estimate
+
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((8, 16)).astype(np.float32)
+    even = SiteRange(scale=0.02, zero_point=128, lo=-2.0, hi=2.0, channel_lo=[-2.0] * 8, channel_hi=[2.0] * 8,
+                     channel_rms=[0.7] * 8)
+    outlier = SiteRange(scale=0.3, zero_point=128, lo=-40.0, hi=40.0, channel_lo=[-2.0] * 3 + [-40.0] + [-2.0] * 4,
+                        channel_hi=[2.0] * 3 + [40.0] + [2.0] * 4, channel_rms=[0.7] * 3 + [14.0] + [0.7] * 4)
+    activation, levels = INT8.activation, INT8.weight.qmax
+    np.testing.assert_array_equal(choose_factors(even, weight, activation, levels, None), np.ones(8, np.float32))
+    factors = choose_factors(outlier, weight, activation, levels, None)
+    assert factors[3] > 2 * np.delete(factors, 3).max()  # the outlier channel is scaled down the most
+
+    def noise(f):
+        return noise_estimate(outlier.channel_lo, outlier.channel_hi, outlier.channel_rms, weight, activation, levels, f)
+
+    assert noise(factors) < 0.5 * noise(np.ones(8, np.float32))
+
+
+def test_balance_needs_a_quantized_build_and_an_alpha_between_0_and_1(tmp_path, capsys):
+    from test_cli import assert_user_error
+
+    assert_user_error(capsys, ["build", "--balance", "-o", str(tmp_path / "p")],
+                      "--balance balances channels for quantization: add --quant int8")
+    assert_user_error(capsys, ["build", "--quant", "int8", "--balance", "2", "-o", str(tmp_path / "p")],
+                      "--balance ALPHA is an exponent between 0 and 1")

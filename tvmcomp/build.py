@@ -158,6 +158,7 @@ def build(
     trials: int = 0,
     calibration_samples: int = 32,
     observer: str | None = None,
+    balance: str | float | None = None,
     keep_float: list[str] | None = None,
     runner=None,
     stream=None,
@@ -188,7 +189,8 @@ def build(
     calibration = None
     if quant != FLOAT:
         calibration = quantize_model(source, quant, digest, out_dir if out_dir.exists() else None,
-                                     calibration_samples, observer, keep_float, dot_kernels_for(target), stream)
+                                     calibration_samples, observer, keep_float, dot_kernels_for(target), stream,
+                                     balance)
     tvm_target = target.tvm_target()
     fused = fuse_for_tuning(source.imported.bound(), tvm_target)
     folders = tuning.serving_folders(target)

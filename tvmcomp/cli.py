@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import TvmcompError
+from .quant.balance import AUTO
 from .quant.schemes import FLOAT
 
 DESCRIPTION = """\
@@ -40,6 +41,11 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
                         "and ImageNet-normalized); needed to quantize a model file (default for bundled models and "
                         "folders: the bundled real text or images)")
     parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl (default: the scheme's)")
+    parser.add_argument("--balance", nargs="?", const=AUTO, metavar="ALPHA",
+                        help="channel balancing (SmoothQuant): move Linear inputs' outlier channels into the weights "
+                        "by factors max|x_j|^ALPHA / max|W_j|^(1-ALPHA), with no extra op in the graph; without ALPHA "
+                        "each Linear gets the least noisy ALPHA (or none). For encoders with outlier channels "
+                        "(base-size BERT class)")
     parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching weights in float: a weight-name pattern ('*layer_0*', '*word_embeddings*') or 'bmm_*' for the attention matmuls (repeatable)")
 
 
@@ -231,7 +237,7 @@ def _cmd_build(args) -> tuple[str, dict]:
     source = _load_source(args)
     result = build(source, target, args.output, quant=args.quant, trials=args.trials,
                    calibration_samples=args.calibration_samples, observer=args.observer, keep_float=args.keep_float,
-                   runner=runner, stream=_status_stream(args), dump=dump)
+                   balance=args.balance, runner=runner, stream=_status_stream(args), dump=dump)
     meta = result.metadata
     return (f"built {result.path}: {meta['model']} ({meta['variant']}) for {meta['target']['schedule_key']}, "
             f"library {meta['library_bytes'] / 2**20:.1f} MiB, {meta['kernels']} kernels "
@@ -245,6 +251,16 @@ def _load_source(args):
 
     if args.calib_data and args.quant == FLOAT:
         raise TvmcompError("--calib-data calibrates quantization: add --quant int8")
+    if args.balance is not None and args.quant == FLOAT:
+        raise TvmcompError("--balance balances channels for quantization: add --quant int8")
+    if args.balance not in (None, AUTO):
+        try:
+            args.balance = float(args.balance)
+            if not 0 <= args.balance <= 1:
+                raise ValueError
+        except ValueError:
+            raise TvmcompError(f"--balance ALPHA is an exponent between 0 and 1 (SmoothQuant uses 0.5), or nothing "
+                               f"to choose it per layer; not '{args.balance}'") from None
     if args.calib_data and not Path(args.calib_data).exists():
         raise TvmcompError(f"calibration data not found: {args.calib_data}")
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
@@ -282,7 +298,7 @@ def _cmd_tune(args) -> tuple[str, dict]:
     if args.quant != FLOAT:
         quantize_model(source, args.quant, model_hash(source), samples=args.calibration_samples,
                        observer=args.observer, keep_float=args.keep_float, kernels=dot_kernels_for(target),
-                       stream=stream)
+                       balance=args.balance, stream=stream)
     fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
     runner = _tuning_runner(args)
     if runner is None and target.is_cross:

@@ -26,6 +26,11 @@ class SiteRange:
     zero_point: int
     lo: float
     hi: float
+    # per input channel (last axis) min, max and root mean square, kept for Linear sites when balancing
+    # (:mod:`.balance`)
+    channel_lo: list[float] | None = None
+    channel_hi: list[float] | None = None
+    channel_rms: list[float] | None = None
 
 
 def check_samples(samples: list[dict[str, np.ndarray]], input_specs) -> None:
@@ -44,8 +49,9 @@ def check_samples(samples: list[dict[str, np.ndarray]], input_specs) -> None:
 
 
 def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantScheme, observer: str | None = None,
-              stream=None) -> dict[int, SiteRange]:
-    """Activation ranges of every quant site of ``annotated_mod`` over ``samples``."""
+              stream=None, channel_ranges: bool = False) -> dict[int, SiteRange]:
+    """Activation ranges of every quant site of ``annotated_mod`` over ``samples``; with
+    ``channel_ranges``, each Linear site's per-input-channel min and max too."""
     import tvm
     from tvm import relax
 
@@ -56,10 +62,15 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
         raise TvmcompError("the model has nothing to quantize: no Linear layer, conv2d with a constant weight or "
                            "attention matmul (or --keep-float kept them all)")
     observers = {site.index: make_observer(observer or scheme.observer) for site in sites}
+    channels = {site.index: [np.inf, -np.inf, 0.0, 0] for site in sites if channel_ranges and site.is_linear}
 
     def observe(tensor, index):
         array = tensor.numpy()
         observers[int(index)].observe(array)
+        if int(index) in channels:
+            rows, stats = array.reshape(-1, array.shape[-1]).astype(np.float64), channels[int(index)]
+            stats[0], stats[1] = np.minimum(stats[0], rows.min(axis=0)), np.maximum(stats[1], rows.max(axis=0))
+            stats[2], stats[3] = stats[2] + (rows * rows).sum(axis=0), stats[3] + len(rows)
         # a new tensor, never the argument: Relax takes this call for a pure function returning a fresh
         # value, so the memory planner may reuse the argument's storage while the result is still read
         # (returning the argument corrupted every later activation of MiniLM and ViT-S: errors of 3.0)
@@ -86,5 +97,10 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     for index, obs in observers.items():
         lo, hi = obs.range(scheme.activation)
         scale, zero = scheme.activation.scale_zero_point(lo, hi)
-        ranges[index] = SiteRange(float(scale), int(zero), float(lo), float(hi))
+        per_channel = {}
+        if index in channels:
+            lows, highs, squares, count = channels[index]
+            per_channel = {"channel_lo": lows.tolist(), "channel_hi": highs.tolist(),
+                           "channel_rms": np.sqrt(squares / count).tolist()}
+        ranges[index] = SiteRange(float(scale), int(zero), float(lo), float(hi), **per_channel)
     return ranges

@@ -31,10 +31,11 @@ def load_calibration(package_dir: Path, model_hash: str, key: dict) -> dict[int,
 
 def quantize_model(source, scheme_name: str, model_hash: str, previous_package: Path | None = None,
                    samples: int = 32, observer: str | None = None, keep_float: list[str] | None = None,
-                   kernels: DotKernels = DotKernels(), stream=None):
+                   kernels: DotKernels = DotKernels(), stream=None, balance: str | float | None = None):
     """Rewrite ``source.imported.mod`` to integer compute; returns the calibration document to save.
 
-    ``kernels`` are the target's dot-product instructions (operands are packed for them).
+    ``kernels`` are the target's dot-product instructions (operands are packed for them);
+    ``balance`` is the channel-balancing exponent alpha (:mod:`.balance`), None for none.
     """
     stream = stream or sys.stderr
     scheme = get_scheme(scheme_name)
@@ -43,7 +44,7 @@ def quantize_model(source, scheme_name: str, model_hash: str, previous_package: 
     # the sites are part of the key: ranges are stored by site index, which a change to annotate
     # (or to --keep-float) shifts; patterns that only keep an embedding table float need no recalibration
     settings = {"scheme": scheme.name, "observer": observer or scheme.observer, "samples": samples,
-                "data": source.calibration_key(),
+                "data": source.calibration_key(), "channel_ranges": balance is not None,
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package else None
     if ranges is None:
@@ -52,11 +53,11 @@ def quantize_model(source, scheme_name: str, model_hash: str, previous_package: 
         print(f"[quant] calibrating {scheme.name} on {len(batches)} batches of {data} "
               f"({settings['observer']} observer)", file=stream)
         ranges = calibrate(annotated, imported.params, imported.inputs, batches,
-                           scheme, observer, stream=stream)
+                           scheme, observer, stream=stream, channel_ranges=balance is not None)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
-    imported.mod = realize(annotated, imported.params, ranges, scheme, kernels)
+    imported.mod = realize(annotated, imported.params, ranges, scheme, kernels, balance)
     if scheme.embedding is not None:
         imported.mod = quantize_embeddings(imported.mod, imported.params, scheme.embedding, keep_float)
-    return {"model_hash": model_hash, "settings": settings,
+    return {"model_hash": model_hash, "settings": settings, "balance": balance,
             "ranges": {str(index): asdict(value) for index, value in ranges.items()}}

@@ -17,6 +17,10 @@ activation dtype: uint8 codes become int8 by subtracting 128 from codes and zero
 which changes no value of ``xq - z_x``. A kernel that needs narrower weights (AVX2: 7 bits) gets
 them: still stored as int8, quantized to [-63, 63].
 
+With channel balancing (:mod:`.balance`), a Linear site's ``s_x`` is a vector ``a * f`` over input
+channels, ``z_x`` a vector too, and the weight quantized is ``f[:, None] * W``; the correction is
+``z_x @ Wq`` and the rescale ``a * s_w``.
+
 A batched matmul of two activations ``a @ b`` (attention) has a site on each operand; both vary at
 run time, so nothing folds into a constant::
 
@@ -44,6 +48,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .annotate import CONV_ROLE, QUANT_SITE, SITES_ATTR, _is_op, quant_sites
+from .balance import AUTO, balanced_steps, choose_factors
 from .dot_kernels import DotKernel, DotKernels, pack_operand, pack_weight, packed_matmul
 from .schemes import QuantScheme, TensorQuant
 
@@ -73,9 +78,9 @@ def _dequantize(acc, scale: np.ndarray):
 
 @mutator
 class _Realizer(PyExprMutator):
-    def __init__(self, mod, params, ranges, scheme, kernels: DotKernels):
+    def __init__(self, mod, params, ranges, scheme, kernels: DotKernels, balance: str | float | None):
         super().__init__(mod)
-        self.params, self.ranges, self.scheme = params, ranges, scheme
+        self.params, self.ranges, self.scheme, self.balance = params, ranges, scheme, balance
         self.kernel, self.batched_kernel = kernels.linear, kernels.batched
         self.sites = {site.index: site for site in quant_sites(mod)}
 
@@ -88,32 +93,45 @@ class _Realizer(PyExprMutator):
             return None, None
         return self.sites[int(bound.args[2].value)], bound.args[1]
 
-    def _quantize(self, x, site, dtype: str, zero_point: int, axis: int = -1):
-        act = self.ranges[site.index]
+    def _quantize(self, x, site, dtype: str, zero_point, axis: int = -1, scale=None):
+        """``scale`` and ``zero_point``: one per channel along ``axis``, or one for all (default scale: the site's)."""
         width = int(x.ty.shape.values[axis])
         # Scale and zero point as per-channel vectors, not scalars: scalars get inlined into the kernel
         # as literals, so every recalibration would change the kernel and miss its tuning records.
+        steps = np.broadcast_to(np.float32(self.ranges[site.index].scale) if scale is None else scale, (width,))
+        zeros = np.broadcast_to(np.asarray(zero_point, np.int32), (width,))
         return self.builder_.emit(relax.op.quantize(
-            x, relax.const(np.full(width, act.scale, np.float32)), relax.const(np.full(width, zero_point, np.int32)),
+            x, relax.const(np.ascontiguousarray(steps, np.float32)), relax.const(np.ascontiguousarray(zeros)),
             axis=axis, out_dtype=dtype))
+
+    def _balanced(self, act, weight_kn: np.ndarray, weight_quant: TensorQuant):
+        """(common step, per-channel steps, zero points, weight to quantize): balanced when asked and possible."""
+        if self.balance is None or act.channel_lo is None:
+            return act.scale, None, act.zero_point, weight_kn
+        alpha = None if self.balance == AUTO else float(self.balance)
+        factors = choose_factors(act, weight_kn, self.scheme.activation, weight_quant.qmax, alpha)
+        step, zeros = balanced_steps(act.channel_lo, act.channel_hi, factors, self.scheme.activation)
+        return step, np.float32(step) * factors, zeros, factors[:, None] * weight_kn
 
     def _linear(self, site, x):
         weight = self.params[site.name]
         weight_kn = np.ascontiguousarray(weight.T if site.transposed else weight, np.float32)
         channels, outputs = weight_kn.shape
         packed = self.kernel is not None and self.kernel.fits(channels, outputs)
-        wq, w_scale = quantize_weight(weight_kn, weight_quant_for(self.scheme, self.kernel if packed else None))
-        act = self.ranges[site.index]
+        weight_quant = weight_quant_for(self.scheme, self.kernel if packed else None)
+        step, steps, zero_point, weight_kn = self._balanced(self.ranges[site.index], weight_kn, weight_quant)
+        wq, w_scale = quantize_weight(weight_kn, weight_quant)
         dtype = self.kernel.activation_dtype if packed else self.scheme.activation.dtype
-        zero_point = act.zero_point + _SIGNED_SHIFT.get((self.scheme.activation.dtype, dtype), 0)
-        xq = self._quantize(x, site, dtype, zero_point)
+        zero_point = np.asarray(zero_point, np.int64) + _SIGNED_SHIFT.get((self.scheme.activation.dtype, dtype), 0)
+        xq = self._quantize(x, site, dtype, zero_point, scale=steps)
         if packed:
             acc = self.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, self.kernel.weight_block)))
         else:
             acc = self.builder_.emit(relax.op.matmul(xq, relax.const(wq), out_dtype="int32"))
-        correction = (zero_point * wq.astype(np.int64).sum(axis=0)).astype(np.int32)
+        # sum_j z_j Wq_jn: one zero point for all channels, or one per channel (balanced)
+        correction = (np.broadcast_to(zero_point, (channels,)) @ wq.astype(np.int64)).astype(np.int32)
         shifted = self.builder_.emit(relax.op.subtract(acc, relax.const(correction)))
-        return _dequantize(shifted, act.scale * w_scale)
+        return _dequantize(shifted, np.float32(step) * w_scale)
 
     def _centered(self, x, site, axis: int = -1):
         """``xq - z_x`` as int16 (exact: |xq - z_x| <= 255), for operands whose zero-point terms
@@ -164,13 +182,15 @@ class _Realizer(PyExprMutator):
 
 
 def realize(mod: tvm.IRModule, params: dict, ranges: dict, scheme: QuantScheme,
-            kernels: DotKernels = DotKernels()) -> tvm.IRModule:
+            kernels: DotKernels = DotKernels(), balance: str | float | None = None) -> tvm.IRModule:
     """Rewrite every annotated matmul of ``main`` to integer compute (see module docstring).
 
     Matmuls whose shapes fit the target's dot-product ``kernels`` read their right-hand operand
-    packed in its layout: Linear weights packed here, activations packed at run time.
+    packed in its layout: Linear weights packed here, activations packed at run time. With
+    ``balance`` (an alpha, or ``"auto"``: chosen per Linear), Linear sites calibrated with channel
+    ranges are balanced (:mod:`.balance`).
     """
-    realizer = _Realizer(mod, params, ranges, scheme, kernels)
+    realizer = _Realizer(mod, params, ranges, scheme, kernels, balance)
     func = realizer.visit_expr(mod["main"]).without_attr(SITES_ATTR)
     realizer.builder_.update_func(mod.get_global_var("main"), func)
     # the identity site calls are now unused (pure): dead code elimination drops them
