@@ -97,7 +97,7 @@ def test_eval_errors(capsys, tmp_path, empty_schedules):
     package = str(tmp_path / "relu")
     assert main(["build", "--model", str(tmp_path / "r.onnx"), "-o", package]) == 0
     capsys.readouterr()
-    assert_user_error(capsys, ["eval", package, "--data", str(tmp_path / "none.npz")], "calibration data not found")
+    assert_user_error(capsys, ["eval", package, "--data", str(tmp_path / "none.npz")], "none.npz: not found")
     (tmp_path / "r.onnx").unlink()
     assert_user_error(capsys, ["eval", package], f"the package's source model {tmp_path / 'r.onnx'} is not on this machine")
 

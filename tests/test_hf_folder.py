@@ -12,6 +12,7 @@ import torch
 import tvmcomp
 from models_for_tests import save_tiny_vit
 from test_cli import assert_user_error, run_cli
+from tvmcomp.models.hf_text import EXAMPLE_SENTENCES
 
 SEQ_LEN = 16
 
@@ -53,6 +54,13 @@ def test_a_folder_builds_and_matches_transformers(encoder_dir, tmp_path, capsys,
         want = AutoModel.from_pretrained(encoder_dir).eval()(
             **{k: torch.from_numpy(v) for k, v in inputs.items()}).last_hidden_state.numpy()
     assert np.abs(package.run(**inputs)[0] - want).max() <= 1e-4
+    # the package carries the tokenizer: a deployed package tokenizes text as the source model does
+    assert (tmp_path / "pkg" / "preprocessing" / "tokenizer_config.json").is_file()
+    (tmp_path / "texts.txt").write_text(f"{EXAMPLE_SENTENCES[0]}\n")
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "pkg"), "--inputs", str(tmp_path / "texts.txt"),
+                           "-o", str(tmp_path / "out.npz"))
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["last_hidden_state"], package.run(**inputs)[0])
 
 
 def test_a_folder_quantizes_on_bundled_text_and_evaluates_with_no_other_flag(encoder_dir, tmp_path, capsys,
@@ -96,6 +104,18 @@ def test_an_image_folder_builds_and_matches_transformers(image_encoder_dir, tmp_
         want = AutoModel.from_pretrained(image_encoder_dir).eval()(
             pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
     assert np.abs(package.run(pixel_values=pixels)[0] - want).max() <= 1e-4
+    # the package carries the image processor: `run` takes a folder of images
+    assert (tmp_path / "pkg" / "preprocessing" / "preprocessor_config.json").is_file()
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.full((50, 40, 3), 255, np.uint8)).save(tmp_path / "images" / "white.png")
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "pkg"), "--inputs", str(tmp_path / "images"),
+                           "-o", str(tmp_path / "out.npz"))
+    assert code == 0, err
+    white = np.ones((1, 3, 32, 32), np.float32)  # (1 - 0.5) / 0.5
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["last_hidden_state"],
+                               package.run(pixel_values=white)[0], rtol=1e-6, atol=1e-6)
 
 
 def test_an_image_folder_quantizes_its_patch_conv_and_linears_on_bundled_digits_and_evaluates(tmp_path, capsys,

@@ -25,7 +25,7 @@ from .quant.dot_kernels import dot_kernels_for
 from .quant.pipeline import CALIBRATION, quantize_model
 from .quant.schemes import FLOAT, get_scheme
 from .remote import REFERENCE_OUTPUTS
-from .runtime import EXAMPLE_INPUTS, LIBRARY, METADATA
+from .runtime import EXAMPLE_INPUTS, LIBRARY, METADATA, PREPROCESSING_DIR
 from .source import ModelSource
 from .targets import TargetSpec
 from .tune.default_schedules import apply_default_schedules
@@ -150,6 +150,18 @@ def export_library(executable, path: Path, target: TargetSpec) -> None:
         executable.export_library(str(path))
 
 
+def carry_preprocessing(source: ModelSource, folder: Path) -> list[str]:
+    """Copy the model's tokenizer or image-processor files into the package, so that a deployed
+    package turns texts or images into inputs without the source model; their names."""
+    entry = source.entry
+    files = entry.preprocessing_files() if entry is not None and entry.preprocessing_files is not None else []
+    if files:
+        folder.mkdir()
+        for file in files:
+            shutil.copyfile(file, folder / file.name)
+    return [file.name for file in files]
+
+
 def build(
     source: ModelSource,
     target: TargetSpec,
@@ -225,6 +237,7 @@ def build(
         code = dump_code(list(dump), fused, scheduled, executable, staging / CODE_DIR) if dump else []
         if calibration is not None:
             (staging / CALIBRATION).write_text(json.dumps(calibration, indent=1) + "\n")
+        preprocessing = carry_preprocessing(source, staging / PREPROCESSING_DIR)
         metadata = {
             "model": source.name,
             "model_hash": digest,
@@ -240,6 +253,7 @@ def build(
             "library_bytes": (staging / LIBRARY).stat().st_size,
             "float_weight_bytes": int(sum(v.nbytes for v in source.imported.params.values())),
             "code": code,
+            "preprocessing": preprocessing,
             "build_seconds": round(time.monotonic() - started, 1),
         }
         (staging / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")

@@ -50,26 +50,29 @@ def input_makers(entry, inputs: list[TensorSpec]) -> tuple[Tokenize | None, Prep
 
 
 def read_calibration_data(path: str | Path, inputs: list[TensorSpec], tokenize: Tokenize | None = None,
-                          preprocess_images: PreprocessImages | None = None) -> list[dict]:
-    """Batches of inputs shaped as the model's ``inputs``, from ``path``."""
+                          preprocess_images: PreprocessImages | None = None, flag: str = "--calib-data") -> list[dict]:
+    """Batches of inputs shaped as the model's ``inputs``, from ``path``; errors name ``flag``."""
     path = Path(path)
     if not path.exists():
-        raise TvmcompError(f"calibration data not found: {path}")
-    suffix = path.suffix.lower()
-    if path.is_dir():
-        samples = _from_images(path, preprocess_images)
-    elif suffix in (".npz", ".txt"):
-        samples = _from_text(path, tokenize) if suffix == ".txt" else _from_npz(path)
-    else:
-        raise TvmcompError(f"--calib-data {path}: give {FORMS}")
-    return _batches(path, samples, inputs)
+        raise TvmcompError(f"{flag} {path}: not found")
+    try:
+        suffix = path.suffix.lower()
+        if path.is_dir():
+            samples = _from_images(path, preprocess_images)
+        elif suffix in (".npz", ".txt"):
+            samples = _from_text(path, tokenize) if suffix == ".txt" else _from_npz(path)
+        else:
+            raise TvmcompError(f"{path}: give {FORMS}")
+        return _batches(path, samples, inputs)
+    except TvmcompError as err:
+        raise TvmcompError(f"{flag} {err}") from None
 
 
 def _from_images(path: Path, preprocess: PreprocessImages | None) -> dict[str, np.ndarray]:
     from .models.images import read_image_folder
 
     if preprocess is None:
-        raise TvmcompError(f"--calib-data {path}: images need the model to take one [N, 3, H, W] image input "
+        raise TvmcompError(f"{path}: images need the model to take one [N, 3, H, W] image input "
                            "or to have an image processor, and this model has neither; give an .npz of input arrays")
     return preprocess(read_image_folder(path))
 
@@ -79,16 +82,16 @@ def _from_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
     except (ValueError, OSError, zipfile.BadZipFile, AttributeError) as err:
-        raise TvmcompError(f"--calib-data {path} is not a readable .npz ({err})") from None
+        raise TvmcompError(f"{path} is not a readable .npz ({err})") from None
 
 
 def _from_text(path: Path, tokenize) -> dict[str, np.ndarray]:
     if tokenize is None:
-        raise TvmcompError(f"--calib-data {path}: text needs the model's tokenizer, and this model has none; "
+        raise TvmcompError(f"{path}: text needs the model's tokenizer, and this model has none; "
                            "give an .npz of input arrays instead")
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     if not lines:
-        raise TvmcompError(f"--calib-data {path} has no text (one text per line)")
+        raise TvmcompError(f"{path} has no text (one text per line)")
     return tokenize(lines)
 
 
@@ -96,22 +99,22 @@ def _batches(path: Path, samples: dict[str, np.ndarray], inputs: list[TensorSpec
     expected = [spec.name for spec in inputs]
     unknown, missing = sorted(set(samples) - set(expected)), [n for n in expected if n not in samples]
     if unknown or missing:
-        raise TvmcompError(f"--calib-data {path}: the model's inputs are {expected}; "
+        raise TvmcompError(f"{path}: the model's inputs are {expected}; "
                            f"missing {missing}, unexpected {unknown}")
     counts = set()
     for spec in inputs:
         array = samples[spec.name]
         if array.ndim != len(spec.shape) or tuple(array.shape[1:]) != tuple(spec.shape[1:]):
-            raise TvmcompError(f"--calib-data {path}: '{spec.name}' has shape {list(array.shape)}; the model takes "
+            raise TvmcompError(f"{path}: '{spec.name}' has shape {list(array.shape)}; the model takes "
                                f"{list(spec.shape)}, so samples must be [N, {', '.join(map(str, spec.shape[1:]))}]")
         if not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
-            raise TvmcompError(f"--calib-data {path}: '{spec.name}' is {array.dtype}; the model takes {spec.dtype}")
+            raise TvmcompError(f"{path}: '{spec.name}' is {array.dtype}; the model takes {spec.dtype}")
         counts.add(array.shape[0])
     if len(counts) != 1:
-        raise TvmcompError(f"--calib-data {path}: the inputs hold different numbers of samples ({sorted(counts)})")
+        raise TvmcompError(f"{path}: the inputs hold different numbers of samples ({sorted(counts)})")
     count, batch = counts.pop(), int(inputs[0].shape[0]) if inputs[0].shape else 1
     if count < batch:
-        raise TvmcompError(f"--calib-data {path}: {count} samples, fewer than one batch of {batch}")
+        raise TvmcompError(f"{path}: {count} samples, fewer than one batch of {batch}")
     return [{spec.name: samples[spec.name][i * batch:(i + 1) * batch].astype(spec.dtype) for spec in inputs}
             for i in range(count // batch)]
 

@@ -170,7 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_rpc_args(run, direct=True)
     run.add_argument("package", help="package folder written by `tvmcomp build`")
-    run.add_argument("--inputs", metavar="FILE.npz", help="inputs by name (default: the package's example inputs)")
+    run.add_argument("--inputs", metavar="PATH", help="inputs by name in an .npz, or a .txt (one text per line) or "
+                     "a folder of images, made into inputs by the tokenizer or image processor the package carries "
+                     "(default: the package's example inputs)")
     run.add_argument("-o", "--outputs", metavar="FILE.npz", help="write the outputs here, by name")
     run.add_argument("--print-time", action="store_true", help="also time --repeat runs on the same inputs")
     run.add_argument("--repeat", type=int, default=20, help="timed runs with --print-time (default: 20)")
@@ -335,7 +337,7 @@ def _cmd_run(args) -> tuple[str, dict]:
 
     if args.outputs and not Path(args.outputs).resolve().parent.is_dir():
         raise TvmcompError(f"cannot write {args.outputs}: its folder does not exist")
-    inputs = read_inputs(args.inputs) if args.inputs else None
+    inputs = read_inputs(args.inputs, None if _remote_spec(args) else args.package) if args.inputs else None
     result = run_package(args.package, inputs, _remote_spec(args), args.repeat if args.print_time else 0)
     outputs = result["outputs"]
     if args.outputs:

@@ -168,7 +168,7 @@ def evaluation_batches(package: Package, entry, data: str | Path | None) -> tupl
     batch, _ = _batch_and_seq_len(package)
     tokenize, preprocess = input_makers(entry, specs)
     if data is not None:
-        return str(data), read_calibration_data(data, specs, tokenize, preprocess)
+        return str(data), read_calibration_data(data, specs, tokenize, preprocess, flag="--data")
     if tokenize is not None:
         sentences = [s for s, _ in pang_lee_polarity()]
         return f"{len(sentences)} Pang & Lee sentences", [tokenize(sentences[i:i + batch])

@@ -15,9 +15,18 @@ from .results import latency_stats
 from .runtime import Package, read_metadata
 
 
-def read_inputs(path: str | Path) -> dict[str, np.ndarray]:
-    """Arrays of an ``.npz`` by name (``np.savez(path, input_ids=..., attention_mask=...)``)."""
+def read_inputs(path: str | Path, package: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Arrays of an ``.npz`` by name (``np.savez(path, input_ids=..., attention_mask=...)``), or the
+    first batch of a ``.txt`` (one text per line) or an image folder, turned into inputs by the
+    tokenizer or image processor that ``package`` carries."""
     path = Path(path)
+    if package is not None and (path.suffix.lower() == ".txt" or path.is_dir()):
+        from .calibration_data import read_calibration_data
+        from .frontend import TensorSpec
+
+        loaded = Package(package)
+        specs = [TensorSpec.from_json(spec) for spec in loaded.inputs]
+        return read_calibration_data(path, specs, *loaded.input_makers(), flag="--inputs")[0]
     if not path.is_file():
         raise TvmcompError(f"inputs file not found: {path}")
     try:

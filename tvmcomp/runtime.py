@@ -1,7 +1,8 @@
 """Load and run a built package. Needs only TVM's runtime and NumPy: no torch, no compiler.
 
 A package is a folder with ``model.so`` (the exported Relax VM executable, weights inside),
-``metadata.json`` and ``example_inputs.npz``.
+``metadata.json``, ``example_inputs.npz`` and, when the source model had them, its tokenizer or
+image-processor files under ``preprocessing/`` (reading those needs transformers or Pillow).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .errors import TvmcompError
 LIBRARY = "model.so"
 METADATA = "metadata.json"
 EXAMPLE_INPUTS = "example_inputs.npz"
+PREPROCESSING_DIR = "preprocessing"
 
 
 def set_num_threads(threads: int) -> None:
@@ -106,6 +108,23 @@ class Package:
     def example_inputs(self) -> dict[str, np.ndarray]:
         with np.load(self.path / EXAMPLE_INPUTS) as data:
             return {name: data[name] for name in data.files}
+
+    def input_makers(self):
+        """(tokenize, preprocess_images) from the files the package carries: each takes a list of
+        texts or of RGB images and returns inputs shaped for this package, or is None."""
+        from .frontend import TensorSpec
+
+        folder, specs = self.path / PREPROCESSING_DIR, [TensorSpec.from_json(spec) for spec in self.inputs]
+        tokenize = preprocess = None
+        if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
+            from .models.hf_text import _tokenize
+
+            tokenize = lambda texts: _tokenize(str(folder), texts, specs[0].shape[1])  # noqa: E731
+        elif (folder / "preprocessor_config.json").is_file():
+            from .models.hf_image import image_preprocessor
+
+            preprocess = image_preprocessor(folder, {})
+        return tokenize, preprocess
 
     def device_inputs(self, inputs: dict[str, np.ndarray]) -> list:
         """Check names, shapes and dtypes against the package, then copy to the device."""

@@ -42,6 +42,7 @@ class ModelEntry:
     input_shapes: Callable[[int], dict[str, list[int]]] | None = None  # batch -> the file's input shapes
     task_metrics: Callable[..., dict] | None = None
     preprocess_images: Callable[[list[np.ndarray]], dict[str, np.ndarray]] | None = None  # RGB images -> inputs
+    preprocessing_files: Callable[[], list] | None = None  # () -> tokenizer / image-processor files the package carries
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

@@ -10,8 +10,8 @@ from pathlib import Path
 from ..errors import TvmcompError
 from . import ModelEntry
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model", "sentencepiece.bpe.model")
-PROCESSOR_FILES = ("preprocessor_config.json",)
+from .hf_image import PROCESSOR_FILE, image_encoder
+from .hf_text import TOKENIZER_FILES, text_encoder
 
 
 def folder_entry(path: Path) -> ModelEntry:
@@ -26,13 +26,9 @@ def folder_entry(path: Path) -> ModelEntry:
     except json.JSONDecodeError as err:
         raise TvmcompError(f"{config_file} is not valid JSON: {err}") from None
     folder = str(path.resolve())
-    if any((path / name).is_file() for name in PROCESSOR_FILES):
-        from .hf_image import image_encoder
-
+    if (path / PROCESSOR_FILE).is_file():
         return image_encoder(str(path), folder, config)
     if any((path / name).is_file() for name in TOKENIZER_FILES):
-        from .hf_text import text_encoder
-
         return text_encoder(str(path), lambda: folder, f"Hugging Face {config.get('model_type', 'unknown')} "
                             f"text encoder from {path}", config.get("max_position_embeddings"))
     raise TvmcompError(f"{path} has neither a tokenizer nor an image processor, so tvmcomp cannot make inputs for "

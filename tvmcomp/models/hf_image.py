@@ -17,14 +17,15 @@ from .hf_text import pretrained_encoder
 from .images import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, calibration_inputs, example_inputs, probe_task
 
 INPUT = "pixel_values"
+PROCESSOR_FILE = "preprocessor_config.json"
 MEAN_POOLED = ("swin", "swinv2", "convnext")  # no class token: the probe reads the token mean
 
 
-def _preprocessor(model_dir: str, config: dict) -> ImagePreprocessor:
+def image_preprocessor(model_dir: str | Path, config: dict) -> ImagePreprocessor:
     """The folder's ``preprocessor_config.json`` (size, mean, std) as an :class:`ImagePreprocessor`.
 
     Read as data rather than through ``AutoImageProcessor``, whose default backend wants torchvision."""
-    settings = json.loads((Path(model_dir) / "preprocessor_config.json").read_text())
+    settings = json.loads((Path(model_dir) / PROCESSOR_FILE).read_text())
     size, side = settings.get("size") or {}, config.get("image_size", 224)
     if isinstance(size, int):
         size = {"height": size, "width": size}
@@ -55,10 +56,10 @@ def _load_torch(model_dir: str):
 
 def image_encoder(path: str, model_dir: str, config: dict) -> ModelEntry:
     kind = config.get("model_type", "unknown")
-    preprocess = _preprocessor(model_dir, config)
+    preprocess = image_preprocessor(model_dir, config)
     return ModelEntry(name=path, description=f"Hugging Face {kind} image encoder from {path}",
                       load_torch=lambda: _load_torch(model_dir), make_inputs=example_inputs(preprocess),
                       output_names=("last_hidden_state",), make_calibration_inputs=calibration_inputs(preprocess),
                       default_seq_len=None,
                       task_metrics=probe_task(preprocess, "mean" if kind in MEAN_POOLED else "first"),
-                      preprocess_images=preprocess)
+                      preprocess_images=preprocess, preprocessing_files=lambda: [Path(model_dir) / PROCESSOR_FILE])

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from . import ModelEntry
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model", "sentencepiece.bpe.model",
+                   "merges.txt", "vocab.json", "special_tokens_map.json")
 
 # Real sentences, so that example inputs exercise real attention patterns (not random ids).
 EXAMPLE_SENTENCES = (
@@ -85,4 +89,6 @@ def text_encoder(name: str, model_dir: Callable[[], str], description: str, max_
     return ModelEntry(name=name, description=description, load_torch=lambda: _load_torch(model_dir()),
                       make_inputs=make_inputs, output_names=("last_hidden_state",),
                       make_calibration_inputs=make_calibration_inputs, max_seq_len=max_seq_len, tokenize=tokenize,
-                      task_metrics=sentence_encoder_task(tokenize))
+                      task_metrics=sentence_encoder_task(tokenize),
+                      preprocessing_files=lambda: [f for f in map(Path(model_dir()).joinpath, TOKENIZER_FILES)
+                                                   if f.is_file()])
