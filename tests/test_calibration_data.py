@@ -111,6 +111,7 @@ def test_bad_image_folders_are_one_line(tmp_path, capsys):
     from models_for_tests import save_tiny_vit
 
     model = save_tiny_vit(tmp_path / "vit")
+    capsys.readouterr()  # transformers' save progress, not the command's
     empty = tmp_path / "empty"
     empty.mkdir()
     broken = _save_images(tmp_path / "broken", 2)
