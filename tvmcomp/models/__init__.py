@@ -80,4 +80,4 @@ def model_names() -> list[str]:
 
 
 def _load_builtin_entries() -> None:
-    from . import minilm, vit_s  # noqa: F401  (each registers itself)
+    from . import minilm, mpnet_base, vit_s  # noqa: F401  (each registers itself)
