@@ -29,19 +29,14 @@ def main() -> None:
 
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    from tvmcomp.build import model_hash
-    from tvmcomp.lowering import fuse_for_tuning
-    from tvmcomp.quant.dot_kernels import dot_kernels_for
-    from tvmcomp.quant.pipeline import quantize_model
+    from tvmcomp.build import prepare
     from tvmcomp.source import load_source
     from tvmcomp.targets import resolve_target
     from tvmcomp.tune import extract_tasks, open_database
 
     target = resolve_target(args.target)
     source = load_source(args.model)
-    if args.quant != "fp32":
-        quantize_model(source, args.quant, model_hash(source), args.calibration, kernels=dot_kernels_for(target))
-    fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
+    fused = prepare(source, target, args.quant, previous_package=args.calibration).fused
     database = open_database(target)
     rows = []
     for task in extract_tasks(fused, target):

@@ -93,8 +93,12 @@ def test_build_refuses_to_overwrite_a_non_package(empty_schedules, tmp_path):
 def test_runtime_checks_input_names_shapes_dtypes(empty_schedules, tmp_path):
     build(mlp_source(), resolve_target("x86"), tmp_path / "pkg")
     package = tvmcomp.load(tmp_path / "pkg")
-    with pytest.raises(TvmcompError, match=r"input 'x' has shape \[8, 32\], but the package was built for \[8, 64\]"):
+    # no attention mask: only the batch may be smaller (padded with zero rows), never a feature axis
+    with pytest.raises(TvmcompError, match=r"inputs of shape x \[8, 32\] fit no shape this package was built for "
+                                           r"\(x \[8, 64\]; smaller batch sizes are padded\)"):
         package.run(x=np.zeros((8, 32), np.float32))
+    x = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    np.testing.assert_array_equal(package.run(x=x[:3])[0], package.run(x=x)[0][:3])
     with pytest.raises(TvmcompError, match=r"missing \['x'\], unexpected \['y'\]"):
         package.run(y=np.zeros((8, 64), np.float32))
     with pytest.raises(TvmcompError, match="dtype complex64"):

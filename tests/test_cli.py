@@ -159,9 +159,11 @@ def test_help_teaches_each_command(capsys, command):
 
 
 @pytest.mark.parametrize("flags, pattern", [
-    (["--batch", "-1"], "--batch must be a positive number, not -1"),
-    (["--batch", "0"], "--batch must be a positive number, not 0"),
-    (["--seq-len", "0"], "--seq-len must be a positive number, not 0"),
+    (["--batch", "-1"], "--batch must be a positive number or a comma list of them, not '-1'"),
+    (["--batch", "0"], "--batch must be a positive number or a comma list of them, not '0'"),
+    (["--seq-len", "0"], "--seq-len must be a positive number or a comma list of them, not '0'"),
+    (["--seq-len", "8,x"], "--seq-len must be a positive number or a comma list of them, not '8,x'"),
+    (["--batch", "1,-2"], "--batch must be a positive number or a comma list of them, not '1,-2'"),
     (["--seq-len", "4096"], "--seq-len 4096 is longer than minilm's 512 positions"),
     (["--input-shape", "x=1,2"], "--input-shape applies to model files; for a bundled model use --batch/--seq-len"),
     (["--target", '{"kind": "llvm", "mcpu": "bogus"}'], "LLVM knows no CPU 'bogus'"),

@@ -38,7 +38,7 @@ def test_run_writes_the_outputs_of_load_run_by_name(package, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("inputs, message", [
-    ({"x": np.zeros((8, 32), np.float32)}, "input 'x' has shape [8, 32], but the package was built for [8, 64]"),
+    ({"x": np.zeros((8, 32), np.float32)}, "inputs of shape x [8, 32] fit no shape this package was built for (x [8, 64]"),
     ({"y": np.zeros((8, 64), np.float32)}, "missing ['x'], unexpected ['y']"),
     ({"x": np.zeros((8, 64), np.complex64)}, "input 'x' has dtype complex64, expected float32"),
 ])

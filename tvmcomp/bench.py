@@ -111,6 +111,8 @@ def bench_package(path: str | Path, repeat: int = 50, threads: int | None = None
         "library_bytes": metadata["library_bytes"],
         "tvmcomp": latency_stats(package.time(inputs, number=1, repeat=repeat), package_batch(metadata)),
     }
+    if len(package.shapes) > 1:
+        result["shapes"] = time_every_shape(package, inputs, repeat)
     if profile:
         from .profile import profile_package
 
@@ -121,6 +123,17 @@ def bench_package(path: str | Path, repeat: int = 50, threads: int | None = None
         result["max_abs_err_vs_torch"] = float(max(np.abs(o - r).max() for o, r in zip(outputs, reference)))
         result |= output_agreement(outputs, reference)
     return result
+
+
+def time_every_shape(package: Package, inputs: dict[str, np.ndarray], repeat: int) -> list[dict]:
+    """Latency of each shape a package holds, on its example inputs cut to that shape, smallest first."""
+    rows = []
+    for shape in package.shapes:
+        cut = {name: inputs[name][tuple(slice(0, dim) for dim in dims)] for name, dims in shape["inputs"].items()}
+        batch = int(next(iter(shape["inputs"].values()))[0])
+        rows.append({"function": shape["function"], "inputs": shape["inputs"],
+                     **latency_stats(package.time(cut, number=1, repeat=repeat), batch)})
+    return rows
 
 
 def output_agreement(outputs: list[np.ndarray], reference: list[np.ndarray]) -> dict:
@@ -143,6 +156,9 @@ def format_bench(result: dict) -> str:
         f"library {result['library_bytes'] / 2**20:.1f} MiB",
         f"{'engine':<22}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'min ms':>9}{'std ms':>9}{'runs':>6}{'per s':>8}",
     ]
+    for shape in result.get("shapes", []):  # every shape of a package built with --seq-len / --batch lists
+        name, dims = next(iter(shape["inputs"].items()))
+        rows.append((f"  {name} {'x'.join(map(str, dims))}", shape))
     for name, s in rows:
         lines.append(f"{name:<22}{s['p50_ms']:>9.3f}{s['p90_ms']:>9.3f}{s['p99_ms']:>9.3f}{s['min_ms']:>9.3f}"
                      f"{s['std_ms']:>9.3f}{s['runs']:>6}{s['throughput_per_s']:>8.1f}")

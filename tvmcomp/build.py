@@ -46,6 +46,73 @@ def model_hash(source: ModelSource) -> str:
     return digest.hexdigest()[:16]
 
 
+def all_shapes_module(source: ModelSource):
+    """One module with a Relax function per shape (``main``: the largest; :mod:`tvmcomp.source`).
+    Shapes share their weights: the VM stores equal constants once, so each added shape costs
+    only its kernels' code. A shape's own TIR functions (emitted by realize) get its name as suffix."""
+    from tvm import relax
+
+    builder = relax.BlockBuilder(source.imported.bound())
+    for name, imported in source.variants.items():
+        shape_mod = imported.bound()
+        renamed = {gv: builder.add_func(shape_mod[gv], f"{gv.name_hint}_{name}") for gv in shape_mod.get_global_vars()
+                   if gv.name_hint != "main"}
+        main = _global_var_renamer()(renamed).visit_expr(shape_mod["main"])
+        builder.add_func(main.with_attr("global_symbol", name), name)
+    return builder.get()
+
+
+def _global_var_renamer():
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class GlobalVarRenamer(relax.PyExprMutator):
+        """Replaces the GlobalVars a function calls (``call_tir`` targets) by the given ones."""
+
+        def __init__(self, renamed: dict):
+            super().__init__()
+            self.renamed = renamed
+
+        def visit_global_var_(self, op):
+            return self.renamed.get(op, op)
+
+    return GlobalVarRenamer
+
+
+def _output_shapes(struct_info) -> list[list[int]]:
+    if hasattr(struct_info, "fields"):
+        return [shape for field in struct_info.fields for shape in _output_shapes(field)]
+    return [[int(dim) for dim in struct_info.shape.values]]
+
+
+def shape_table(source: ModelSource, fused) -> list[dict]:
+    """The shapes the package serves, smallest first: each one's function, input and output shapes
+    (what :mod:`tvmcomp.shape_choice` picks from at run time)."""
+    rows = [{"function": name, "inputs": {spec.name: list(spec.shape) for spec in imported.inputs},
+             "outputs": _output_shapes(fused[name].ret_ty)} for name, imported in source.shapes().items()]
+    return sorted(rows, key=lambda row: sum(int(np.prod(shape)) for shape in row["inputs"].values()))
+
+
+@dataclass
+class Prepared:
+    fused: object  # the fused IRModule: what tune extracts tasks from and build compiles
+    model_hash: str
+    calibration: dict | None  # the calibration document of a quantized build
+
+
+def prepare(source: ModelSource, target: TargetSpec, quant: str = FLOAT, calibration_samples: int = 32,
+            observer: str | None = None, balance: str | float | None = None, keep_float: list[str] | None = None,
+            previous_package: Path | None = None, stream=None) -> Prepared:
+    """Quantize (unless ``quant`` is float), merge the shapes and fuse: the one preparation build and
+    tune share, so that the kernels tune records are made for are the kernels a build looks up."""
+    digest = model_hash(source)
+    calibration = None
+    if quant != FLOAT:
+        calibration = quantize_model(source, quant, digest, previous_package, calibration_samples, observer,
+                                     keep_float, dot_kernels_for(target), stream, balance)
+    return Prepared(fuse_for_tuning(all_shapes_module(source), target.tvm_target()), digest, calibration)
+
+
 def check_output_location(out_dir: Path) -> None:
     """Fail before any work when the package folder could not be written (checked, not created)."""
     if out_dir.exists() and not (out_dir / METADATA).is_file():
@@ -197,14 +264,9 @@ def build(
     check_output_location(out_dir)
 
     started = time.monotonic()
-    digest = model_hash(source)
-    calibration = None
-    if quant != FLOAT:
-        calibration = quantize_model(source, quant, digest, out_dir if out_dir.exists() else None,
-                                     calibration_samples, observer, keep_float, dot_kernels_for(target), stream,
-                                     balance)
-    tvm_target = target.tvm_target()
-    fused = fuse_for_tuning(source.imported.bound(), tvm_target)
+    prepared = prepare(source, target, quant, calibration_samples, observer, balance, keep_float,
+                       out_dir if out_dir.exists() else None, stream)
+    fused, calibration = prepared.fused, prepared.calibration
     folders = tuning.serving_folders(target)
     database = tuning.open_database(target, folders)
     tasks = tuning.extract_tasks(fused, target)
@@ -240,11 +302,12 @@ def build(
         preprocessing = carry_preprocessing(source, staging / PREPROCESSING_DIR)
         metadata = {
             "model": source.name,
-            "model_hash": digest,
+            "model_hash": prepared.model_hash,
             "variant": quant,
             "target": target.to_json() | {"schedule_key": target.schedule_key},
             "inputs": [spec.to_json() for spec in source.imported.inputs],
             "outputs": list(source.imported.outputs),
+            "shapes": shape_table(source, fused),
             "tvm_version": tvm.__version__,
             "kernels": len(tasks),
             "default_scheduled_kernels": len(missing),

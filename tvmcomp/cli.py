@@ -53,8 +53,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="minilm", help="bundled model name (see `tvmcomp models`), a Hugging Face "
                         "model folder (text or image encoder), or a .onnx/.pt2 file (default: minilm)")
     parser.add_argument("--target", default="x86", help="preset name (see `tvmcomp targets`), a JSON file, or inline TVM target JSON (default: x86)")
-    parser.add_argument("--batch", type=int, help="batch size for a bundled model (default: the model's, 1 for minilm)")
-    parser.add_argument("--seq-len", type=int, help="sequence length for a bundled model (default: 128 for minilm)")
+    parser.add_argument("--batch", metavar="N[,N...]", help="batch size for a bundled model or folder (default: the "
+                        "model's, 1 for minilm); a comma list (1,8) builds one package holding kernels for each")
+    parser.add_argument("--seq-len", metavar="N[,N...]", help="sequence length for a text model (default: 128 for "
+                        "minilm); a comma list (32,64,128) builds one package holding kernels for each length, sharing "
+                        "one copy of the weights: `run` picks the smallest shape that fits and pads")
     parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2", help="static shape of an ONNX input (repeatable)")
     parser.add_argument("--records", metavar="DIR", help="your tuning-records folder: searched before the shipped records, new records written there (default: schedules/ in a checkout, ~/.cache/tvmcomp/schedules when installed)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr (for scripts); errors still print")
@@ -285,10 +288,7 @@ def _status_stream(args):
 
 
 def _cmd_tune(args) -> tuple[str, dict]:
-    from .build import model_hash
-    from .lowering import fuse_for_tuning
-    from .quant.dot_kernels import dot_kernels_for
-    from .quant.pipeline import quantize_model
+    from .build import prepare
     from .targets import resolve_target
     from .tune import tune
 
@@ -297,11 +297,8 @@ def _cmd_tune(args) -> tuple[str, dict]:
     target.check_toolchain()
     stream = _status_stream(args)
     source = _load_source(args)
-    if args.quant != FLOAT:
-        quantize_model(source, args.quant, model_hash(source), samples=args.calibration_samples,
-                       observer=args.observer, keep_float=args.keep_float, kernels=dot_kernels_for(target),
-                       balance=args.balance, stream=stream)
-    fused = fuse_for_tuning(source.imported.bound(), target.tvm_target())
+    fused = prepare(source, target, args.quant, args.calibration_samples, args.observer, args.balance,
+                    args.keep_float, stream=stream).fused
     runner = _tuning_runner(args)
     if runner is None and target.is_cross:
         raise TvmcompError(f"target '{target.name}' runs on another machine: tune it there over RPC "

@@ -20,7 +20,8 @@ def profile_package(package: Package, runs: int = 20) -> dict:
     """Per-call time of ``package`` on its example inputs, most expensive first."""
     inputs = package.example_inputs()
     end_to_end_ms = float(np.median(package.time(inputs, number=1, repeat=max(runs, 10)))) * 1e3
-    vm, device_inputs = package.vm, package.device_inputs(inputs)
+    choice = package.choose(inputs)
+    vm, function, device_inputs = package.vm, choice.function, package.device_inputs(choice)
     seconds, calls, started = collections.defaultdict(float), collections.Counter(), {}
 
     def instrument(_func, symbol, before, _ret, *_args):
@@ -31,11 +32,11 @@ def profile_package(package: Package, runs: int = 20) -> dict:
             calls[symbol] += 1
         return 0  # VMInstrumentReturnKind.NO_OP
 
-    vm["main"](*device_inputs)  # warm up
+    vm[function](*device_inputs)  # warm up
     vm.set_instrument(instrument)
     try:
         for _ in range(runs):
-            vm["main"](*device_inputs)
+            vm[function](*device_inputs)
     finally:
         vm.set_instrument(None)
     total = sum(seconds.values())

@@ -58,6 +58,7 @@ def package_row(path: str | Path) -> dict:
         "probe_drop_pt": (evaluation or {}).get("probe_accuracy_drop_pt"),
         "wordsim_spearman": (evaluation or {}).get("wordsim_spearman_float_vs_package"),
         "profile": (bench or {}).get("profile"),
+        "shapes": (bench or {}).get("shapes"),  # latency of each shape of a --seq-len / --batch list package
     }
 
 
@@ -150,6 +151,13 @@ def write_report(packages: list[str | Path], out_dir: str | Path) -> dict:
                      f"{_fmt(r['cosine_vs_float'], '.4f')} | {_fmt(r['sqnr_db'], '.1f')} | {_fmt(r['probe_drop_pt'], '.1f')} | "
                      f"{_fmt(r['wordsim_spearman'], '.4f')} | {r['default_scheduled_kernels']} of {r['kernels']} |")
     lines.append("")
+    by_shape = [r for r in rows if r["shapes"]]
+    if by_shape:
+        lines += ["## Latency by input shape", "", "| package | input shape | p50 ms | p90 ms | per s |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {r['name']} | {' '.join(f'{n} {dims}' for n, dims in shape['inputs'].items())} | "
+                  f"{shape['p50_ms']:.2f} | {shape['p90_ms']:.2f} | {shape['throughput_per_s']:.1f} |"
+                  for r in by_shape for shape in r["shapes"]]
+        lines.append("")
     for name, title in (("latency_accuracy", "Latency vs accuracy"), ("kernels", "Where the time goes")):
         if drawn[name]:
             lines += [f"## {title}", "", f"![{title}]({plots[name].name})", ""]

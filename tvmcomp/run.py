@@ -23,10 +23,11 @@ def read_inputs(path: str | Path, package: str | Path | None = None) -> dict[str
     if package is not None and (path.suffix.lower() == ".txt" or path.is_dir()):
         from .calibration_data import read_calibration_data
         from .frontend import TensorSpec
+        from .shape_choice import drop_padding_columns
 
         loaded = Package(package)
         specs = [TensorSpec.from_json(spec) for spec in loaded.inputs]
-        return read_calibration_data(path, specs, *loaded.input_makers(), flag="--inputs")[0]
+        return drop_padding_columns(read_calibration_data(path, specs, *loaded.input_makers(), flag="--inputs")[0])
     if not path.is_file():
         raise TvmcompError(f"inputs file not found: {path}")
     try:

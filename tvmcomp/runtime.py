@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TvmcompError
+from .shape_choice import Choice, choose_shape, package_shapes, trim_outputs
 
 LIBRARY = "model.so"
 METADATA = "metadata.json"
@@ -97,6 +98,7 @@ class Package:
             use_physical_cores()  # before the library loads: loading it can already size TVM's pool
         self.inputs = self.metadata["inputs"]
         self.output_names = self.metadata["outputs"]
+        self.shapes = package_shapes(self.metadata)
         if module is None:
             library = self.path / LIBRARY
             if not library.is_file():
@@ -126,43 +128,47 @@ class Package:
             preprocess = image_preprocessor(folder, {})
         return tokenize, preprocess
 
-    def device_inputs(self, inputs: dict[str, np.ndarray]) -> list:
-        """Check names, shapes and dtypes against the package, then copy to the device."""
-        import tvm
-
+    def choose(self, inputs: dict[str, np.ndarray]) -> Choice:
+        """Check names and dtypes against the package; the shape that serves ``inputs``, which are
+        padded to it (:mod:`tvmcomp.shape_choice`)."""
         expected = [spec["name"] for spec in self.inputs]
         unknown = sorted(set(inputs) - set(expected))
         missing = [name for name in expected if name not in inputs]
         if unknown or missing:
             raise TvmcompError(f"inputs must be exactly {expected}; missing {missing}, unexpected {unknown}")
-        arrays = []
+        typed = {}
         for spec in self.inputs:
             value = np.asarray(inputs[spec["name"]])
-            if list(value.shape) != list(spec["shape"]):
-                raise TvmcompError(
-                    f"input '{spec['name']}' has shape {list(value.shape)}, "
-                    f"but the package was built for {spec['shape']} (rebuild with the shape you need)"
-                )
             if str(value.dtype) != spec["dtype"]:
                 if not np.can_cast(value.dtype, spec["dtype"], casting="same_kind"):
                     raise TvmcompError(f"input '{spec['name']}' has dtype {value.dtype}, expected {spec['dtype']}")
                 value = value.astype(spec["dtype"])
-            arrays.append(tvm.runtime.tensor(np.ascontiguousarray(value), self.device))
-        return arrays
+            typed[spec["name"]] = value
+        return choose_shape(self.shapes, typed)
+
+    def device_inputs(self, choice: Choice) -> list:
+        import tvm
+
+        return [tvm.runtime.tensor(np.ascontiguousarray(choice.inputs[spec["name"]]), self.device)
+                for spec in self.inputs]
 
     # The stateful interface (set inputs, invoke, get outputs) works the same on a local and on an
     # RPC device; calling ``vm["main"]`` over RPC returns an opaque remote reference to the result.
     def run(self, **inputs) -> list[np.ndarray]:
-        self.vm.set_input("main", *self.device_inputs(inputs))
-        self.vm.invoke_stateful("main")
-        return [t.numpy() for t in flatten_outputs(self.vm.get_outputs("main"))]
+        """The outputs for ``inputs``, run at the smallest shape the package has that they fit."""
+        choice = self.choose(inputs)
+        self.vm.set_input(choice.function, *self.device_inputs(choice))
+        self.vm.invoke_stateful(choice.function)
+        outputs = [t.numpy() for t in flatten_outputs(self.vm.get_outputs(choice.function))]
+        return trim_outputs(outputs, self.shapes, choice)
 
     def time(self, inputs: dict[str, np.ndarray], number: int, repeat: int, min_repeat_ms: int = 0):
-        """TVM's time_evaluator over ``main``: seconds per run, one entry per repeat."""
-        self.vm.set_input("main", *self.device_inputs(inputs))
+        """TVM's time_evaluator over the function that serves ``inputs``: seconds per run, one entry per repeat."""
+        choice = self.choose(inputs)
+        self.vm.set_input(choice.function, *self.device_inputs(choice))
         timer = self.vm.time_evaluator("invoke_stateful", self.device, number=number, repeat=repeat,
                                        min_repeat_ms=min_repeat_ms)
-        return list(timer("main").results)
+        return list(timer(choice.function).results)
 
 
 def flatten_outputs(result) -> list:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import TvmcompError
 from .frontend import ImportedModel, TensorSpec, import_file, import_torch
+
+MAIN = "main"  # the function of the largest shape; other shapes are ``b{batch}_s{seq_len}``
 
 
 @dataclass
@@ -19,6 +21,13 @@ class ModelSource:
     torch_module: object | None = None  # the float reference, when the source is PyTorch
     entry: object | None = None  # the registry entry, for bundled models
     calibration_data: list[dict[str, np.ndarray]] | None = None  # the user's (--calib-data), as batches
+    # the same model at the other shapes the package serves (function name -> import); ``imported``,
+    # compiled as ``main``, is the largest: calibration runs there and every shape reuses its ranges
+    variants: dict[str, ImportedModel] = field(default_factory=dict)
+
+    def shapes(self) -> dict[str, ImportedModel]:
+        """Every compiled shape by function name, ``main`` first."""
+        return {MAIN: self.imported} | self.variants
 
     def use_calibration_data(self, path: str | Path) -> None:
         """Calibrate on the user's data (:mod:`tvmcomp.calibration_data`); checked here, before any work."""
@@ -76,34 +85,61 @@ def synthetic_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.nda
     return inputs
 
 
-def load_source(model: str, batch: int | None = None, seq_len: int | None = None, input_shapes: list[str] | None = None) -> ModelSource:
+def parse_sizes(text: str | int | None, flag: str) -> list[int]:
+    """``--seq-len 32,64,128`` -> [32, 64, 128] (ascending, no repeats); None -> []."""
+    if text is None:
+        return []
+    try:
+        sizes = sorted({int(part) for part in str(text).split(",") if part.strip()})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] <= 0:
+        raise TvmcompError(f"{flag} must be a positive number or a comma list of them, not '{text}'")
+    return sizes
+
+
+def variant_name(batch: int, seq_len: int | None) -> str:
+    return f"b{batch}" + (f"_s{seq_len}" if seq_len else "")
+
+
+def load_source(model: str, batch: str | int | None = None, seq_len: str | int | None = None,
+                input_shapes: list[str] | None = None) -> ModelSource:
     """Import ``model`` (a registry name, a Hugging Face model folder, or a .onnx/.pt2 path) with its
-    example inputs."""
+    example inputs. ``batch`` and ``seq_len`` may be comma lists: the model is imported at every
+    combination, the largest as ``imported`` and the others as ``variants``."""
     from .models import find_model
 
-    for flag, value in (("--batch", batch), ("--seq-len", seq_len)):
-        if value is not None and value <= 0:
-            raise TvmcompError(f"{flag} must be a positive number, not {value}")
+    batches, seq_lens = parse_sizes(batch, "--batch"), parse_sizes(seq_len, "--seq-len")
     named_as_file = Path(model).suffix.lower() in (".onnx", ".pt2")
     if (Path(model).is_dir() and not named_as_file) or not (named_as_file or "/" in model):
         if input_shapes:
             raise TvmcompError("--input-shape applies to model files; for a bundled model use --batch/--seq-len")
         entry = find_model(model)  # an unknown name raises, listing the registry
-        if seq_len and entry.default_seq_len is None:
+        if seq_lens and entry.default_seq_len is None:
             raise TvmcompError(f"--seq-len applies to text models; {model} takes images (use --batch)")
-        if seq_len and entry.max_seq_len and seq_len > entry.max_seq_len:
-            raise TvmcompError(f"--seq-len {seq_len} is longer than {model}'s {entry.max_seq_len} positions")
-        batch = batch or entry.default_batch
-        example = entry.make_inputs(batch, seq_len or entry.default_seq_len)
-        if entry.source_file is not None:  # the model is an ONNX file: import it at the entry's shapes
-            imported = import_file(entry.source_file(), entry.input_shapes(batch))
-            imported.outputs = list(entry.output_names)
-            return ModelSource(model, imported, example, None, entry)
-        module = entry.load_torch()
-        return ModelSource(model, import_torch(module, example, list(entry.output_names)), example, module, entry)
+        if seq_lens and entry.max_seq_len and seq_lens[-1] > entry.max_seq_len:
+            raise TvmcompError(f"--seq-len {seq_lens[-1]} is longer than {model}'s {entry.max_seq_len} positions")
+        batches, seq_lens = batches or [entry.default_batch], seq_lens or [entry.default_seq_len]
+        module = entry.load_torch() if entry.source_file is None else None
+        source = _import_entry(model, entry, module, batches[-1], seq_lens[-1])
+        for b in batches:
+            for s in seq_lens:
+                if (b, s) != (batches[-1], seq_lens[-1]):
+                    source.variants[variant_name(b, s)] = _import_entry(model, entry, module, b, s).imported
+        return source
     if batch or seq_len:
         raise TvmcompError("--batch/--seq-len apply to bundled models; for a file use --input-shape NAME=D1,D2,...")
     imported = import_file(model, _parse_input_shapes(input_shapes))
     program = imported.meta.get("exported_program")  # .pt2: the float reference, loaded once
     torch_module = program.module() if program is not None else None
     return ModelSource(str(model), imported, synthetic_inputs(imported.inputs), torch_module)
+
+
+def _import_entry(model: str, entry, module, batch: int, seq_len: int | None) -> ModelSource:
+    """The registry entry ``entry`` imported at one shape."""
+    example = entry.make_inputs(batch, seq_len)
+    if entry.source_file is not None:  # the model is an ONNX file: import it at the entry's shapes
+        imported = import_file(entry.source_file(), entry.input_shapes(batch))
+        imported.outputs = list(entry.output_names)
+        return ModelSource(model, imported, example, None, entry)
+    return ModelSource(model, import_torch(module, example, list(entry.output_names)), example, module, entry)

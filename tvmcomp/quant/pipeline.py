@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from ..errors import TvmcompError
 from .annotate import annotate, quant_sites
 from .calibrate import SiteRange, calibrate
 from .dot_kernels import DotKernels
@@ -32,7 +33,8 @@ def load_calibration(package_dir: Path, model_hash: str, key: dict) -> dict[int,
 def quantize_model(source, scheme_name: str, model_hash: str, previous_package: Path | None = None,
                    samples: int = 32, observer: str | None = None, keep_float: list[str] | None = None,
                    kernels: DotKernels = DotKernels(), stream=None, balance: str | float | None = None):
-    """Rewrite ``source.imported.mod`` to integer compute; returns the calibration document to save.
+    """Rewrite the module of every shape ``source`` has to integer compute, with the ranges calibrated
+    at its largest shape; returns the calibration document to save.
 
     ``kernels`` are the target's dot-product instructions (operands are packed for them);
     ``balance`` is the channel-balancing exponent alpha (:mod:`.balance`), None for none.
@@ -56,8 +58,14 @@ def quantize_model(source, scheme_name: str, model_hash: str, previous_package: 
                            scheme, observer, stream=stream, channel_ranges=balance is not None)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
-    imported.mod = realize(annotated, imported.params, ranges, scheme, kernels, balance)
-    if scheme.embedding is not None:
-        imported.mod = quantize_embeddings(imported.mod, imported.params, scheme.embedding, keep_float)
+    for shape_imported in source.shapes().values():  # every shape reuses the ranges calibrated at the largest
+        shape_annotated = annotated if shape_imported is imported else annotate(
+            shape_imported.mod, shape_imported.params, skip=keep_float)
+        if [f"{site.name}:{site.role}" for site in quant_sites(shape_annotated)] != settings["sites"]:
+            raise TvmcompError(f"{source.name} quantizes different layers at another shape: build one shape per package")
+        shape_imported.mod = realize(shape_annotated, shape_imported.params, ranges, scheme, kernels, balance)
+        if scheme.embedding is not None:
+            shape_imported.mod = quantize_embeddings(shape_imported.mod, shape_imported.params, scheme.embedding,
+                                                     keep_float)
     return {"model_hash": model_hash, "settings": settings, "balance": balance,
             "ranges": {str(index): asdict(value) for index, value in ranges.items()}}
