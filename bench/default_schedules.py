@@ -37,12 +37,13 @@ def build_variant(target, quant: str, records: Path, out: Path, calibration_from
     import shutil
 
     from tvmcomp.build import build
+    from tvmcomp.quant.pipeline import QuantOptions
     from tvmcomp.source import load_source
 
     os.environ["TVMCOMP_SCHEDULES"] = str(records)
     if calibration_from is not None and (calibration_from / "calibration.json").is_file():
         shutil.copytree(calibration_from, out)  # the build reuses the saved ranges, then replaces the package
-    return build(load_source("minilm"), target, out, quant=quant).metadata
+    return build(load_source("minilm"), target, out, QuantOptions(quant)).metadata
 
 
 def main() -> None:

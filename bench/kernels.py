@@ -30,13 +30,14 @@ def main() -> None:
     from tvm.s_tir.analysis import estimate_tir_flops
 
     from tvmcomp.build import prepare
+    from tvmcomp.quant.pipeline import QuantOptions
     from tvmcomp.source import load_source
     from tvmcomp.targets import resolve_target
     from tvmcomp.tune import extract_tasks, open_database
 
     target = resolve_target(args.target)
     source = load_source(args.model)
-    fused = prepare(source, target, args.quant, previous_package=args.calibration).fused
+    fused = prepare(source, target, QuantOptions(args.quant), previous_package=args.calibration).fused
     database = open_database(target)
     rows = []
     for task in extract_tasks(fused, target):

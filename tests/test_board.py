@@ -17,6 +17,7 @@ from tvm.s_tir.meta_schedule.testing.dummy_object import DummyRunner
 from models_for_tests import int8_linear_reference, mlp_source
 from test_quant_passes import SDOT, LinearAnnotated, _linear_params
 from tvmcomp.quant.dot_kernels import DotKernels
+from tvmcomp.quant.pipeline import QuantOptions
 from tvmcomp.bench import bench_package
 from tvmcomp.board import Board, default_dir
 from tvmcomp.build import build
@@ -108,7 +109,7 @@ def test_int8_sdot_linear_on_the_board_matches_the_integer_reference_exactly(boa
 
 def test_int8_arm_package_runs_on_the_board(board, empty_schedules, tmp_path):
     path = tmp_path / "int8"
-    build(mlp_source(), resolve_target("arm"), path, quant="int8", calibration_samples=4, trials=6, runner=DummyRunner())
+    build(mlp_source(), resolve_target("arm"), path, QuantOptions("int8", samples=4), trials=6, runner=DummyRunner())
     result = bench_package(path, repeat=2, remote=_direct(board))
     assert result["max_abs_err_vs_host"] is not None  # checked against the host inside, with int8's tolerance
 
@@ -159,7 +160,7 @@ def test_rpc_tuning_measures_on_the_board_and_writes_records(board, empty_schedu
 def test_int8_on_default_schedules_runs_on_the_board_and_agrees_with_the_host(board, tmp_path, empty_schedules, preset):
     """No records, no tuning: the default schedules' tensorized kernels run on the (emulated) device."""
     path = tmp_path / preset
-    package = build(mlp_source(), resolve_target(preset), path, quant="int8", calibration_samples=4)
+    package = build(mlp_source(), resolve_target(preset), path, QuantOptions("int8", samples=4))
     assert package.metadata["default_scheduled_kernels"] == package.metadata["kernels"]
     result = bench_package(path, repeat=2, remote=_direct(board))
     assert result["max_abs_err_vs_host"] is not None  # checked within the int8 tolerance, else bench raises

@@ -13,6 +13,7 @@ import tvmcomp
 from conftest import max_abs_diff
 from models_for_tests import mlp_source
 from tvmcomp import build as build_module
+from tvmcomp.quant.pipeline import QuantOptions
 from tvmcomp.build import build
 from tvmcomp.errors import TvmcompError
 from tvmcomp.quant.dot_kernels import dot_kernel_for, pack_weight
@@ -138,7 +139,7 @@ def test_load_errors(tmp_path):
 def test_int8_build_calibrates_once_and_stores_int8_weights(empty_schedules, tmp_path, capsys):
     target = resolve_target("x86")
     fp32 = build(mlp_source(), target, tmp_path / "fp32")
-    int8 = build(mlp_source(), target, tmp_path / "int8", quant="int8", calibration_samples=8)
+    int8 = build(mlp_source(), target, tmp_path / "int8", QuantOptions("int8", samples=8))
     assert "[quant] calibrating int8 on 8 batches of the bundled data" in capsys.readouterr().err
     assert int8.metadata["variant"] == "int8" and (tmp_path / "int8" / "calibration.json").is_file()
     assert fp32.metadata["library_bytes"] > int8.metadata["library_bytes"]
@@ -159,7 +160,7 @@ def test_int8_build_calibrates_once_and_stores_int8_weights(empty_schedules, tmp
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
     assert (got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want) > 0.999  # cosine
 
-    build(mlp_source(), target, tmp_path / "int8", quant="int8", calibration_samples=8)
+    build(mlp_source(), target, tmp_path / "int8", QuantOptions("int8", samples=8))
     assert "[quant] reusing the calibration" in capsys.readouterr().err
 
 
@@ -167,7 +168,7 @@ def test_int8_needs_calibration_data(empty_schedules, tmp_path):
     source = mlp_source()
     source.entry = None  # a user's file: no bundled calibration data
     with pytest.raises(TvmcompError, match=r"needs calibration data: give --calib-data FILE.npz"):
-        build(source, resolve_target("x86"), tmp_path / "pkg", quant="int8")
+        build(source, resolve_target("x86"), tmp_path / "pkg", QuantOptions("int8"))
 
 
 def test_a_loaded_package_runs_on_the_physical_cores_unless_the_user_chose(empty_schedules, tmp_path):

@@ -17,6 +17,7 @@ from tvm.s_tir.meta_schedule.testing.dummy_object import DummyRunner
 
 from models_for_tests import int8_linear_reference, mlp_source
 from tvmcomp.build import build
+from tvmcomp.quant.pipeline import QuantOptions
 from tvmcomp.errors import TvmcompError
 from tvmcomp.quant.dot_kernels import DotKernels, dot_kernel_for, dot_kernels_for, pack_weight
 from tvmcomp.targets import resolve_target
@@ -77,7 +78,7 @@ def test_int8_library_uses_the_dot_product_instruction_with_no_records(preset, o
     """No board, no records: the default schedules alone tensorize with the target's instruction."""
     name, _, mcpu = preset.partition("@")
     target = _x86_preset_on(mcpu) if mcpu else resolve_target(name)
-    package = build(mlp_source(), target, tmp_path / "pkg", quant="int8", calibration_samples=4)
+    package = build(mlp_source(), target, tmp_path / "pkg", QuantOptions("int8", samples=4))
     assert package.metadata["default_scheduled_kernels"] == package.metadata["kernels"]
     assembly = _disassemble(objdump, tmp_path / "pkg" / "model.so")
     assert len(re.findall(instruction, assembly)) >= 8

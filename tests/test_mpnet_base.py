@@ -1,6 +1,7 @@
 """The base-size encoder ``mpnet-base`` (all-mpnet-base-v2, 12 x 768), from five optional wheels:
 a one-line error without them; with them (``make install-base``, slow test) int8 with channel
-balancing keeps the mean embedding cosine at 0.98 or more against PyTorch on real sentences."""
+balancing and wide inputs for the Linears int8 cannot hold keeps the mean embedding cosine at 0.99
+or more against PyTorch on real sentences."""
 
 import json
 from importlib.metadata import PackageNotFoundError
@@ -30,11 +31,12 @@ def test_without_its_wheels_mpnet_base_says_how_to_install_them(tmp_path, capsys
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _installed(), reason="mpnet-base's wheels are not installed (make install-base)")
-def test_mpnet_base_int8_balanced_stays_close_to_float_on_real_sentences(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "build", "--model", "mpnet-base", "--quant", "int8", "--balance",
+def test_mpnet_base_int8_balanced_with_wide_inputs_stays_close_to_float_on_real_sentences(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "build", "--model", "mpnet-base", "--quant", "int8", "--balance", "--wide-inputs",
                            "-o", str(tmp_path / "int8"))
     assert code == 0, err
     code, _, err = run_cli(capsys, "eval", str(tmp_path / "int8"))
     assert code == 0, err
     result = json.loads((tmp_path / "int8" / "eval.json").read_text())
-    assert result["embedding_cosine_mean"] >= 0.98  # 0.87 without --balance; the issue's target is 0.99
+    # 0.87 plain int8, 0.98 with --balance alone (2026-12-03)
+    assert result["embedding_cosine_mean"] >= 0.99

@@ -22,8 +22,8 @@ from . import tune as tuning
 from .errors import TvmcompError
 from .lowering import fuse_for_tuning
 from .quant.dot_kernels import dot_kernels_for
-from .quant.pipeline import CALIBRATION, quantize_model
-from .quant.schemes import FLOAT, get_scheme
+from .quant.pipeline import CALIBRATION, QuantOptions, quantize_model
+from .quant.schemes import get_scheme
 from .remote import REFERENCE_OUTPUTS
 from .runtime import EXAMPLE_INPUTS, LIBRARY, METADATA, PREPROCESSING_DIR
 from .source import ModelSource
@@ -100,16 +100,14 @@ class Prepared:
     calibration: dict | None  # the calibration document of a quantized build
 
 
-def prepare(source: ModelSource, target: TargetSpec, quant: str = FLOAT, calibration_samples: int = 32,
-            observer: str | None = None, balance: str | float | None = None, keep_float: list[str] | None = None,
+def prepare(source: ModelSource, target: TargetSpec, options: QuantOptions = QuantOptions(),
             previous_package: Path | None = None, stream=None) -> Prepared:
-    """Quantize (unless ``quant`` is float), merge the shapes and fuse: the one preparation build and
-    tune share, so that the kernels tune records are made for are the kernels a build looks up."""
+    """Quantize (as ``options`` say), merge the shapes and fuse: the one preparation build and tune
+    share, so that the kernels tune records are made for are the kernels a build looks up."""
     digest = model_hash(source)
     calibration = None
-    if quant != FLOAT:
-        calibration = quantize_model(source, quant, digest, previous_package, calibration_samples, observer,
-                                     keep_float, dot_kernels_for(target), stream, balance)
+    if options.quantizes:
+        calibration = quantize_model(source, options, digest, previous_package, dot_kernels_for(target), stream)
     return Prepared(fuse_for_tuning(all_shapes_module(source), target.tvm_target()), digest, calibration)
 
 
@@ -233,12 +231,8 @@ def build(
     source: ModelSource,
     target: TargetSpec,
     out_dir: str | Path,
-    quant: str = FLOAT,
+    quant: QuantOptions = QuantOptions(),
     trials: int = 0,
-    calibration_samples: int = 32,
-    observer: str | None = None,
-    balance: str | float | None = None,
-    keep_float: list[str] | None = None,
     runner=None,
     stream=None,
     dump: list[str] = (),
@@ -253,8 +247,8 @@ def build(
     import tvm
 
     stream = stream or sys.stderr
-    if quant != FLOAT:
-        get_scheme(quant)  # an unknown name fails before any work
+    if quant.quantizes:
+        get_scheme(quant.scheme)  # an unknown name fails before any work
     check_code_forms(list(dump))
     target.check_toolchain()
     if trials > 0 and target.is_cross and runner is None:
@@ -264,8 +258,7 @@ def build(
     check_output_location(out_dir)
 
     started = time.monotonic()
-    prepared = prepare(source, target, quant, calibration_samples, observer, balance, keep_float,
-                       out_dir if out_dir.exists() else None, stream)
+    prepared = prepare(source, target, quant, out_dir if out_dir.exists() else None, stream)
     fused, calibration = prepared.fused, prepared.calibration
     folders = tuning.serving_folders(target)
     database = tuning.open_database(target, folders)
@@ -303,7 +296,7 @@ def build(
         metadata = {
             "model": source.name,
             "model_hash": prepared.model_hash,
-            "variant": quant,
+            "variant": quant.scheme,
             "target": target.to_json() | {"schedule_key": target.schedule_key},
             "inputs": [spec.to_json() for spec in source.imported.inputs],
             "outputs": list(source.imported.outputs),

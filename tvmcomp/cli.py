@@ -10,6 +10,7 @@ from pathlib import Path
 from . import __version__
 from .errors import TvmcompError
 from .quant.balance import AUTO
+from .quant.precision import WIDE_BELOW_DB
 from .quant.schemes import FLOAT
 
 DESCRIPTION = """\
@@ -46,6 +47,10 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
                         "by factors max|x_j|^ALPHA / max|W_j|^(1-ALPHA), with no extra op in the graph; without ALPHA "
                         "each Linear gets the least noisy ALPHA (or none). For encoders with outlier channels "
                         "(base-size BERT class)")
+    parser.add_argument("--wide-inputs", nargs="?", type=float, const=WIDE_BELOW_DB, metavar="SQNR_DB",
+                        help="mixed precision: Linears whose int8 output would be noisier than SQNR_DB (estimated from "
+                        f"calibration; default {WIDE_BELOW_DB:g} dB) quantize their inputs to 12 bits and run on the "
+                        "int16 dot kernel; for encoders whose FFN outputs int8 cannot hold (base-size BERT class)")
     parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching weights in float: a weight-name pattern ('*layer_0*', '*word_embeddings*') or 'bmm_*' for the attention matmuls (repeatable)")
 
 
@@ -239,10 +244,10 @@ def _cmd_build(args) -> tuple[str, dict]:
     target = resolve_target(args.target)
     target.tvm_target()  # an invalid target (an unknown mcpu, say) fails before the import
     runner = _tuning_runner(args)
+    options = _quant_options(args)
     source = _load_source(args)
-    result = build(source, target, args.output, quant=args.quant, trials=args.trials,
-                   calibration_samples=args.calibration_samples, observer=args.observer, keep_float=args.keep_float,
-                   balance=args.balance, runner=runner, stream=_status_stream(args), dump=dump)
+    result = build(source, target, args.output, options, trials=args.trials, runner=runner,
+                   stream=_status_stream(args), dump=dump)
     meta = result.metadata
     return (f"built {result.path}: {meta['model']} ({meta['variant']}) for {meta['target']['schedule_key']}, "
             f"library {meta['library_bytes'] / 2**20:.1f} MiB, {meta['kernels']} kernels "
@@ -250,22 +255,35 @@ def _cmd_build(args) -> tuple[str, dict]:
             {"package": str(result.path), "tuned_now": result.tuned_now, "metadata": meta})
 
 
-def _load_source(args):
-    """The model to build or tune, with the user's calibration data checked before anything is compiled."""
-    from .source import load_source
+def _quant_options(args):
+    """The quantization flags as QuantOptions, each combination checked before any work."""
+    from .quant.pipeline import QuantOptions
 
-    if args.calib_data and args.quant == FLOAT:
-        raise TvmcompError("--calib-data calibrates quantization: add --quant int8")
-    if args.balance is not None and args.quant == FLOAT:
-        raise TvmcompError("--balance balances channels for quantization: add --quant int8")
-    if args.balance not in (None, AUTO):
+    for given, flag, meaning in ((args.calib_data, "--calib-data", "calibrates quantization"),
+                                 (args.balance, "--balance", "balances channels for quantization"),
+                                 (args.wide_inputs, "--wide-inputs", "widens quantized inputs")):
+        if given is not None and args.quant == FLOAT:
+            raise TvmcompError(f"{flag} {meaning}: add --quant int8")
+    balance = args.balance
+    if balance not in (None, AUTO):
         try:
-            args.balance = float(args.balance)
-            if not 0 <= args.balance <= 1:
+            balance = float(balance)
+            if not 0 <= balance <= 1:
                 raise ValueError
         except ValueError:
             raise TvmcompError(f"--balance ALPHA is an exponent between 0 and 1 (SmoothQuant uses 0.5), or nothing "
                                f"to choose it per layer; not '{args.balance}'") from None
+    if args.wide_inputs is not None and not 0 < args.wide_inputs < 100:
+        raise TvmcompError(f"--wide-inputs takes an output SQNR in dB (0 to 100; default {WIDE_BELOW_DB:g}), "
+                           f"not {args.wide_inputs:g}")
+    return QuantOptions(args.quant, args.calibration_samples, args.observer, tuple(args.keep_float or ()), balance,
+                        args.wide_inputs)
+
+
+def _load_source(args):
+    """The model to build or tune, with the user's calibration data checked before anything is compiled."""
+    from .source import load_source
+
     if args.calib_data and not Path(args.calib_data).exists():
         raise TvmcompError(f"calibration data not found: {args.calib_data}")
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
@@ -296,9 +314,9 @@ def _cmd_tune(args) -> tuple[str, dict]:
     target.tvm_target()
     target.check_toolchain()
     stream = _status_stream(args)
+    options = _quant_options(args)
     source = _load_source(args)
-    fused = prepare(source, target, args.quant, args.calibration_samples, args.observer, args.balance,
-                    args.keep_float, stream=stream).fused
+    fused = prepare(source, target, options, stream=stream).fused
     runner = _tuning_runner(args)
     if runner is None and target.is_cross:
         raise TvmcompError(f"target '{target.name}' runs on another machine: tune it there over RPC "

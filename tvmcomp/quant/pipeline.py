@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import TvmcompError
@@ -14,9 +14,30 @@ from .calibrate import SiteRange, calibrate
 from .dot_kernels import DotKernels
 from .embeddings import quantize_embeddings
 from .realize import realize
-from .schemes import get_scheme
+from .schemes import FLOAT, get_scheme
 
 CALIBRATION = "calibration.json"
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """How a build quantizes: the scheme (``fp32``: not at all) and the calibration and rewrite knobs."""
+
+    scheme: str = FLOAT
+    samples: int = 32  # calibration batches
+    observer: str | None = None  # None: the scheme's
+    keep_float: tuple[str, ...] = ()  # weight-name patterns left float (annotate)
+    balance: str | float | None = None  # channel balancing alpha, "auto", or None (:mod:`.balance`)
+    wide_below_db: float | None = None  # Linears estimated below this output SQNR get wide inputs (realize)
+
+    @property
+    def quantizes(self) -> bool:
+        return self.scheme != FLOAT
+
+    @property
+    def channel_ranges(self) -> bool:
+        """Balancing and choosing wide inputs both read per-channel statistics from calibration."""
+        return self.balance is not None or self.wide_below_db is not None
 
 
 def load_calibration(package_dir: Path, model_hash: str, key: dict) -> dict[int, SiteRange] | None:
@@ -30,32 +51,31 @@ def load_calibration(package_dir: Path, model_hash: str, key: dict) -> dict[int,
     return {int(index): SiteRange(**value) for index, value in saved["ranges"].items()}
 
 
-def quantize_model(source, scheme_name: str, model_hash: str, previous_package: Path | None = None,
-                   samples: int = 32, observer: str | None = None, keep_float: list[str] | None = None,
-                   kernels: DotKernels = DotKernels(), stream=None, balance: str | float | None = None):
+def quantize_model(source, options: QuantOptions, model_hash: str, previous_package: Path | None = None,
+                   kernels: DotKernels = DotKernels(), stream=None):
     """Rewrite the module of every shape ``source`` has to integer compute, with the ranges calibrated
     at its largest shape; returns the calibration document to save.
 
-    ``kernels`` are the target's dot-product instructions (operands are packed for them);
-    ``balance`` is the channel-balancing exponent alpha (:mod:`.balance`), None for none.
+    ``kernels`` are the target's dot-product instructions (operands are packed for them).
     """
     stream = stream or sys.stderr
-    scheme = get_scheme(scheme_name)
+    scheme = get_scheme(options.scheme)
+    keep_float = list(options.keep_float)
     imported = source.imported
     annotated = annotate(imported.mod, imported.params, skip=keep_float)
     # the sites are part of the key: ranges are stored by site index, which a change to annotate
     # (or to --keep-float) shifts; patterns that only keep an embedding table float need no recalibration
-    settings = {"scheme": scheme.name, "observer": observer or scheme.observer, "samples": samples,
-                "data": source.calibration_key(), "channel_ranges": balance is not None,
+    settings = {"scheme": scheme.name, "observer": options.observer or scheme.observer, "samples": options.samples,
+                "data": source.calibration_key(), "channel_ranges": options.channel_ranges,
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package else None
     if ranges is None:
-        batches = source.calibration_samples(samples)
+        batches = source.calibration_samples(options.samples)
         data = "the bundled data" if source.calibration_data is None else "--calib-data"
         print(f"[quant] calibrating {scheme.name} on {len(batches)} batches of {data} "
               f"({settings['observer']} observer)", file=stream)
         ranges = calibrate(annotated, imported.params, imported.inputs, batches,
-                           scheme, observer, stream=stream, channel_ranges=balance is not None)
+                           scheme, options.observer, stream=stream, channel_ranges=options.channel_ranges)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
     for shape_imported in source.shapes().values():  # every shape reuses the ranges calibrated at the largest
@@ -63,9 +83,11 @@ def quantize_model(source, scheme_name: str, model_hash: str, previous_package: 
             shape_imported.mod, shape_imported.params, skip=keep_float)
         if [f"{site.name}:{site.role}" for site in quant_sites(shape_annotated)] != settings["sites"]:
             raise TvmcompError(f"{source.name} quantizes different layers at another shape: build one shape per package")
-        shape_imported.mod = realize(shape_annotated, shape_imported.params, ranges, scheme, kernels, balance)
+        shape_imported.mod = realize(shape_annotated, shape_imported.params, ranges, scheme, kernels, options.balance,
+                                     options.wide_below_db)
         if scheme.embedding is not None:
             shape_imported.mod = quantize_embeddings(shape_imported.mod, shape_imported.params, scheme.embedding,
                                                      keep_float)
-    return {"model_hash": model_hash, "settings": settings, "balance": balance,
+    return {"model_hash": model_hash, "settings": settings, "balance": options.balance,
+            "wide_below_db": options.wide_below_db,
             "ranges": {str(index): asdict(value) for index, value in ranges.items()}}

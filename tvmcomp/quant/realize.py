@@ -17,6 +17,10 @@ activation dtype: uint8 codes become int8 by subtracting 128 from codes and zero
 which changes no value of ``xq - z_x``. A kernel that needs narrower weights (AVX2: 7 bits) gets
 them: still stored as int8, quantized to [-63, 63].
 
+With ``--wide-inputs`` (:mod:`.precision`), a Linear whose int8 output is estimated too noisy
+quantizes its input to 12-bit codes in int16 and multiplies them with its int8 weights widened to
+int16 on the target's int16 dot kernel (packed as an attention operand is), same formula.
+
 With channel balancing (:mod:`.balance`), a Linear site's ``s_x`` is a vector ``a * f`` over input
 channels, ``z_x`` a vector too, and the weight quantized is ``f[:, None] * W``; the correction is
 ``z_x @ Wq`` and the rescale ``a * s_w``.
@@ -50,6 +54,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from .annotate import CONV_ROLE, QUANT_SITE, SITES_ATTR, _is_op, quant_sites
 from .balance import AUTO, balanced_steps, choose_factors
 from .dot_kernels import DotKernel, DotKernels, pack_operand, pack_weight, packed_matmul
+from .precision import output_sqnr_db
 from .schemes import QuantScheme, TensorQuant
 
 _SIGNED_SHIFT = {("uint8", "int8"): -128, ("int8", "uint8"): 128}
@@ -78,9 +83,11 @@ def _dequantize(acc, scale: np.ndarray):
 
 @mutator
 class _Realizer(PyExprMutator):
-    def __init__(self, mod, params, ranges, scheme, kernels: DotKernels, balance: str | float | None):
+    def __init__(self, mod, params, ranges, scheme, kernels: DotKernels, balance: str | float | None,
+                 wide_below_db: float | None):
         super().__init__(mod)
         self.params, self.ranges, self.scheme, self.balance = params, ranges, scheme, balance
+        self.wide_below_db = wide_below_db
         self.kernel, self.batched_kernel = kernels.linear, kernels.batched
         self.sites = {site.index: site for site in quant_sites(mod)}
 
@@ -104,28 +111,49 @@ class _Realizer(PyExprMutator):
             x, relax.const(np.ascontiguousarray(steps, np.float32)), relax.const(np.ascontiguousarray(zeros)),
             axis=axis, out_dtype=dtype))
 
-    def _balanced(self, act, weight_kn: np.ndarray, weight_quant: TensorQuant):
-        """(common step, per-channel steps, zero points, weight to quantize): balanced when asked and possible."""
+    def _balanced(self, act, weight_kn: np.ndarray, weight_quant: TensorQuant, activation: TensorQuant):
+        """(common step, per-channel steps, zero points, factors) of a Linear's input quantized as
+        ``activation``: balanced when asked and possible; factors of 1 when not balanced."""
+        ones = np.ones(weight_kn.shape[0], np.float32)
         if self.balance is None or act.channel_lo is None:
-            return act.scale, None, act.zero_point, weight_kn
+            if activation == self.scheme.activation:
+                return act.scale, None, act.zero_point, ones
+            step, zero = activation.scale_zero_point(act.lo, act.hi)
+            return float(step), np.full(len(ones), step, np.float32), int(zero), ones
         alpha = None if self.balance == AUTO else float(self.balance)
-        factors = choose_factors(act, weight_kn, self.scheme.activation, weight_quant.qmax, alpha)
-        step, zeros = balanced_steps(act.channel_lo, act.channel_hi, factors, self.scheme.activation)
-        return step, np.float32(step) * factors, zeros, factors[:, None] * weight_kn
+        factors = choose_factors(act, weight_kn, activation, weight_quant.qmax, alpha)
+        step, zeros = balanced_steps(act.channel_lo, act.channel_hi, factors, activation)
+        return step, np.float32(step) * factors, zeros, factors
+
+    def _wide(self, act, weight_kn: np.ndarray) -> bool:
+        """Whether this Linear's int8 output is estimated noisier than ``wide_below_db`` (:mod:`.precision`)."""
+        if self.wide_below_db is None or act.channel_rms is None or self.scheme.wide_activation is None:
+            return False
+        weight_quant = weight_quant_for(self.scheme, self.kernel)
+        *_, factors = self._balanced(act, weight_kn, weight_quant, self.scheme.activation)
+        return output_sqnr_db(act, weight_kn, self.scheme.activation, weight_quant.qmax, factors) < self.wide_below_db
 
     def _linear(self, site, x):
         weight = self.params[site.name]
         weight_kn = np.ascontiguousarray(weight.T if site.transposed else weight, np.float32)
         channels, outputs = weight_kn.shape
-        packed = self.kernel is not None and self.kernel.fits(channels, outputs)
-        weight_quant = weight_quant_for(self.scheme, self.kernel if packed else None)
-        step, steps, zero_point, weight_kn = self._balanced(self.ranges[site.index], weight_kn, weight_quant)
-        wq, w_scale = quantize_weight(weight_kn, weight_quant)
-        dtype = self.kernel.activation_dtype if packed else self.scheme.activation.dtype
-        zero_point = np.asarray(zero_point, np.int64) + _SIGNED_SHIFT.get((self.scheme.activation.dtype, dtype), 0)
+        act = self.ranges[site.index]
+        if self._wide(act, weight_kn):  # 12-bit codes in int16, on the int16 kernel
+            activation, kernel, name = self.scheme.wide_activation, self.batched_kernel, "packed_int16_matmul"
+        else:
+            activation, kernel, name = self.scheme.activation, self.kernel, "packed_int8_matmul"
+        packed = kernel is not None and kernel.fits(channels, outputs)
+        weight_quant = weight_quant_for(self.scheme, kernel if packed else None)
+        step, steps, zero_point, factors = self._balanced(act, weight_kn, weight_quant, activation)
+        wq, w_scale = quantize_weight(factors[:, None] * weight_kn, weight_quant)
+        wq = wq.astype(activation.dtype) if activation.bits > 8 else wq  # the int16 kernel multiplies int16 pairs
+        dtype = kernel.activation_dtype if packed else activation.dtype
+        zero_point = np.asarray(zero_point, np.int64) + _SIGNED_SHIFT.get((activation.dtype, dtype), 0)
         xq = self._quantize(x, site, dtype, zero_point, scale=steps)
+        if activation.qmax < np.iinfo(dtype).max:  # codes narrower than their dtype: clip to the codes' range
+            xq = self.builder_.emit(relax.op.clip(xq, activation.qmin, activation.qmax))
         if packed:
-            acc = self.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, self.kernel.weight_block)))
+            acc = self.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, kernel.weight_block)), name=name)
         else:
             acc = self.builder_.emit(relax.op.matmul(xq, relax.const(wq), out_dtype="int32"))
         # sum_j z_j Wq_jn: one zero point for all channels, or one per channel (balanced)
@@ -182,15 +210,17 @@ class _Realizer(PyExprMutator):
 
 
 def realize(mod: tvm.IRModule, params: dict, ranges: dict, scheme: QuantScheme,
-            kernels: DotKernels = DotKernels(), balance: str | float | None = None) -> tvm.IRModule:
+            kernels: DotKernels = DotKernels(), balance: str | float | None = None,
+            wide_below_db: float | None = None) -> tvm.IRModule:
     """Rewrite every annotated matmul of ``main`` to integer compute (see module docstring).
 
     Matmuls whose shapes fit the target's dot-product ``kernels`` read their right-hand operand
     packed in its layout: Linear weights packed here, activations packed at run time. With
     ``balance`` (an alpha, or ``"auto"``: chosen per Linear), Linear sites calibrated with channel
-    ranges are balanced (:mod:`.balance`).
+    ranges are balanced (:mod:`.balance`). With ``wide_below_db``, Linear sites estimated noisier
+    than that in int8 get the scheme's wide activation codes instead (:mod:`.precision`).
     """
-    realizer = _Realizer(mod, params, ranges, scheme, kernels, balance)
+    realizer = _Realizer(mod, params, ranges, scheme, kernels, balance, wide_below_db)
     func = realizer.visit_expr(mod["main"]).without_attr(SITES_ATTR)
     realizer.builder_.update_func(mod.get_global_var("main"), func)
     # the identity site calls are now unused (pure): dead code elimination drops them

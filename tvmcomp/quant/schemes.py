@@ -41,7 +41,7 @@ class TensorQuant:
 
     @property
     def dtype(self) -> str:
-        return f"{'int' if self.signed else 'uint'}{max(8, self.bits)}"
+        return f"{'int' if self.signed else 'uint'}{next(width for width in (8, 16, 32) if self.bits <= width)}"
 
     def scale_zero_point(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scale and zero point covering [lo, hi] (arrays: one entry per channel, or 0-d)."""
@@ -71,6 +71,7 @@ class QuantScheme:
     activation: TensorQuant
     observer: str = "minmax"  # default activation observer (see observers.OBSERVERS)
     embedding: TensorQuant | None = None  # embedding tables' rows (None: tables stay float)
+    wide_activation: TensorQuant | None = None  # inputs of Linears int8 cannot hold (--wide-inputs; :mod:`.precision`)
 
 
 SCHEMES: dict[str, QuantScheme] = {}
@@ -95,5 +96,6 @@ register_scheme(
         weight=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
         activation=TensorQuant(bits=8, signed=False, symmetric=False),
         embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
+        wide_activation=TensorQuant(bits=12, signed=True, symmetric=False),
     )
 )
