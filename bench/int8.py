@@ -1,7 +1,7 @@
 """int8 benchmark: a text encoder (MiniLM-L6 by default; --model mpnet-base for the base-size one)
 b1 s128 on this machine, one run, fixed threads.
 
-Engines: tvmcomp fp32, int8, int8 with channel balancing, int8 with the attention matmuls left
+Engines: tvmcomp fp32, int8, int8 with channel balancing (and with wide inputs), int8 with the attention matmuls left
 float and int8 with the word embedding table left float (kernels from schedules/), PyTorch eager fp32 and dynamic int8
 (torch.ao.quantization.quantize_dynamic on the Linear layers), ONNX Runtime fp32, dynamic int8 and
 static QDQ int8 (per-channel int8 weights, per-tensor uint8 activations, calibrated on the same 32
@@ -34,6 +34,7 @@ TVMCOMP_VARIANTS = {  # name -> tvmcomp build arguments; kernels come from sched
     "tvmcomp fp32": ["--quant", "fp32"],
     "tvmcomp int8": ["--quant", "int8"],
     "tvmcomp int8 --balance": ["--quant", "int8", "--balance"],
+    "tvmcomp int8 --balance --wide-inputs": ["--quant", "int8", "--balance", "--wide-inputs"],
     "tvmcomp int8, attention float": ["--quant", "int8", "--keep-float", "bmm_*"],
     "tvmcomp int8, word embeddings float": ["--quant", "int8", "--keep-float", "*word_embeddings*"],
 }

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,23 @@ def test_observer_errors():
         make_observer("median")
     with pytest.raises(TvmcompError, match="saw no data"):
         make_observer("minmax").range(get_scheme("int8").activation)
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"weight": TensorQuant(bits=8, signed=False, symmetric=False, granularity=Granularity.PER_CHANNEL)},
+     "weights must be signed and symmetric (realize has no weight zero point)"),
+    ({"weight": TensorQuant(bits=8, signed=True, symmetric=True)}, "weights must have one scale per channel"),
+    ({"activation": TensorQuant(bits=16, signed=False, symmetric=False)},
+     "activations must fit 8 bits (int32 accumulation of a 3072-long dot product)"),
+    ({"activation": TensorQuant(bits=8, signed=False, symmetric=False, granularity=Granularity.PER_CHANNEL)},
+     "activations must have one scale per tensor"),
+])
+def test_a_scheme_realize_cannot_execute_is_refused_at_registration(changes, reason):
+    from dataclasses import replace
+
+    from tvmcomp.quant.schemes import SCHEMES, register_scheme
+
+    bad = replace(get_scheme("int8"), name="bad", **changes)
+    with pytest.raises(TvmcompError, match=re.escape(f"quantization scheme 'bad' cannot be executed: {reason}")):
+        register_scheme(bad)
+    assert "bad" not in SCHEMES

@@ -77,7 +77,35 @@ class QuantScheme:
 SCHEMES: dict[str, QuantScheme] = {}
 
 
+def unexecutable(scheme: QuantScheme) -> list[str]:
+    """Why :mod:`.realize` cannot compute ``scheme`` exactly (empty: it can). Realize keeps weights
+    symmetric with one scale per output channel (no weight zero-point term), activations per tensor
+    in at most 8 bits (their dot kernels' operand), wide activations and embedding rows likewise."""
+    reasons = []
+    for role, quant in (("weights", scheme.weight), ("embedding tables", scheme.embedding)):
+        if quant is None:
+            continue
+        if not (quant.signed and quant.symmetric):
+            reasons.append(f"{role} must be signed and symmetric (realize has no weight zero point)")
+        if quant.granularity is not Granularity.PER_CHANNEL:
+            reasons.append(f"{role} must have one scale per channel")
+        if quant.bits > 8:
+            reasons.append(f"{role} must fit int8")
+    for role, quant, bits in (("activations", scheme.activation, 8), ("wide activations", scheme.wide_activation, 12)):
+        if quant is None:
+            continue
+        if quant.granularity is not Granularity.PER_TENSOR:
+            reasons.append(f"{role} must have one scale per tensor")
+        if quant.bits > bits:
+            reasons.append(f"{role} must fit {bits} bits (int32 accumulation of a 3072-long dot product)")
+    return reasons
+
+
 def register_scheme(scheme: QuantScheme) -> QuantScheme:
+    """Add ``scheme`` to the registry; a scheme realize would compute wrongly is refused here."""
+    reasons = unexecutable(scheme)
+    if reasons:
+        raise TvmcompError(f"quantization scheme '{scheme.name}' cannot be executed: {'; '.join(reasons)}")
     SCHEMES[scheme.name] = scheme
     return scheme
 
