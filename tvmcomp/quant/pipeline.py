@@ -29,6 +29,7 @@ class QuantOptions:
     keep_float: tuple[str, ...] = ()  # weight-name patterns left float (annotate)
     balance: str | float | None = None  # channel balancing alpha, "auto", or None (:mod:`.balance`)
     wide_below_db: float | None = None  # Linears estimated below this output SQNR get wide inputs (realize)
+    prob_bits: int | None = None  # attention probabilities on a log2 grid of this many bits (:mod:`.log2_probs`)
 
     @property
     def quantizes(self) -> bool:
@@ -84,10 +85,10 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         if [f"{site.name}:{site.role}" for site in quant_sites(shape_annotated)] != settings["sites"]:
             raise TvmcompError(f"{source.name} quantizes different layers at another shape: build one shape per package")
         shape_imported.mod = realize(shape_annotated, shape_imported.params, ranges, scheme, kernels, options.balance,
-                                     options.wide_below_db)
+                                     options.wide_below_db, options.prob_bits)
         if scheme.embedding is not None:
             shape_imported.mod = quantize_embeddings(shape_imported.mod, shape_imported.params, scheme.embedding,
                                                      keep_float)
     return {"model_hash": model_hash, "settings": settings, "balance": options.balance,
-            "wide_below_db": options.wide_below_db,
+            "wide_below_db": options.wide_below_db, "prob_bits": options.prob_bits,
             "ranges": {str(index): asdict(value) for index, value in ranges.items()}}

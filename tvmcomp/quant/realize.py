@@ -54,9 +54,13 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from .annotate import CONV_ROLE, QUANT_SITE, SITES_ATTR, _is_op, quant_sites
 from .balance import AUTO, balanced_steps, choose_factors
 from .dot_kernels import DotKernel, DotKernels, pack_operand, pack_weight, packed_matmul
+from .log2_probs import emit_log2_probs, exponent_range
 from .precision import output_sqnr_db
 from .schemes import QuantScheme, TensorQuant
 
+# ops between a softmax and the matmul it feeds that keep every value a probability
+_PROBABILITY_PRESERVING = ("relax.reshape", "relax.broadcast_to", "relax.permute_dims", "relax.expand_dims",
+                           "relax.squeeze", "relax.where")
 _SIGNED_SHIFT = {("uint8", "int8"): -128, ("int8", "uint8"): 128}
 
 
@@ -84,10 +88,10 @@ def _dequantize(acc, scale: np.ndarray):
 @mutator
 class _Realizer(PyExprMutator):
     def __init__(self, mod, params, ranges, scheme, kernels: DotKernels, balance: str | float | None,
-                 wide_below_db: float | None):
+                 wide_below_db: float | None, prob_bits: int | None):
         super().__init__(mod)
         self.params, self.ranges, self.scheme, self.balance = params, ranges, scheme, balance
-        self.wide_below_db = wide_below_db
+        self.wide_below_db, self.prob_bits = wide_below_db, prob_bits
         self.kernel, self.batched_kernel = kernels.linear, kernels.batched
         self.sites = {site.index: site for site in quant_sites(mod)}
 
@@ -182,8 +186,28 @@ class _Realizer(PyExprMutator):
             kernel_layout="OIHW", out_dtype="int32"))
         return _dequantize(acc, (np.float32(self.ranges[site.index].scale) * w_scale).reshape(-1, 1, 1))
 
+    def _is_softmax_output(self, x) -> bool:
+        """Whether ``x`` holds softmax outputs: the softmax itself, or it reshaped, broadcast or with
+        fully masked rows set to zero (``where(mask, 0, p)``, torch's SDPA decomposition)."""
+        while isinstance(x, relax.Var):
+            bound = self.lookup_binding(x)
+            if bound is None or not isinstance(bound, relax.Call):
+                return False
+            if _is_op(bound, "relax.nn.softmax"):
+                return True
+            if not any(_is_op(bound, op) for op in _PROBABILITY_PRESERVING):
+                return False
+            x = bound.args[2] if _is_op(bound, "relax.where") else bound.args[0]
+        return False
+
     def _batched(self, lhs_site, lhs, rhs_site, rhs):
-        lhs_c, rhs_c = self._centered(lhs, lhs_site), self._centered(rhs, rhs_site)
+        lhs_scale = np.float32(self.ranges[lhs_site.index].scale)
+        if self.prob_bits is not None and self._is_softmax_output(lhs):  # P @ V with log2 probabilities
+            top, bottom = exponent_range(self.ranges[lhs_site.index].hi, self.prob_bits)
+            lhs_c, lhs_scale = emit_log2_probs(self.builder_, lhs, top, bottom), np.float32(2.0 ** -bottom)
+        else:
+            lhs_c = self._centered(lhs, lhs_site)
+        rhs_c = self._centered(rhs, rhs_site)
         kernel = self.batched_kernel
         *_, k, n = (int(d) for d in rhs_c.ty.shape.values)
         if kernel is not None and kernel.fits(k, n):
@@ -191,7 +215,7 @@ class _Realizer(PyExprMutator):
             acc = self.builder_.emit_te(packed_matmul, lhs_c, packed, name="packed_int16_matmul")
         else:
             acc = self.builder_.emit(relax.op.matmul(lhs_c, rhs_c, out_dtype="int32"))
-        scale = np.float32(self.ranges[lhs_site.index].scale) * np.float32(self.ranges[rhs_site.index].scale)
+        scale = lhs_scale * np.float32(self.ranges[rhs_site.index].scale)
         return _dequantize(acc, np.full(int(acc.ty.shape.values[-1]), scale))
 
     def visit_call_(self, call):
@@ -211,16 +235,18 @@ class _Realizer(PyExprMutator):
 
 def realize(mod: tvm.IRModule, params: dict, ranges: dict, scheme: QuantScheme,
             kernels: DotKernels = DotKernels(), balance: str | float | None = None,
-            wide_below_db: float | None = None) -> tvm.IRModule:
+            wide_below_db: float | None = None, prob_bits: int | None = None) -> tvm.IRModule:
     """Rewrite every annotated matmul of ``main`` to integer compute (see module docstring).
 
     Matmuls whose shapes fit the target's dot-product ``kernels`` read their right-hand operand
     packed in its layout: Linear weights packed here, activations packed at run time. With
     ``balance`` (an alpha, or ``"auto"``: chosen per Linear), Linear sites calibrated with channel
     ranges are balanced (:mod:`.balance`). With ``wide_below_db``, Linear sites estimated noisier
-    than that in int8 get the scheme's wide activation codes instead (:mod:`.precision`).
+    than that in int8 get the scheme's wide activation codes instead (:mod:`.precision`). With
+    ``prob_bits``, attention probabilities (a softmax output multiplying V) take log2 codes of that
+    many bits (:mod:`.log2_probs`).
     """
-    realizer = _Realizer(mod, params, ranges, scheme, kernels, balance, wide_below_db)
+    realizer = _Realizer(mod, params, ranges, scheme, kernels, balance, wide_below_db, prob_bits)
     func = realizer.visit_expr(mod["main"]).without_attr(SITES_ATTR)
     realizer.builder_.update_func(mod.get_global_var("main"), func)
     # the identity site calls are now unused (pure): dead code elimination drops them
