@@ -2,7 +2,8 @@
 
 Engines: ONNX Runtime fp32, dynamic int8 and static QDQ int8 (per-channel int8 weights, uint8
 activations, calibrated on the same digit images tvmcomp calibrates on) on the encoder file;
-tvmcomp fp32, int8 and int8 with the attention matmuls float, built with whatever records serve
+tvmcomp fp32, int8, int8 with the attention matmuls float and int8 with log2 attention
+probabilities (--attn-probs log2:4, log2:3), built with whatever records serve
 this CPU (else default schedules). For each: latency (packages called as `tvmcomp.load(p).run`,
 no thread setting; ONNX Runtime on as many threads), size on disk, output cosine against ONNX
 Runtime fp32 on held-out images, and top-1 of the digit probe (tvmcomp.models.vit_s: fit on
@@ -31,6 +32,8 @@ TVMCOMP_VARIANTS = {
     "tvmcomp fp32": ["--quant", "fp32"],
     "tvmcomp int8": ["--quant", "int8"],
     "tvmcomp int8, attention float": ["--quant", "int8", "--keep-float", "bmm_*"],
+    "tvmcomp int8 --attn-probs log2:4": ["--quant", "int8", "--attn-probs", "log2:4"],
+    "tvmcomp int8 --attn-probs log2:3": ["--quant", "int8", "--attn-probs", "log2:3"],
 }
 COSINE_IMAGES = 50
 

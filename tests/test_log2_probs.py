@@ -80,6 +80,7 @@ def test_a_tiny_encoder_builds_with_log2_probabilities_and_stays_close_to_float(
                            "--attn-probs", "log2:4", "--calibration-samples", "4", "--dump-code", "relax",
                            "-o", str(tmp_path / "pkg"))
     assert code == 0, err
+    assert "[quant] --attn-probs log2:4: 2 attention matmuls multiply log2 probabilities" in err  # one a layer
     assert "power" in (tmp_path / "pkg" / "code" / "model.relax.py").read_text()
     package = tvmcomp.load(tmp_path / "pkg")
     inputs = package.example_inputs()

@@ -84,11 +84,25 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
             shape_imported.mod, shape_imported.params, skip=keep_float)
         if [f"{site.name}:{site.role}" for site in quant_sites(shape_annotated)] != settings["sites"]:
             raise TvmcompError(f"{source.name} quantizes different layers at another shape: build one shape per package")
+        counts = {}
         shape_imported.mod = realize(shape_annotated, shape_imported.params, ranges, scheme, kernels, options.balance,
-                                     options.wide_below_db, options.prob_bits)
+                                     options.wide_below_db, options.prob_bits, counts)
         if scheme.embedding is not None:
             shape_imported.mod = quantize_embeddings(shape_imported.mod, shape_imported.params, scheme.embedding,
                                                      keep_float)
+    _say_what_options_changed(options, counts, stream)
     return {"model_hash": model_hash, "settings": settings, "balance": options.balance,
             "wide_below_db": options.wide_below_db, "prob_bits": options.prob_bits,
             "ranges": {str(index): asdict(value) for index, value in ranges.items()}}
+
+
+def _say_what_options_changed(options: QuantOptions, counts: dict, stream) -> None:
+    """One line for --wide-inputs and --attn-probs: how many layers they changed (0 is worth knowing)."""
+    if options.wide_below_db is not None:
+        print(f"[quant] --wide-inputs {options.wide_below_db:g}: {counts['wide_linears']} Linears estimated below "
+              f"{options.wide_below_db:g} dB in int8 take 12-bit inputs", file=stream)
+    if options.prob_bits is not None:
+        found = counts["log2_prob_matmuls"]
+        print(f"[quant] --attn-probs log2:{options.prob_bits}: " + (
+            f"{found} attention matmuls multiply log2 probabilities" if found else
+            "no softmax output feeds a quantized matmul in this model, so nothing changed"), file=stream)

@@ -92,6 +92,7 @@ class _Realizer(PyExprMutator):
         super().__init__(mod)
         self.params, self.ranges, self.scheme, self.balance = params, ranges, scheme, balance
         self.wide_below_db, self.prob_bits = wide_below_db, prob_bits
+        self.counts = {"wide_linears": 0, "log2_prob_matmuls": 0}  # what the options changed
         self.kernel, self.batched_kernel = kernels.linear, kernels.batched
         self.sites = {site.index: site for site in quant_sites(mod)}
 
@@ -143,6 +144,7 @@ class _Realizer(PyExprMutator):
         channels, outputs = weight_kn.shape
         act = self.ranges[site.index]
         if self._wide(act, weight_kn):  # 12-bit codes in int16, on the int16 kernel
+            self.counts["wide_linears"] += 1
             activation, kernel, name = self.scheme.wide_activation, self.batched_kernel, "packed_int16_matmul"
         else:
             activation, kernel, name = self.scheme.activation, self.kernel, "packed_int8_matmul"
@@ -204,6 +206,7 @@ class _Realizer(PyExprMutator):
         lhs_scale = np.float32(self.ranges[lhs_site.index].scale)
         if self.prob_bits is not None and self._is_softmax_output(lhs):  # P @ V with log2 probabilities
             top, bottom = exponent_range(self.ranges[lhs_site.index].hi, self.prob_bits)
+            self.counts["log2_prob_matmuls"] += 1
             lhs_c, lhs_scale = emit_log2_probs(self.builder_, lhs, top, bottom), np.float32(2.0 ** -bottom)
         else:
             lhs_c = self._centered(lhs, lhs_site)
@@ -235,7 +238,8 @@ class _Realizer(PyExprMutator):
 
 def realize(mod: tvm.IRModule, params: dict, ranges: dict, scheme: QuantScheme,
             kernels: DotKernels = DotKernels(), balance: str | float | None = None,
-            wide_below_db: float | None = None, prob_bits: int | None = None) -> tvm.IRModule:
+            wide_below_db: float | None = None, prob_bits: int | None = None,
+            counts: dict | None = None) -> tvm.IRModule:
     """Rewrite every annotated matmul of ``main`` to integer compute (see module docstring).
 
     Matmuls whose shapes fit the target's dot-product ``kernels`` read their right-hand operand
@@ -244,10 +248,13 @@ def realize(mod: tvm.IRModule, params: dict, ranges: dict, scheme: QuantScheme,
     ranges are balanced (:mod:`.balance`). With ``wide_below_db``, Linear sites estimated noisier
     than that in int8 get the scheme's wide activation codes instead (:mod:`.precision`). With
     ``prob_bits``, attention probabilities (a softmax output multiplying V) take log2 codes of that
-    many bits (:mod:`.log2_probs`).
+    many bits (:mod:`.log2_probs`). ``counts``, if given, receives how many Linears got wide
+    inputs and how many matmuls log2 probabilities.
     """
     realizer = _Realizer(mod, params, ranges, scheme, kernels, balance, wide_below_db, prob_bits)
     func = realizer.visit_expr(mod["main"]).without_attr(SITES_ATTR)
     realizer.builder_.update_func(mod.get_global_var("main"), func)
+    if counts is not None:
+        counts.update(realizer.counts)
     # the identity site calls are now unused (pure): dead code elimination drops them
     return relax.transform.DeadCodeElimination()(realizer.builder_.finalize())
