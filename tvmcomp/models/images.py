@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import TvmcompError
 
 CALIBRATION_IMAGES = 256
-EVALUATION_IMAGES = 400
+EVALUATION_IMAGES = 1000  # the probe scores the second half: one digit is 0.2 pt
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,8 +61,11 @@ def bundled_images(start: int, count: int) -> tuple[list[np.ndarray], np.ndarray
 
 @dataclass(frozen=True)
 class ImagePreprocessor:
-    """Resize to ``size`` (bilinear; nearest when it is a whole multiple, which keeps digits sharp),
-    scale to [0, 1], normalize by ``mean``/``std``: ``[N, 3, H, W]`` float32 under ``input_name``."""
+    """Resize to ``size`` (bilinear), scale to [0, 1], normalize by ``mean``/``std``: ``[N, 3, H, W]``
+    float32 under ``input_name``.
+
+    Bilinear, not nearest, even for whole multiples: vit-s's probe on 28 px digits scaled to 224 px
+    scores 0.83 with smooth strokes and 0.645 with 8 x 8 pixel blocks (400 digits, ONNX Runtime)."""
 
     input_name: str
     size: tuple[int, int]
@@ -74,10 +77,7 @@ class ImagePreprocessor:
 
         batch = []
         for image in images:
-            height, width = image.shape[:2]
-            whole = self.size[0] % height == 0 and self.size[1] % width == 0
-            resample = Image.Resampling.NEAREST if whole else Image.Resampling.BILINEAR
-            resized = Image.fromarray(image).resize((self.size[1], self.size[0]), resample)
+            resized = Image.fromarray(image).resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
             batch.append(np.asarray(resized, np.float32).transpose(2, 0, 1) / 255.0)
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
