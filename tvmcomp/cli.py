@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__
 from .errors import TvmcompError
 from .quant.balance import AUTO
-from .quant.log2_probs import parse_attn_probs
+from .quant.attn_probs import parse_attn_probs
 from .quant.precision import WIDE_BELOW_DB
 from .quant.schemes import FLOAT
 
@@ -52,9 +52,10 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
                         help="mixed precision: Linears whose int8 output would be noisier than SQNR_DB (estimated from "
                         f"calibration; default {WIDE_BELOW_DB:g} dB) quantize their inputs to 12 bits and run on the "
                         "int16 dot kernel; for encoders whose FFN outputs int8 cannot hold (base-size BERT class)")
-    parser.add_argument("--attn-probs", metavar="log2:B", help="attention probabilities (softmax outputs) on a "
-                        "truncated log2 grid of B bits (3 or 4; TP-ViT) instead of uniform 8-bit steps: P @ V multiplies "
-                        "powers of two on the int16 dot kernel. For attention that spreads over many tokens (ViT)")
+    parser.add_argument("--attn-probs", metavar="KIND:B", help="the integer grid of attention probabilities (softmax "
+                        "outputs) where they multiply V on the int16 dot kernel: uniform:B (B = 8..15 bit steps; int8's "
+                        "default uniform:15) or log2:B (B = 3 or 4; TP-ViT: powers of two below a top level calibrated by "
+                        "error, rows renormalized). The grid changes accuracy, not speed")
     parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching weights in float: a weight-name pattern ('*layer_0*', '*word_embeddings*') or 'bmm_*' for the attention matmuls (repeatable)")
 
 
@@ -282,7 +283,7 @@ def _quant_options(args):
         raise TvmcompError(f"--wide-inputs takes an output SQNR in dB (0 to 100; default {WIDE_BELOW_DB:g}), "
                            f"not {args.wide_inputs:g}")
     return QuantOptions(args.quant, args.calibration_samples, args.observer, tuple(args.keep_float or ()), balance,
-                        args.wide_inputs, parse_attn_probs(args.attn_probs))
+                        args.wide_inputs, args.attn_probs and parse_attn_probs(args.attn_probs).spec)
 
 
 def _load_source(args):

@@ -15,7 +15,7 @@ import numpy as np
 from ..console import progress_step
 from ..errors import TvmcompError
 from ..lowering import fuse_for_tuning
-from .annotate import QUANT_SITE, quant_sites
+from .annotate import BMM_ROLES, QUANT_SITE, quant_sites
 from .observers import make_observer
 from .schemes import QuantScheme
 
@@ -31,6 +31,8 @@ class SiteRange:
     channel_lo: list[float] | None = None
     channel_hi: list[float] | None = None
     channel_rms: list[float] | None = None
+    # what an attention-probability quantizer calibrated (:mod:`.attn_probs`; log2: its top level)
+    prob_params: dict | None = None
 
 
 def check_samples(samples: list[dict[str, np.ndarray]], input_specs) -> None:
@@ -49,9 +51,11 @@ def check_samples(samples: list[dict[str, np.ndarray]], input_specs) -> None:
 
 
 def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantScheme, observer: str | None = None,
-              stream=None, channel_ranges: bool = False) -> dict[int, SiteRange]:
+              stream=None, channel_ranges: bool = False, probs=None) -> dict[int, SiteRange]:
     """Activation ranges of every quant site of ``annotated_mod`` over ``samples``; with
-    ``channel_ranges``, each Linear site's per-input-channel min and max too."""
+    ``channel_ranges``, each Linear site's per-input-channel min and max too; with ``probs`` (an
+    attention-probability quantizer that calibrates), its parameters at every batched matmul's left
+    operand that held probabilities only."""
     import tvm
     from tvm import relax
 
@@ -63,10 +67,14 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
                            "attention matmul (or --keep-float kept them all)")
     observers = {site.index: make_observer(observer or scheme.observer) for site in sites}
     channels = {site.index: [np.inf, -np.inf, 0.0, 0] for site in sites if channel_ranges and site.is_linear}
+    prob_observers = {site.index: probs.observer() for site in sites
+                      if probs is not None and probs.observer() is not None and site.role == BMM_ROLES[0]}
 
     def observe(tensor, index):
         array = tensor.numpy()
         observers[int(index)].observe(array)
+        if int(index) in prob_observers:
+            prob_observers[int(index)].observe(array)
         if int(index) in channels:
             rows, stats = array.reshape(-1, array.shape[-1]).astype(np.float64), channels[int(index)]
             stats[0], stats[1] = np.minimum(stats[0], rows.min(axis=0)), np.maximum(stats[1], rows.max(axis=0))
@@ -102,5 +110,7 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
             lows, highs, squares, count = channels[index]
             per_channel = {"channel_lo": lows.tolist(), "channel_hi": highs.tolist(),
                            "channel_rms": np.sqrt(squares / count).tolist()}
+        if index in prob_observers:
+            per_channel["prob_params"] = prob_observers[index].params()
         ranges[index] = SiteRange(float(scale), int(zero), float(lo), float(hi), **per_channel)
     return ranges

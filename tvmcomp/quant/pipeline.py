@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import TvmcompError
 from .annotate import annotate, quant_sites
+from .attn_probs import parse_attn_probs
 from .calibrate import SiteRange, calibrate
 from .dot_kernels import DotKernels
 from .embeddings import quantize_embeddings
@@ -29,11 +30,16 @@ class QuantOptions:
     keep_float: tuple[str, ...] = ()  # weight-name patterns left float (annotate)
     balance: str | float | None = None  # channel balancing alpha, "auto", or None (:mod:`.balance`)
     wide_below_db: float | None = None  # Linears estimated below this output SQNR get wide inputs (realize)
-    prob_bits: int | None = None  # attention probabilities on a log2 grid of this many bits (:mod:`.log2_probs`)
+    attn_probs: str | None = None  # attention probabilities' grid, "log2:4" (:mod:`.attn_probs`); None: the scheme's
 
     @property
     def quantizes(self) -> bool:
         return self.scheme != FLOAT
+
+    def probs(self, scheme):
+        """The attention-probability quantizer: the one asked for, else the scheme's (or None)."""
+        spec = self.attn_probs or scheme.attn_probs
+        return parse_attn_probs(spec) if spec else None
 
     @property
     def channel_ranges(self) -> bool:
@@ -62,12 +68,14 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
     stream = stream or sys.stderr
     scheme = get_scheme(options.scheme)
     keep_float = list(options.keep_float)
+    probs = options.probs(scheme)
     imported = source.imported
     annotated = annotate(imported.mod, imported.params, skip=keep_float)
     # the sites are part of the key: ranges are stored by site index, which a change to annotate
     # (or to --keep-float) shifts; patterns that only keep an embedding table float need no recalibration
     settings = {"scheme": scheme.name, "observer": options.observer or scheme.observer, "samples": options.samples,
                 "data": source.calibration_key(), "channel_ranges": options.channel_ranges,
+                "attn_probs": probs.spec if probs is not None and probs.observer() is not None else None,
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package else None
     if ranges is None:
@@ -76,7 +84,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         print(f"[quant] calibrating {scheme.name} on {len(batches)} batches of {data} "
               f"({settings['observer']} observer)", file=stream)
         ranges = calibrate(annotated, imported.params, imported.inputs, batches,
-                           scheme, options.observer, stream=stream, channel_ranges=options.channel_ranges)
+                           scheme, options.observer, stream=stream, channel_ranges=options.channel_ranges, probs=probs)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
     for shape_imported in source.shapes().values():  # every shape reuses the ranges calibrated at the largest
@@ -86,13 +94,13 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
             raise TvmcompError(f"{source.name} quantizes different layers at another shape: build one shape per package")
         counts = {}
         shape_imported.mod = realize(shape_annotated, shape_imported.params, ranges, scheme, kernels, options.balance,
-                                     options.wide_below_db, options.prob_bits, counts)
+                                     options.wide_below_db, probs, counts)
         if scheme.embedding is not None:
             shape_imported.mod = quantize_embeddings(shape_imported.mod, shape_imported.params, scheme.embedding,
                                                      keep_float)
     _say_what_options_changed(options, counts, stream)
     return {"model_hash": model_hash, "settings": settings, "balance": options.balance,
-            "wide_below_db": options.wide_below_db, "prob_bits": options.prob_bits,
+            "wide_below_db": options.wide_below_db, "attn_probs": probs.spec if probs is not None else None,
             "ranges": {str(index): asdict(value) for index, value in ranges.items()}}
 
 
@@ -101,8 +109,8 @@ def _say_what_options_changed(options: QuantOptions, counts: dict, stream) -> No
     if options.wide_below_db is not None:
         print(f"[quant] --wide-inputs {options.wide_below_db:g}: {counts['wide_linears']} Linears estimated below "
               f"{options.wide_below_db:g} dB in int8 take 12-bit inputs", file=stream)
-    if options.prob_bits is not None:
-        found = counts["log2_prob_matmuls"]
-        print(f"[quant] --attn-probs log2:{options.prob_bits}: " + (
-            f"{found} attention matmuls multiply log2 probabilities" if found else
+    if options.attn_probs is not None:
+        found, kind = counts["prob_matmuls"], options.attn_probs.partition(":")[0]
+        print(f"[quant] --attn-probs {options.attn_probs}: " + (
+            f"{found} attention matmuls multiply {kind} probabilities" if found else
             "no softmax output feeds a quantized matmul in this model, so nothing changed"), file=stream)

@@ -54,7 +54,6 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from .annotate import CONV_ROLE, QUANT_SITE, SITES_ATTR, _is_op, quant_sites
 from .balance import AUTO, balanced_steps, choose_factors
 from .dot_kernels import DotKernel, DotKernels, pack_operand, pack_weight, packed_matmul
-from .log2_probs import emit_log2_probs, exponent_range
 from .precision import output_sqnr_db
 from .schemes import QuantScheme, TensorQuant
 
@@ -88,11 +87,11 @@ def _dequantize(acc, scale: np.ndarray):
 @mutator
 class _Realizer(PyExprMutator):
     def __init__(self, mod, params, ranges, scheme, kernels: DotKernels, balance: str | float | None,
-                 wide_below_db: float | None, prob_bits: int | None):
+                 wide_below_db: float | None, probs):
         super().__init__(mod)
         self.params, self.ranges, self.scheme, self.balance = params, ranges, scheme, balance
-        self.wide_below_db, self.prob_bits = wide_below_db, prob_bits
-        self.counts = {"wide_linears": 0, "log2_prob_matmuls": 0}  # what the options changed
+        self.wide_below_db, self.probs = wide_below_db, probs
+        self.counts = {"wide_linears": 0, "prob_matmuls": 0}  # what the options changed
         self.kernel, self.batched_kernel = kernels.linear, kernels.batched
         self.sites = {site.index: site for site in quant_sites(mod)}
 
@@ -203,11 +202,10 @@ class _Realizer(PyExprMutator):
         return False
 
     def _batched(self, lhs_site, lhs, rhs_site, rhs):
-        lhs_scale = np.float32(self.ranges[lhs_site.index].scale)
-        if self.prob_bits is not None and self._is_softmax_output(lhs):  # P @ V with log2 probabilities
-            top, bottom = exponent_range(self.ranges[lhs_site.index].hi, self.prob_bits)
-            self.counts["log2_prob_matmuls"] += 1
-            lhs_c, lhs_scale = emit_log2_probs(self.builder_, lhs, top, bottom), np.float32(2.0 ** -bottom)
+        lhs_scale, row_sums = np.float32(self.ranges[lhs_site.index].scale), None
+        if self.probs is not None and self._is_softmax_output(lhs):  # P @ V: P on the probabilities' own grid
+            self.counts["prob_matmuls"] += 1
+            lhs_c, lhs_scale, row_sums = self.probs.emit(self.builder_, lhs, self.ranges[lhs_site.index].prob_params)
         else:
             lhs_c = self._centered(lhs, lhs_site)
         rhs_c = self._centered(rhs, rhs_site)
@@ -219,7 +217,11 @@ class _Realizer(PyExprMutator):
         else:
             acc = self.builder_.emit(relax.op.matmul(lhs_c, rhs_c, out_dtype="int32"))
         scale = lhs_scale * np.float32(self.ranges[rhs_site.index].scale)
-        return _dequantize(acc, np.full(int(acc.ty.shape.values[-1]), scale))
+        y = _dequantize(acc, np.full(int(acc.ty.shape.values[-1]), scale))
+        if row_sums is None:
+            return y
+        return relax.op.divide(self.builder_.emit(y), relax.op.astype(relax.op.maximum(row_sums, relax.const(1, "int32")),
+                                                                       "float32"))
 
     def visit_call_(self, call):
         call = self.visit_expr_post_order(call)
@@ -238,7 +240,7 @@ class _Realizer(PyExprMutator):
 
 def realize(mod: tvm.IRModule, params: dict, ranges: dict, scheme: QuantScheme,
             kernels: DotKernels = DotKernels(), balance: str | float | None = None,
-            wide_below_db: float | None = None, prob_bits: int | None = None,
+            wide_below_db: float | None = None, probs=None,
             counts: dict | None = None) -> tvm.IRModule:
     """Rewrite every annotated matmul of ``main`` to integer compute (see module docstring).
 
@@ -247,11 +249,11 @@ def realize(mod: tvm.IRModule, params: dict, ranges: dict, scheme: QuantScheme,
     ``balance`` (an alpha, or ``"auto"``: chosen per Linear), Linear sites calibrated with channel
     ranges are balanced (:mod:`.balance`). With ``wide_below_db``, Linear sites estimated noisier
     than that in int8 get the scheme's wide activation codes instead (:mod:`.precision`). With
-    ``prob_bits``, attention probabilities (a softmax output multiplying V) take log2 codes of that
-    many bits (:mod:`.log2_probs`). ``counts``, if given, receives how many Linears got wide
-    inputs and how many matmuls log2 probabilities.
+    ``probs`` (:mod:`.attn_probs`), attention probabilities (a softmax output multiplying V) take
+    that quantizer's codes; without, their site's uniform 8-bit ones. ``counts``, if given, receives
+    how many Linears got wide inputs and how many matmuls the probabilities' own codes.
     """
-    realizer = _Realizer(mod, params, ranges, scheme, kernels, balance, wide_below_db, prob_bits)
+    realizer = _Realizer(mod, params, ranges, scheme, kernels, balance, wide_below_db, probs)
     func = realizer.visit_expr(mod["main"]).without_attr(SITES_ATTR)
     realizer.builder_.update_func(mod.get_global_var("main"), func)
     if counts is not None:

@@ -72,6 +72,8 @@ class QuantScheme:
     observer: str = "minmax"  # default activation observer (see observers.OBSERVERS)
     embedding: TensorQuant | None = None  # embedding tables' rows (None: tables stay float)
     wide_activation: TensorQuant | None = None  # inputs of Linears int8 cannot hold (--wide-inputs; :mod:`.precision`)
+    # softmax outputs feeding P @ V (--attn-probs; :mod:`.attn_probs`); None: quantized as activations
+    attn_probs: str | None = None
 
 
 SCHEMES: dict[str, QuantScheme] = {}
@@ -98,6 +100,13 @@ def unexecutable(scheme: QuantScheme) -> list[str]:
             reasons.append(f"{role} must have one scale per tensor")
         if quant.bits > bits:
             reasons.append(f"{role} must fit {bits} bits (int32 accumulation of a 3072-long dot product)")
+    if scheme.attn_probs is not None:
+        from .attn_probs import parse_attn_probs
+
+        try:
+            parse_attn_probs(scheme.attn_probs)
+        except TvmcompError as err:
+            reasons.append(f"attention probabilities: {err}")
     return reasons
 
 
@@ -120,10 +129,11 @@ register_scheme(
     QuantScheme(
         name="int8",
         description="W8A8: symmetric per-output-channel int8 weights, asymmetric per-tensor uint8 activations; "
-        "embedding tables int8 per row",
+        "embedding tables int8 per row; attention probabilities in 15-bit steps on the int16 P @ V kernel",
         weight=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
         activation=TensorQuant(bits=8, signed=False, symmetric=False),
         embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
         wide_activation=TensorQuant(bits=12, signed=True, symmetric=False),
+        attn_probs="uniform:15",
     )
 )
