@@ -137,9 +137,7 @@ def test_the_log2_top_is_calibrated_by_error_not_by_the_largest_probability():
 
 def test_a_tiny_encoder_builds_with_log2_probabilities_and_stays_close_to_float(tmp_path, capsys, empty_schedules):
     from test_hf_folder import SEQ_LEN, _save_tiny_encoder
-    from test_shapes import _transformers_output
-
-    import tvmcomp
+    from test_shapes import cosine_to_transformers
 
     folder = _save_tiny_encoder(tmp_path / "bert", "bert")
     code, _, err = run_cli(capsys, "build", "--model", str(folder), "--seq-len", str(SEQ_LEN), "--quant", "int8",
@@ -148,12 +146,7 @@ def test_a_tiny_encoder_builds_with_log2_probabilities_and_stays_close_to_float(
     assert code == 0, err
     assert "[quant] --attn-probs log2:4: 2 attention matmuls multiply log2 probabilities" in err  # one a layer
     assert "log2_codes" in (tmp_path / "pkg" / "code" / "model.relax.py").read_text()
-    package = tvmcomp.load(tmp_path / "pkg")
-    inputs = package.example_inputs()
-    got = package.run(**inputs)[0]
-    want = _transformers_output(folder, inputs["input_ids"], inputs["attention_mask"])
-    cosine = np.sum(got * want, -1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
-    assert cosine.min() > 0.95
+    assert cosine_to_transformers(tmp_path / "pkg", folder).min() > 0.95
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -26,6 +26,15 @@ def _transformers_output(folder, ids, mask):
             input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
 
 
+def cosine_to_transformers(package_dir, folder) -> np.ndarray:
+    """Per-token cosine between a text package's outputs on its example inputs and transformers'."""
+    package = tvmcomp.load(package_dir)
+    inputs = package.example_inputs()
+    got = package.run(**inputs)[0]
+    want = _transformers_output(folder, inputs["input_ids"], inputs["attention_mask"])
+    return np.sum(got * want, -1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
+
+
 def _tokens(rows: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     ids = np.random.default_rng(length).integers(1000, 5000, (rows, length)).astype("int64")
     ids[:, 0], ids[:, -1] = 101, 102

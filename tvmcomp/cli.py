@@ -35,7 +35,9 @@ see `tvmcomp COMMAND --help` for each command."""
 
 
 def _add_quant_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quant", default="fp32", help="compression scheme: fp32 (no compression) or int8 (W8A8, calibrated on real text) (default: fp32)")
+    parser.add_argument("--quant", default="fp32", help="compression scheme: fp32 (no compression), int8 (W8A8, "
+                        "calibrated on real data) or pot8 (int8 with power-of-two steps, H-ViT: the Q, K, V and "
+                        "attention outputs requantized by integer shifts) (default: fp32)")
     parser.add_argument("--calibration-samples", type=int, default=32, help="batches of inputs to calibrate activation ranges on (default: 32)")
     parser.add_argument("--calib-data", metavar="PATH", help="your calibration inputs: an .npz with one array per model input "
                         "(named as the input, first axis = samples), a .txt with one text per line (models with a "

@@ -14,6 +14,7 @@ from .attn_probs import parse_attn_probs
 from .calibrate import SiteRange, calibrate
 from .dot_kernels import DotKernels
 from .embeddings import quantize_embeddings
+from .integer_chain import integer_chain
 from .realize import realize
 from .schemes import FLOAT, get_scheme
 
@@ -95,10 +96,15 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         counts = {}
         shape_imported.mod = realize(shape_annotated, shape_imported.params, ranges, scheme, kernels, options.balance,
                                      options.wide_below_db, probs, counts)
+        if scheme.requantize == "integer":
+            shape_imported.mod = integer_chain(shape_imported.mod, shape_imported.params, counts)
         if scheme.embedding is not None:
             shape_imported.mod = quantize_embeddings(shape_imported.mod, shape_imported.params, scheme.embedding,
                                                      keep_float)
     _say_what_options_changed(options, counts, stream)
+    if scheme.requantize == "integer":
+        print(f"[quant] {scheme.name}: {counts['integer_chains']} requantizations between quantized ops stay integer",
+              file=stream)
     return {"model_hash": model_hash, "settings": settings, "balance": options.balance,
             "wide_below_db": options.wide_below_db, "attn_probs": probs.spec if probs is not None else None,
             "ranges": {str(index): asdict(value) for index, value in ranges.items()}}

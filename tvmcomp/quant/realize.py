@@ -153,10 +153,11 @@ class _Realizer(PyExprMutator):
         wq, w_scale = quantize_weight(factors[:, None] * weight_kn, weight_quant)
         wq = wq.astype(activation.dtype) if activation.bits > 8 else wq  # the int16 kernel multiplies int16 pairs
         dtype = kernel.activation_dtype if packed else activation.dtype
-        zero_point = np.asarray(zero_point, np.int64) + _SIGNED_SHIFT.get((activation.dtype, dtype), 0)
+        shift = _SIGNED_SHIFT.get((activation.dtype, dtype), 0)
+        zero_point = np.asarray(zero_point, np.int64) + shift
         xq = self._quantize(x, site, dtype, zero_point, scale=steps)
-        if activation.qmax < np.iinfo(dtype).max:  # codes narrower than their dtype: clip to the codes' range
-            xq = self.builder_.emit(relax.op.clip(xq, activation.qmin, activation.qmax))
+        if activation.qmax + shift < np.iinfo(dtype).max:  # codes narrower than their dtype: clip to their range
+            xq = self.builder_.emit(relax.op.clip(xq, activation.qmin + shift, activation.qmax + shift))
         if packed:
             acc = self.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, kernel.weight_block)), name=name)
         else:

@@ -29,6 +29,7 @@ class TensorQuant:
     signed: bool
     symmetric: bool
     granularity: Granularity = Granularity.PER_TENSOR
+    power_of_two: bool = False  # steps rounded up to powers of two (H-ViT): rescaling becomes a shift
 
     @property
     def qmin(self) -> int:
@@ -55,6 +56,8 @@ class TensorQuant:
             span = hi - lo
             scale = np.where(span > 0, span / (self.qmax - self.qmin), 1.0)
             zero = np.clip(np.round(self.qmin - lo / scale), self.qmin, self.qmax)
+        if self.power_of_two:  # up, so the range still fits; symmetric only (zero points stay 0 or mid-range)
+            scale = 2.0 ** np.ceil(np.log2(scale))
         return scale.astype(np.float32), zero.astype(np.int32)
 
     def quantize(self, x: np.ndarray, scale, zero_point) -> np.ndarray:
@@ -74,6 +77,9 @@ class QuantScheme:
     wide_activation: TensorQuant | None = None  # inputs of Linears int8 cannot hold (--wide-inputs; :mod:`.precision`)
     # softmax outputs feeding P @ V (--attn-probs; :mod:`.attn_probs`); None: quantized as activations
     attn_probs: str | None = None
+    # "integer": an accumulator feeding the next quantized op through a bias, reshapes and permutes is
+    # requantized in integers (:mod:`.integer_chain`); "float": dequantized, then quantized again
+    requantize: str = "float"
 
 
 SCHEMES: dict[str, QuantScheme] = {}
@@ -100,6 +106,11 @@ def unexecutable(scheme: QuantScheme) -> list[str]:
             reasons.append(f"{role} must have one scale per tensor")
         if quant.bits > bits:
             reasons.append(f"{role} must fit {bits} bits (int32 accumulation of a 3072-long dot product)")
+    for role, quant in (("activations", scheme.activation), ("wide activations", scheme.wide_activation)):
+        if quant is not None and quant.power_of_two and not quant.symmetric:
+            reasons.append(f"{role} with power-of-two steps must be symmetric (a zero point would move with the step)")
+    if scheme.requantize not in ("float", "integer"):
+        reasons.append(f"requantize is 'float' or 'integer', not '{scheme.requantize}'")
     if scheme.attn_probs is not None:
         from .attn_probs import parse_attn_probs
 
@@ -135,5 +146,19 @@ register_scheme(
         embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
         wide_activation=TensorQuant(bits=12, signed=True, symmetric=False),
         attn_probs="uniform:15",
+    )
+)
+
+register_scheme(
+    QuantScheme(
+        name="pot8",
+        description="H-ViT: symmetric int8 weights (per output channel) and activations (per tensor) whose steps are "
+        "powers of two, so requantizing between quantized ops is a rounding shift; embedding tables likewise",
+        weight=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL, power_of_two=True),
+        activation=TensorQuant(bits=8, signed=True, symmetric=True, power_of_two=True),
+        embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL,
+                              power_of_two=True),
+        attn_probs="uniform:15",
+        requantize="integer",
     )
 )

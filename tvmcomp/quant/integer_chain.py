@@ -1,0 +1,148 @@
+"""Requantize in integers: an int32 accumulator goes straight to the next quantized op's codes.
+
+Realize leaves every quantized op ending in a float dequantize, and the op after it quantizing
+from float again. Between the Q, K, V projections and the attention matmuls, and between P @ V
+and the output projection, nothing but a bias, reshapes, permutes and the score scale lies in
+between, so the float round trip can go. In each dataflow block this pass rewrites every chain::
+
+    y = astype(acc, "float32") * s          # realize's dequantize; s per output channel (last axis)
+    y = y + b                               # optional: a bias constant along the last axis
+    y = reshape | permute_dims | broadcast_to | y * c   (any number; c a scalar constant)
+    q = quantize(y, t, z)                   # the next op's codes; one step t and zero point z
+
+into integer ops on the accumulator, and the same reshapes and permutes on the codes::
+
+    r = ((acc + round(b / s)) * m + 2^(k-1)) >> k          with  s * c / t = m * 2^-k
+    q = clip(r + z, qmin, qmax)  then reshape / permute as before
+
+Where ``s * c / t`` is a power of two for every channel (pot8: power-of-two steps everywhere),
+``m = 1`` and the requantization is a rounding arithmetic shift in int32, no multiply at all.
+Elsewhere ``m`` is a 15-bit dyadic multiplier (I-BERT's), applied in int64. The result differs
+from the float round trip by rounding only (half up here, half to even there; the bias rounded
+to the accumulator's step).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .annotate import _is_op
+
+_LAYOUT = ("relax.reshape", "relax.permute_dims", "relax.broadcast_to")
+MULTIPLIER_BITS = 15
+
+
+def dyadic(ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(m, k) with ``ratio ~= m * 2^-k``: ``m = 1`` where ``ratio`` is a power of two, else
+    ``2^14 <= m < 2^15``."""
+    ratio = np.asarray(ratio, np.float64)
+    mantissa, exponent = np.frexp(ratio)  # ratio = mantissa * 2^exponent, 0.5 <= mantissa < 1
+    power_of_two = mantissa == 0.5
+    m = np.where(power_of_two, 1, np.round(mantissa * 2**MULTIPLIER_BITS)).astype(np.int64)
+    k = np.where(power_of_two, 1 - exponent, MULTIPLIER_BITS - exponent).astype(np.int64)
+    # a ratio of 1 or more (rare: the next step finer than the accumulator's) multiplies instead of shifting
+    m, k = np.where(k < 1, m << np.maximum(1 - k, 0), m), np.maximum(k, 1)
+    return m, k
+
+
+def _uniform(values: np.ndarray | None) -> float | None:
+    """The one value of a constant that holds one value (a scalar, or a vector of equal entries)."""
+    if values is None or values.size == 0 or not np.all(values == values.flat[0]):
+        return None
+    return values.flat[0].item()
+
+
+@mutator
+class _IntegerChain(PyExprMutator):
+    def __init__(self, mod, params: dict):
+        super().__init__(mod)
+        self.params, self.rewritten = params, 0
+
+    def _constant(self, expr) -> np.ndarray | None:
+        """A constant's value, or a weight parameter's (realize runs before the weights are bound)."""
+        if isinstance(expr, tvm.ir.expr.Constant):
+            return expr.value.numpy()
+        return np.asarray(self.params[expr.name]) if isinstance(expr, relax.Var) and expr.name in self.params \
+            else None
+
+    def _bound(self, expr):
+        return self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+
+    def _chain(self, y):
+        """(int32 accumulator, per-channel step s, bias or None, scalar c, layout calls outermost
+        first) of the float value ``y``, or None where ``y`` is not such a chain."""
+        layout, scale = [], 1.0
+        call = self._bound(y)
+        while call is not None and (any(_is_op(call, op) for op in _LAYOUT) or _is_op(call, "relax.multiply")):
+            if _is_op(call, "relax.multiply"):
+                c = _uniform(self._constant(call.args[1]))
+                below = self._bound(call.args[0])
+                if c is None or below is None or _is_op(below, "relax.astype"):  # that is the dequantize
+                    break
+                scale *= c
+            else:
+                layout.append(call)
+            call = self._bound(call.args[0])
+        bias = None
+        if call is not None and _is_op(call, "relax.add"):
+            first, second = call.args  # the bias on either side (torch's decompositions put it first)
+            bias, value = (self._constant(first), second) if self._constant(first) is not None else \
+                (self._constant(second), first)
+            if bias is None or bias.ndim != 1:
+                return None
+            call = self._bound(value)
+        if call is None or not _is_op(call, "relax.multiply"):
+            return None
+        step = self._constant(call.args[1])
+        cast = self._bound(call.args[0])
+        if step is None or step.ndim > 1 or cast is None or not _is_op(cast, "relax.astype"):
+            return None
+        acc = cast.args[0]
+        if acc.ty.dtype != "int32" or (bias is not None and bias.shape[0] != int(acc.ty.shape.values[-1])):
+            return None
+        return acc, step, bias, scale, layout
+
+    def visit_call_(self, call):
+        call = self.visit_expr_post_order(call)
+        if not _is_op(call, "relax.quantize"):
+            return call
+        chain = self._chain(call.args[0])
+        step, zero = _uniform(self._constant(call.args[1])), _uniform(self._constant(call.args[2]))
+        if chain is None or step is None or zero is None:
+            return call
+        acc, s, bias, c, layout = chain
+        self.rewritten += 1
+        out_dtype = call.attrs.out_dtype
+        info = np.iinfo(out_dtype)
+        m, k = dyadic(np.float64(s) * c / step)
+        if bias is not None:
+            acc = relax.op.add(acc, relax.const(np.round(bias / np.float64(s)).astype(np.int32)))
+        if np.all(m == 1) and np.all(k >= 1):  # a rounding shift in int32
+            r = relax.op.right_shift(relax.op.add(acc, relax.const((1 << (k - 1)).astype(np.int32))),
+                                     relax.const(k.astype(np.int32)))
+        else:  # a dyadic multiply in int64 (dtypes spelled out: relax.const makes int64 arrays int32)
+            wide = relax.op.multiply(relax.op.astype(acc, "int64"), relax.const(m, "int64"))
+            rounded = relax.op.add(wide, relax.const(np.left_shift(1, k - 1), "int64"))
+            r = relax.op.right_shift(rounded, relax.const(k, "int64"))
+            r = relax.op.astype(r, "int32")  # clipped below to the codes' range
+        codes = self.builder_.emit(relax.op.astype(relax.op.clip(relax.op.add(r, relax.const(np.int32(zero))),
+                                                                 int(info.min), int(info.max)), out_dtype))
+        for op in reversed(layout):
+            codes = self.builder_.emit(relax.Call(op.op, [codes, *op.args[1:]], op.attrs))
+        return codes
+
+
+def integer_chain(mod: tvm.IRModule, params: dict | None = None, counts: dict | None = None) -> tvm.IRModule:
+    """The rewrite of the module docstring on every Relax function of ``mod`` (``params``: the weights
+    not yet bound, by name); ``counts["integer_chains"]``, if given, receives how many quantizes
+    became integer requantizations."""
+    chain = _IntegerChain(mod, params or {})
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            chain.builder_.update_func(gvar, chain.visit_expr(func))
+    if counts is not None:
+        counts["integer_chains"] = chain.rewritten
+    return relax.transform.DeadCodeElimination()(chain.builder_.finalize())
