@@ -4,7 +4,8 @@ Engines: ONNX Runtime fp32, dynamic int8 and static QDQ int8 (per-channel int8 w
 activations, calibrated on the same digit images tvmcomp calibrates on) on the encoder file;
 tvmcomp fp32, int8 (attention probabilities in 15-bit steps), int8 with them in 8-bit steps (before
 2026-12-03), int8 with the attention matmuls float and int8 with log2 attention probabilities
-(--attn-probs log2:4, log2:3), built with whatever records serve this CPU (else default schedules). For each: latency (packages called as `tvmcomp.load(p).run`,
+(--attn-probs log2:4, log2:3) and pot8 (power-of-two steps, integer requantization), built with whatever
+records serve this CPU (else default schedules). For each: latency (packages called as `tvmcomp.load(p).run`,
 no thread setting; ONNX Runtime on as many threads), size on disk, output cosine against ONNX
 Runtime fp32 on held-out images, and top-1 of the digit probe (tvmcomp.models.vit_s: fit on
 float features, scored on held-out images).
@@ -33,6 +34,7 @@ TVMCOMP_VARIANTS = {
     "tvmcomp int8": ["--quant", "int8"],
     "tvmcomp int8 --attn-probs uniform:8": ["--quant", "int8", "--attn-probs", "uniform:8"],
     "tvmcomp int8, attention float": ["--quant", "int8", "--keep-float", "bmm_*"],
+    "tvmcomp pot8": ["--quant", "pot8"],
     "tvmcomp int8 --attn-probs log2:4": ["--quant", "int8", "--attn-probs", "log2:4"],
     "tvmcomp int8 --attn-probs log2:3": ["--quant", "int8", "--attn-probs", "log2:3"],
 }
@@ -43,7 +45,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
-
 
     import tvmcomp
     from tvmcomp.bench import time_callable
@@ -99,8 +100,8 @@ def main() -> None:
     ort_ms = rows["onnxruntime fp32"]["latency"]["median_ms"]
     lines = [f"# ViT-S benchmark: b1 224x224, {threads} threads, on a {host_cpu()}, {date}", "",
              f"Median of {args.repeat} runs, one process; packages called as `tvmcomp.load(p).run`. Cosine and SQNR "
-             f"against ONNX Runtime fp32 on {COSINE_IMAGES} held-out digit images; probe top-1 on {EVALUATION_IMAGES // 2} held-out images "
-             "(bench/vit.py).", "",
+             f"against ONNX Runtime fp32 on {COSINE_IMAGES} held-out digit images; probe top-1 on "
+             f"{EVALUATION_IMAGES // 2} held-out images (bench/vit.py).", "",
              "| engine | median ms | vs ORT fp32 | MiB | cosine mean | SQNR dB | probe top-1 (float) | drop pt |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, row in rows.items():

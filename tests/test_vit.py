@@ -94,3 +94,16 @@ def test_vit_s_fp32_eval_against_onnx_runtime_on_real_images(tmp_path, capsys, e
     result = json.loads((tmp_path / "pkg" / "eval.json").read_text())
     assert result["reference"] == "onnxruntime" and result["sqnr_db"] > 80
     assert result["images"] == 1000 and result["probe_accuracy_drop_pt"] == 0.0
+
+
+@pytest.mark.slow
+def test_vit_s_int8_keeps_the_probe_within_half_a_point_of_float(tmp_path, capsys, empty_schedules):
+    """#12's bound on the full model: probe drop <= 0.5 pt (500 held-out digits; measured -1.4, i.e. the
+    package scored higher) and output cosine >= 0.995 (measured 0.9989) against ONNX Runtime."""
+    import json
+
+    assert run_cli(capsys, "build", "--model", "vit-s", "--quant", "int8", "-o", str(tmp_path / "pkg"))[0] == 0
+    assert run_cli(capsys, "eval", str(tmp_path / "pkg"))[0] == 0
+    result = json.loads((tmp_path / "pkg" / "eval.json").read_text())
+    assert result["reference"] == "onnxruntime" and result["images"] == 1000
+    assert result["output_cosine_mean"] >= 0.995 and result["probe_accuracy_drop_pt"] <= 0.5
