@@ -11,7 +11,7 @@ from tvm.script import relax as R
 
 from test_cli import run_cli
 from tvmcomp.errors import TvmcompError
-from tvmcomp.quant.integer_chain import integer_chain
+from tvmcomp.quant.integer_chain import IntegerChain
 from tvmcomp.quant.schemes import QuantScheme, TensorQuant, get_scheme, register_scheme
 
 RNG = np.random.default_rng(11)
@@ -53,9 +53,9 @@ def _layout(codes):
 def test_a_power_of_two_chain_becomes_a_rounding_shift_in_int32():
     steps = np.float32(2.0 ** -np.array([7, 8, 7, 9, 7, 8, 6, 7]))  # per-channel s_x * s_w
     before = _before(steps, next_step=2.0**-4, score_scale=0.5)
-    counts = {}
-    after = integer_chain(before, counts=counts)
-    assert counts == {"integer_chains": 1}
+    chain = IntegerChain()
+    after = chain(before)
+    assert chain.rewritten == 1
     # Expected: integers from the accumulator to the codes, then the same reshape and permute on them
     assert _ops(after) == ["relax.add", "relax.add", "relax.right_shift", "relax.add", "relax.clip", "relax.astype",
                            "relax.reshape", "relax.permute_dims"]
@@ -75,7 +75,7 @@ def test_a_power_of_two_chain_becomes_a_rounding_shift_in_int32():
 def test_other_ratios_take_a_15_bit_dyadic_multiplier_in_int64():
     steps = np.float32(RNG.uniform(0.001, 0.003, 8))
     before = _before(steps, next_step=0.037, score_scale=0.42)
-    after = integer_chain(before)
+    after = IntegerChain()(before)
     assert "relax.multiply" in _ops(after) and "int64" in after["main"].script() and "float32" not in after["main"].script()
     acc = RNG.integers(-3000, 3000, (4, 8)).astype(np.int32)
     got = _run(after, acc)
@@ -101,9 +101,9 @@ def test_a_quantize_fed_by_anything_else_is_left_alone():
                 R.output(q)
             return q
 
-    counts = {}
-    tvm.ir.assert_structural_equal(integer_chain(FloatInput, counts=counts), FloatInput)
-    assert counts == {"integer_chains": 0}
+    chain = IntegerChain()
+    tvm.ir.assert_structural_equal(chain(FloatInput), FloatInput)
+    assert chain.rewritten == 0
 
 
 def test_power_of_two_steps_cover_the_range_and_schemes_that_cannot_use_them_are_refused():

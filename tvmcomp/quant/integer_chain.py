@@ -135,14 +135,19 @@ class _IntegerChain(PyExprMutator):
         return codes
 
 
-def integer_chain(mod: tvm.IRModule, params: dict | None = None, counts: dict | None = None) -> tvm.IRModule:
-    """The rewrite of the module docstring on every Relax function of ``mod`` (``params``: the weights
-    not yet bound, by name); ``counts["integer_chains"]``, if given, receives how many quantizes
-    became integer requantizations."""
-    chain = _IntegerChain(mod, params or {})
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            chain.builder_.update_func(gvar, chain.visit_expr(func))
-    if counts is not None:
-        counts["integer_chains"] = chain.rewritten
-    return relax.transform.DeadCodeElimination()(chain.builder_.finalize())
+@tvm.transform.module_pass(opt_level=0, name="IntegerChain")
+class IntegerChain:
+    """The rewrite of the module docstring on every Relax function of a module. ``params``: the
+    weights not yet bound, by name. After it runs, ``rewritten`` is how many quantizes became
+    integer requantizations."""
+
+    def __init__(self, params: dict | None = None):
+        self.params, self.rewritten = params or {}, 0
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        chain = _IntegerChain(mod, self.params)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                chain.builder_.update_func(gvar, chain.visit_expr(func))
+        self.rewritten += chain.rewritten
+        return relax.transform.DeadCodeElimination()(chain.builder_.finalize())

@@ -14,7 +14,7 @@ from .attn_probs import parse_attn_probs
 from .calibrate import SiteRange, calibrate
 from .dot_kernels import DotKernels
 from .embeddings import quantize_embeddings
-from .integer_chain import integer_chain
+from .integer_chain import IntegerChain
 from .realize import realize
 from .schemes import FLOAT, get_scheme
 
@@ -97,7 +97,9 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         shape_imported.mod = realize(shape_annotated, shape_imported.params, ranges, scheme, kernels, options.balance,
                                      options.wide_below_db, probs, counts)
         if scheme.requantize == "integer":
-            shape_imported.mod = integer_chain(shape_imported.mod, shape_imported.params, counts)
+            chain = IntegerChain(shape_imported.params)
+            shape_imported.mod = chain(shape_imported.mod)
+            counts["integer_chains"] = chain.rewritten
         if scheme.embedding is not None:
             shape_imported.mod = quantize_embeddings(shape_imported.mod, shape_imported.params, scheme.embedding,
                                                      keep_float)
