@@ -145,24 +145,19 @@ def test_realized_batched_matmul_matches_the_numpy_integer_reference_exactly(ker
     assert np.abs(got - clipped).max() < 8 * (0.017 + 0.013)
 
 
-@tvm.script.ir_module
-class OddAttention:
-    @R.function
-    def main(q: R.Tensor((2, 5, 9), "float32"), k: R.Tensor((2, 9, 13), "float32")):
-        R.func_attr({"num_input": 2})
-        with R.dataflow():
-            s = R.matmul(q, k, out_dtype="float32")
-            R.output(s)
-        return s
-
-
 def test_attention_shapes_off_the_int16_block_are_zero_padded_onto_the_packed_kernel():
     """ViT's 257 tokens fit no (8, 2) block, as K = 9 and N = 13 here: both operands are padded with
     zeros along K (which add nothing), the right one along N and the left one's 5 rows to whole tiles
     of 4, and the extra rows and columns cut off."""
     rng = np.random.default_rng(5)
     q, k = rng.standard_normal((2, 5, 9)).astype(np.float32), rng.standard_normal((2, 9, 13)).astype(np.float32)
-    realized = realize(annotate(OddAttention, []), {}, ATTENTION_RANGES, INT8, DotKernels(batched=AVX2_I16))
+    bb = relax.BlockBuilder()
+    operands = [relax.Var("q", relax.TensorType((2, 5, 9), "float32")), relax.Var("k", relax.TensorType((2, 9, 13), "float32"))]
+    with bb.function("main", operands, attrs={"num_input": 2}):
+        with bb.dataflow():
+            scores = bb.emit_output(relax.op.matmul(*operands, out_dtype="float32"))
+        bb.emit_func_output(scores)
+    realized = realize(annotate(bb.get(), []), {}, ATTENTION_RANGES, INT8, DotKernels(batched=AVX2_I16))
     ops = [b.value.op.name for b in realized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
     assert ops.count("relax.nn.pad") == 2 and ops.count("relax.strided_slice") == 2 and "relax.matmul" not in ops
     assert "packed_int16_matmul" in realized.script()
