@@ -128,7 +128,7 @@ def test_an_image_folder_quantizes_its_patch_conv_and_linears_on_bundled_digits_
     assert code == 0, err
     assert "calibrating int8 on 8 batches of the bundled data" in err
     kernels = (tmp_path / "int8" / "code" / "kernels.tir.py").read_text()
-    assert re.search(r'conv2d_nchw_intermediate = T.sblock_alloc_buffer\(\(.*?\), "int32"\)', kernels)
+    assert "conv2d" not in kernels  # the patch embedding runs as a Linear over the patches
     assert len(re.findall(r"^# fused_packed_matmul", kernels, re.M)) >= 3
     code, out, err = run_cli(capsys, "eval", str(tmp_path / "int8"))
     assert code == 0, err

@@ -221,6 +221,35 @@ def test_realized_conv2d_matches_the_numpy_integer_reference_exactly():
     assert np.abs(got - want_float.numpy()).max() < 0.2  # and within rounding error of the float conv
 
 
+def test_a_patch_embedding_runs_as_a_linear_over_the_patches_on_the_int8_dot_kernel():
+    """stride = kernel, no padding (ViT's patch embedding): im2col by reshape and permute, then the
+    packed int8 matmul of a Linear, checked against the integer formula written out here."""
+    rng = np.random.default_rng(6)
+    weight = rng.standard_normal((16, 3, 4, 4)).astype(np.float32)
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    data, w = relax.Var("x", relax.TensorType(x.shape, "float32")), relax.Var("w", relax.TensorType(weight.shape, "float32"))
+    with bb.function("main", [data, w], attrs={"num_input": 1}):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(data, w, strides=[4, 4], out_dtype="float32"))
+        bb.emit_func_output(y)
+    realized = realize(annotate(bb.get(), ["w"]), {"w": weight}, {0: SiteRange(0.014, 110, -1.5, 2.0)}, INT8,
+                       DotKernels(linear=VNNI))
+    assert not any(_is_op(b.value, "relax.nn.conv2d") for b in realized["main"].body.blocks[0].bindings)
+    assert "packed_int8_matmul" in realized.script()
+    bound = relax.transform.BindParams("main", {"w": tvm.runtime.tensor(weight)})(realized)
+    got = relax.VirtualMachine(tvm.compile(bound, target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy()
+
+    xq = np.clip(np.round(x / np.float32(0.014)) + 110, 0, 255).astype(np.int64)  # uint8 codes
+    w_scale = (np.abs(weight).reshape(16, -1).max(axis=1) / 127).astype(np.float32)  # per output channel
+    wq = np.clip(np.round(weight / w_scale[:, None, None, None]), -127, 127).astype(np.int64)
+    acc = np.zeros((1, 16, 2, 2), np.int64)
+    for i, j in np.ndindex(2, 2):  # each 4 x 4 patch, all channels
+        acc[0, :, i, j] = np.tensordot(wq, xq[0, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4] - 110, axes=3)
+    np.testing.assert_array_equal(got, acc.astype(np.float32) * (np.float32(0.014) * w_scale).reshape(-1, 1, 1))
+
+
 def _linear_params(seed=0):
     rng = np.random.default_rng(seed)
     return {"w": rng.standard_normal((16, 8)).astype(np.float32), "b": rng.standard_normal(16).astype(np.float32)}

@@ -138,9 +138,11 @@ class _Realizer(PyExprMutator):
         *_, factors = self._balanced(act, weight_kn, weight_quant, self.scheme.activation)
         return output_sqnr_db(act, weight_kn, self.scheme.activation, weight_quant.qmax, factors) < self.wide_below_db
 
-    def _linear(self, site, x):
-        weight = self.params[site.name]
-        weight_kn = np.ascontiguousarray(weight.T if site.transposed else weight, np.float32)
+    def _linear(self, site, x, weight_kn: np.ndarray | None = None):
+        """``x @ W`` on integers; ``weight_kn``: the weight as [K, N] (default: the site's Linear weight)."""
+        if weight_kn is None:
+            weight = self.params[site.name]
+            weight_kn = np.ascontiguousarray(weight.T if site.transposed else weight, np.float32)
         channels, outputs = weight_kn.shape
         act = self.ranges[site.index]
         if self._wide(act, weight_kn):  # 12-bit codes in int16, on the int16 kernel
@@ -182,7 +184,32 @@ class _Realizer(PyExprMutator):
         return self.builder_.emit(relax.op.subtract(relax.op.astype(xq, "int16"),
                                                     relax.const(np.full(shape, zero_point, np.int16))))
 
+    def _patch_embedding(self, site, x, call):
+        """A convolution whose windows tile its input (stride = kernel, no padding, one group: ViT's
+        patch embedding) as a Linear over the patches, on the int8 dot kernel; None for any other::
+
+            patches = x as [N * H' * W', C * kh * kw]   (a reshape and permute: im2col without copies)
+            y = (patches @ W.reshape(O, -1).T) as [N, O, H', W']
+
+        The int16 direct convolution it replaces took 5.6 of vit-s int8's 55 ms."""
+        weight = self.params[site.name].astype(np.float32)
+        out_c, in_c, kh, kw = weight.shape
+        n, c, h, w = (int(d) for d in x.ty.shape.values)
+        attrs = call.attrs
+        tiles = ([int(v) for v in attrs.strides] == [kh, kw] and not any(int(v) for v in attrs.padding)
+                 and all(int(v) == 1 for v in attrs.dilation) and int(attrs.groups) == 1 and h % kh == 0 == w % kw)
+        if not tiles or self.kernel is None or not self.kernel.fits(in_c * kh * kw, out_c):
+            return None
+        rows, cols = h // kh, w // kw
+        blocks = relax.op.permute_dims(relax.op.reshape(x, [n, c, rows, kh, cols, kw]), [0, 2, 4, 1, 3, 5])
+        patches = self.builder_.emit(relax.op.reshape(blocks, [n * rows * cols, c * kh * kw]))
+        y = self.builder_.emit(self._linear(site, patches, np.ascontiguousarray(weight.reshape(out_c, -1).T)))
+        return relax.op.permute_dims(relax.op.reshape(y, [n, rows, cols, out_c]), [0, 3, 1, 2])
+
     def _conv2d(self, site, x, call):
+        patch_embedding = self._patch_embedding(site, x, call)
+        if patch_embedding is not None:
+            return patch_embedding
         wq, w_scale = quantize_weight(self.params[site.name].astype(np.float32), self.scheme.weight, channel_axis=0)
         attrs = call.attrs
         acc = self.builder_.emit(relax.op.nn.conv2d(
