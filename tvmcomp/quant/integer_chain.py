@@ -37,7 +37,7 @@ MULTIPLIER_BITS = 15
 
 def dyadic(ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(m, k) with ``ratio ~= m * 2^-k``: ``m = 1`` where ``ratio`` is a power of two, else
-    ``2^14 <= m < 2^15``."""
+    ``2^14 <= m <= 2^15``."""
     ratio = np.asarray(ratio, np.float64)
     mantissa, exponent = np.frexp(ratio)  # ratio = mantissa * 2^exponent, 0.5 <= mantissa < 1
     power_of_two = mantissa == 0.5
