@@ -257,7 +257,7 @@ class Matmul:
         bn, bk = kernel.weight_block
         *batch, i, n, k = sch.get_loops(main)
         n_blocks = (_extent(sch, n) or 0) // bn
-        per_row = next((b for b in (4, 2, 1) if b * bn * 32 <= REGISTER_TILE_BITS and n_blocks % b == 0), 1)
+        per_row = next((b for b in (4, 3, 2, 1) if b * bn * 32 <= REGISTER_TILE_BITS and n_blocks % b == 0), 1)
         rows = next(r for r in REGISTER_ROWS if (_extent(sch, i) or 1) % r == 0)
         try:
             i0, i1 = sch.split(i, factors=[None, rows])
