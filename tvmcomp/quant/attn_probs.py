@@ -83,6 +83,7 @@ class Log2TopObserver:
 class _Grid:
     bits: int
     kind: ClassVar[str]
+    calibrates: ClassVar[bool]  # whether calibration chooses parameters (``observer()``)
 
     @property
     def spec(self) -> str:
@@ -92,6 +93,7 @@ class _Grid:
 @dataclass(frozen=True)
 class UniformProbs(_Grid):
     kind: ClassVar[str] = "uniform"
+    calibrates: ClassVar[bool] = False
 
     def observer(self):
         return None
@@ -110,6 +112,7 @@ class UniformProbs(_Grid):
 @dataclass(frozen=True)
 class Log2Probs(_Grid):
     kind: ClassVar[str] = "log2"
+    calibrates: ClassVar[bool] = True
 
     def observer(self) -> Log2TopObserver:
         return Log2TopObserver(self.bits)

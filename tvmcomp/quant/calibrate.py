@@ -68,7 +68,7 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     observers = {site.index: make_observer(observer or scheme.observer) for site in sites}
     channels = {site.index: [np.inf, -np.inf, 0.0, 0] for site in sites if channel_ranges and site.is_linear}
     prob_observers = {site.index: probs.observer() for site in sites
-                      if probs is not None and probs.observer() is not None and site.role == BMM_ROLES[0]}
+                      if probs is not None and probs.calibrates and site.role == BMM_ROLES[0]}
 
     def observe(tensor, index):
         array = tensor.numpy()

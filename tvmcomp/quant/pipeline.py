@@ -76,7 +76,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
     # (or to --keep-float) shifts; patterns that only keep an embedding table float need no recalibration
     settings = {"scheme": scheme.name, "observer": options.observer or scheme.observer, "samples": options.samples,
                 "data": source.calibration_key(), "channel_ranges": options.channel_ranges,
-                "attn_probs": probs.spec if probs is not None and probs.observer() is not None else None,
+                "attn_probs": probs.spec if probs is not None and probs.calibrates else None,
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package else None
     if ranges is None:
