@@ -18,9 +18,10 @@ RNG = np.random.default_rng(11)
 BIAS = RNG.uniform(-0.5, 0.5, 8).astype(np.float32)
 
 
-def _before(steps: np.ndarray, next_step: float, score_scale: float):
+def _before(steps: np.ndarray, next_step, score_scale: float):
     """An accumulator dequantized per channel, biased, reshaped to heads, permuted, scaled and quantized
-    as the next matmul's operand: the Q projection feeding Q @ K^T."""
+    as the next matmul's operand: the Q projection feeding Q @ K^T. ``next_step``: one, or one per
+    channel of the codes' last axis."""
     bb = relax.BlockBuilder()
     acc = relax.Var("acc", relax.TensorType((4, 8), "int32"))
     with bb.function("main", [acc]):
@@ -30,7 +31,7 @@ def _before(steps: np.ndarray, next_step: float, score_scale: float):
             y = bb.emit(relax.op.reshape(y, (4, 2, 4)))
             y = bb.emit(relax.op.permute_dims(y, [1, 0, 2]))
             y = bb.emit(relax.op.multiply(y, relax.const(np.float32(score_scale))))
-            q = bb.emit_output(relax.op.quantize(y, relax.const(np.full(4, next_step, np.float32)),
+            q = bb.emit_output(relax.op.quantize(y, relax.const(np.broadcast_to(np.float32(next_step), (4,)).copy()),
                                                  relax.const(np.full(4, 3, np.int32)), axis=-1, out_dtype="int8"))
         bb.emit_func_output(q)
     return bb.get()
@@ -130,3 +131,24 @@ def test_pot8_tiny_encoder_requantizes_by_shifts_and_stays_close_to_float(tmp_pa
     requantize = re.findall(r"# (fused_packed_matmul\w*right_shift\w*)\n(.*?)(?=\n# \w+\n# from|\Z)", kernels, re.S)
     assert requantize and all("float" not in body for _, body in requantize)  # no float multiply, no float at all
     assert cosine_to_transformers(tmp_path / "pkg", folder).min() > 0.99
+
+
+def test_codes_with_a_power_of_two_step_per_channel_are_requantized_after_the_layout_calls():
+    """A balanced Linear's input (pot8: power-of-two factors per channel) fed by P @ V, whose
+    accumulator has one step: reshape and permute on int32 first, then a shift per code channel."""
+    code_steps = np.float32(2.0 ** -np.array([4, 5, 3, 4]))
+    before = _before(np.full(8, 2.0**-9, np.float32), next_step=code_steps, score_scale=1.0)
+    chain = IntegerChain()
+    after = chain(before)
+    assert chain.rewritten == 1
+    assert _ops(after) == ["relax.add", "relax.reshape", "relax.permute_dims", "relax.add", "relax.right_shift",
+                           "relax.add", "relax.clip", "relax.astype"]
+    assert "float32" not in after["main"].script()
+    acc = RNG.integers(-40000, 40000, (4, 8)).astype(np.int32)
+    got = _run(after, acc)
+
+    biased = _layout(acc.astype(np.int64) + np.round(BIAS * 2.0**9).astype(np.int64))
+    k = 9 - np.array([4, 5, 3, 4])  # 2^-9 / 2^-e = 2^-(9 - e), along the codes' last axis
+    want = np.clip(((biased + 2 ** (k - 1)) >> k) + 3, -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(got, want)
+    assert np.abs(got.astype(int) - _run(before, acc).astype(int)).max() <= 1

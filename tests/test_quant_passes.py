@@ -446,6 +446,36 @@ def test_auto_balancing_balances_an_outlier_channel_and_leaves_even_channels_alo
     assert noise(factors) < 0.5 * noise(np.ones(8, np.float32))
 
 
+def test_power_of_two_activations_balance_by_power_of_two_factors_and_keep_power_of_two_steps():
+    """pot8 (FQ-ViT's factors, H-ViT's use): f_j = 2^round(log2(max|x_j|^a / max|W_j|^(1-a))), and the
+    steps a * f_j of the balanced input stay powers of two."""
+    from tvmcomp.quant.balance import balanced_steps, choose_factors
+
+    rng = np.random.default_rng(6)
+    weight = rng.standard_normal((8, 16)).astype(np.float32)
+    absmax = np.array([2.0, 1.5, 3.0, 40.0, 2.0, 0.5, 2.5, 6.0])
+    outlier = SiteRange(scale=0.25, zero_point=0, lo=-40.0, hi=40.0, channel_lo=list(-absmax), channel_hi=list(absmax),
+                        channel_rms=list(absmax / 3))
+    activation = get_scheme("pot8").activation
+    factors = choose_factors(outlier, weight, activation, 127, 0.5)
+    smooth = np.sqrt(absmax) / np.sqrt(np.abs(weight.astype(np.float64)).max(axis=1))
+    np.testing.assert_array_equal(factors, np.float32(2.0 ** np.round(np.log2(smooth))))
+    step, zeros = balanced_steps(outlier.channel_lo, outlier.channel_hi, factors, activation)
+    widest = (absmax / factors).max() / 127
+    assert step == 2.0 ** np.ceil(np.log2(widest)) and not zeros.any()
+    assert np.all(np.log2(step * factors) == np.round(np.log2(step * factors)))
+
+
+def test_balance_off_turns_off_a_schemes_default_balancing():
+    from tvmcomp.quant.pipeline import QuantOptions
+
+    pot8 = get_scheme("pot8")
+    assert QuantOptions("pot8").balancing(pot8) == "auto" and QuantOptions("pot8").channel_ranges(pot8)
+    assert QuantOptions("pot8", balance="off").balancing(pot8) is None
+    assert QuantOptions("int8").balancing(INT8) is None and not QuantOptions("int8").channel_ranges(INT8)
+    assert QuantOptions("int8", balance=0.5).balancing(INT8) == 0.5
+
+
 def test_balance_needs_a_quantized_build_and_an_alpha_between_0_and_1(tmp_path, capsys):
     from test_cli import assert_user_error
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import TvmcompError
-from .quant.balance import AUTO
+from .quant.balance import AUTO, OFF
 from .quant.attn_probs import parse_attn_probs
 from .quant.precision import WIDE_BELOW_DB
 from .quant.schemes import FLOAT
@@ -48,8 +48,8 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--balance", nargs="?", const=AUTO, metavar="ALPHA",
                         help="channel balancing (SmoothQuant): move Linear inputs' outlier channels into the weights "
                         "by factors max|x_j|^ALPHA / max|W_j|^(1-ALPHA), with no extra op in the graph; without ALPHA "
-                        "each Linear gets the least noisy ALPHA (or none). For encoders with outlier channels "
-                        "(base-size BERT class)")
+                        "each Linear gets the least noisy ALPHA (or none); 'off': none. For encoders with outlier "
+                        "channels (base-size BERT class); pot8 balances by default, with power-of-two factors")
     parser.add_argument("--wide-inputs", nargs="?", type=float, const=WIDE_BELOW_DB, metavar="SQNR_DB",
                         help="mixed precision: Linears whose int8 output would be noisier than SQNR_DB (estimated from "
                         f"calibration; default {WIDE_BELOW_DB:g} dB) quantize their inputs to 12 bits and run on the "
@@ -273,14 +273,14 @@ def _quant_options(args):
         if given is not None and args.quant == FLOAT:
             raise TvmcompError(f"{flag} {meaning}: add --quant int8")
     balance = args.balance
-    if balance not in (None, AUTO):
+    if balance not in (None, AUTO, OFF):
         try:
             balance = float(balance)
             if not 0 <= balance <= 1:
                 raise ValueError
         except ValueError:
             raise TvmcompError(f"--balance ALPHA is an exponent between 0 and 1 (SmoothQuant uses 0.5), or nothing "
-                               f"to choose it per layer; not '{args.balance}'") from None
+                               f"to choose it per layer, or off; not '{args.balance}'") from None
     if args.wide_inputs is not None and not 0 < args.wide_inputs < 100:
         raise TvmcompError(f"--wide-inputs takes an output SQNR in dB (0 to 100; default {WIDE_BELOW_DB:g}), "
                            f"not {args.wide_inputs:g}")

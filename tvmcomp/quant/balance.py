@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 AUTO = "auto"  # choose alpha per Linear (choose_factors)
+OFF = "off"  # no balancing, where a scheme balances by default
 ALPHAS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the grid ``choose_factors`` searches per Linear
 
 
@@ -36,6 +37,13 @@ def balance_factors(channel_absmax: np.ndarray, weight_kn: np.ndarray, alpha: fl
     factors = np.ones_like(x_max)
     factors[usable] = x_max[usable] ** alpha / w_max[usable] ** (1 - alpha)
     return factors.astype(np.float32)
+
+
+def power_of_two_factors(channel_absmax: np.ndarray, weight_kn: np.ndarray, alpha: float) -> np.ndarray:
+    """:func:`balance_factors` rounded to the nearest power of two (FQ-ViT's power-of-two factors, as
+    H-ViT uses them): with a power-of-two common step, every channel's step ``a * f_j`` stays a
+    power of two, so dividing by ``f_j`` is a shift."""
+    return (2.0 ** np.round(np.log2(balance_factors(channel_absmax, weight_kn, alpha)))).astype(np.float32)
 
 
 def balanced_steps(channel_lo, channel_hi, factors: np.ndarray, activation) -> tuple[float, np.ndarray]:
@@ -68,11 +76,13 @@ def noise_estimate(channel_lo, channel_hi, channel_rms, weight_kn: np.ndarray, a
 def choose_factors(site_range, weight_kn: np.ndarray, activation, weight_levels: int,
                    alpha: float | None) -> np.ndarray:
     """The balancing factors of one Linear from its calibrated channel statistics: for ``alpha``,
-    SmoothQuant's; for None, the least noisy of no balancing and each alpha of :data:`ALPHAS`."""
+    SmoothQuant's; for None, the least noisy of no balancing and each alpha of :data:`ALPHAS`.
+    Powers of two where ``activation``'s steps are (:func:`power_of_two_factors`)."""
     lo, hi = np.asarray(site_range.channel_lo, np.float64), np.asarray(site_range.channel_hi, np.float64)
     absmax = np.maximum(np.abs(lo), np.abs(hi))
+    factors = balance_factors if not activation.power_of_two else power_of_two_factors
     if alpha is not None:
-        return balance_factors(absmax, weight_kn, alpha)
-    candidates = [np.ones(len(lo), np.float32)] + [balance_factors(absmax, weight_kn, a) for a in ALPHAS]
+        return factors(absmax, weight_kn, alpha)
+    candidates = [np.ones(len(lo), np.float32)] + [factors(absmax, weight_kn, a) for a in ALPHAS]
     return min(candidates, key=lambda f: noise_estimate(lo, hi, site_range.channel_rms, weight_kn, activation,
                                                         weight_levels, f))

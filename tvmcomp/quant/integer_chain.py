@@ -15,6 +15,10 @@ into integer ops on the accumulator, and the same reshapes and permutes on the c
     r = ((acc + round(b / s)) * m + 2^(k-1)) >> k          with  s * c / t = m * 2^-k
     q = clip(r + z, qmin, qmax)  then reshape / permute as before
 
+Where the codes have a step per channel (a balanced Linear's input, :mod:`.balance`) and the
+accumulator one step for all, the bias add and the reshapes and permutes come first, on int32,
+and the requantization follows along the codes' last axis.
+
 Where ``s * c / t`` is a power of two for every channel (pot8: power-of-two steps everywhere),
 ``m = 1`` and the requantization is a rounding arithmetic shift in int32, no multiply at all.
 Elsewhere ``m`` is a 15-bit dyadic multiplier (I-BERT's), applied in int64. The result differs
@@ -110,29 +114,44 @@ class _IntegerChain(PyExprMutator):
         if not _is_op(call, "relax.quantize"):
             return call
         chain = self._chain(call.args[0])
-        step, zero = _uniform(self._constant(call.args[1])), _uniform(self._constant(call.args[2]))
-        if chain is None or step is None or zero is None:
+        steps, zero = self._constant(call.args[1]), _uniform(self._constant(call.args[2]))
+        if chain is None or steps is None or zero is None:
             return call
         acc, s, bias, c, layout = chain
+        # requantize before the layout calls (one code step t), or after them, along the codes' last
+        # axis (balanced Linear inputs: a power-of-two step per channel, one accumulator step s)
+        after_layout = _uniform(steps) is None
+        rank = len(call.args[0].ty.shape.values)
+        if after_layout and (_uniform(s) is None or int(call.attrs.axis) % rank != rank - 1):
+            return call
         self.rewritten += 1
-        out_dtype = call.attrs.out_dtype
-        info = np.iinfo(out_dtype)
-        m, k = dyadic(np.float64(s) * c / step)
         if bias is not None:
             acc = relax.op.add(acc, relax.const(np.round(bias / np.float64(s)).astype(np.int32)))
-        if np.all(m == 1) and np.all(k >= 1):  # a rounding shift in int32
-            r = relax.op.right_shift(relax.op.add(acc, relax.const((1 << (k - 1)).astype(np.int32))),
-                                     relax.const(k.astype(np.int32)))
-        else:  # a dyadic multiply in int64 (dtypes spelled out: relax.const makes int64 arrays int32)
-            wide = relax.op.multiply(relax.op.astype(acc, "int64"), relax.const(m, "int64"))
-            rounded = relax.op.add(wide, relax.const(np.left_shift(1, k - 1), "int64"))
-            r = relax.op.right_shift(rounded, relax.const(k, "int64"))
-            r = relax.op.astype(r, "int32")  # clipped below to the codes' range
-        codes = self.builder_.emit(relax.op.astype(relax.op.clip(relax.op.add(r, relax.const(np.int32(zero))),
-                                                                 int(info.min), int(info.max)), out_dtype))
+        if after_layout:
+            acc = self._relayout(acc, layout)
+        ratio = _uniform(s) * c / np.float64(steps) if after_layout else np.float64(s) * c / _uniform(steps)
+        codes = self.builder_.emit(_requantize(acc, ratio, zero, call.attrs.out_dtype))
+        return codes if after_layout else self._relayout(codes, layout)
+
+    def _relayout(self, value, layout):
         for op in reversed(layout):
-            codes = self.builder_.emit(relax.Call(op.op, [codes, *op.args[1:]], op.attrs))
-        return codes
+            value = self.builder_.emit(relax.Call(op.op, [value, *op.args[1:]], op.attrs))
+        return value
+
+
+def _requantize(acc, ratio: np.ndarray, zero: int, out_dtype: str):
+    """``clip((acc * m + 2^(k-1)) >> k + zero)`` as ``out_dtype``, ``ratio ~= m * 2^-k`` along the last axis."""
+    info = np.iinfo(out_dtype)
+    m, k = dyadic(ratio)
+    if np.all(m == 1):  # a rounding shift in int32
+        r = relax.op.right_shift(relax.op.add(acc, relax.const((1 << (k - 1)).astype(np.int32))),
+                                 relax.const(k.astype(np.int32)))
+    else:  # a dyadic multiply in int64 (dtypes spelled out: relax.const makes int64 arrays int32)
+        wide = relax.op.multiply(relax.op.astype(acc, "int64"), relax.const(m, "int64"))
+        rounded = relax.op.add(wide, relax.const(np.left_shift(1, k - 1), "int64"))
+        r = relax.op.astype(relax.op.right_shift(rounded, relax.const(k, "int64")), "int32")  # clipped below
+    return relax.op.astype(relax.op.clip(relax.op.add(r, relax.const(np.int32(zero))), int(info.min), int(info.max)),
+                           out_dtype)
 
 
 @tvm.transform.module_pass(opt_level=0, name="IntegerChain")

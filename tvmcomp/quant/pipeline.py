@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import TvmcompError
 from .annotate import annotate, quant_sites
 from .attn_probs import parse_attn_probs
+from .balance import OFF
 from .calibrate import SiteRange, calibrate
 from .dot_kernels import DotKernels
 from .embeddings import quantize_embeddings
@@ -29,7 +30,7 @@ class QuantOptions:
     samples: int = 32  # calibration batches
     observer: str | None = None  # None: the scheme's
     keep_float: tuple[str, ...] = ()  # weight-name patterns left float (annotate)
-    balance: str | float | None = None  # channel balancing alpha, "auto", or None (:mod:`.balance`)
+    balance: str | float | None = None  # channel balancing alpha, "auto", "off", or None: the scheme's (:mod:`.balance`)
     wide_below_db: float | None = None  # Linears estimated below this output SQNR get wide inputs (realize)
     attn_probs: str | None = None  # attention probabilities' grid, "log2:4" (:mod:`.attn_probs`); None: the scheme's
 
@@ -42,10 +43,14 @@ class QuantOptions:
         spec = self.attn_probs or scheme.attn_probs
         return parse_attn_probs(spec) if spec else None
 
-    @property
-    def channel_ranges(self) -> bool:
+    def balancing(self, scheme) -> str | float | None:
+        """The channel balancing asked for, else the scheme's; None for none."""
+        balance = scheme.balance if self.balance is None else self.balance
+        return None if balance == OFF else balance
+
+    def channel_ranges(self, scheme) -> bool:
         """Balancing and choosing wide inputs both read per-channel statistics from calibration."""
-        return self.balance is not None or self.wide_below_db is not None
+        return self.balancing(scheme) is not None or self.wide_below_db is not None
 
 
 def load_calibration(package_dir: Path, model_hash: str, key: dict) -> dict[int, SiteRange] | None:
@@ -75,7 +80,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
     # the sites are part of the key: ranges are stored by site index, which a change to annotate
     # (or to --keep-float) shifts; patterns that only keep an embedding table float need no recalibration
     settings = {"scheme": scheme.name, "observer": options.observer or scheme.observer, "samples": options.samples,
-                "data": source.calibration_key(), "channel_ranges": options.channel_ranges,
+                "data": source.calibration_key(), "channel_ranges": options.channel_ranges(scheme),
                 "attn_probs": probs.spec if probs is not None and probs.calibrates else None,
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package else None
@@ -85,7 +90,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         print(f"[quant] calibrating {scheme.name} on {len(batches)} batches of {data} "
               f"({settings['observer']} observer)", file=stream)
         ranges = calibrate(annotated, imported.params, imported.inputs, batches,
-                           scheme, options.observer, stream=stream, channel_ranges=options.channel_ranges, probs=probs)
+                           scheme, options.observer, stream=stream, channel_ranges=options.channel_ranges(scheme), probs=probs)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
     for shape_imported in source.shapes().values():  # every shape reuses the ranges calibrated at the largest
@@ -94,7 +99,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         if [f"{site.name}:{site.role}" for site in quant_sites(shape_annotated)] != settings["sites"]:
             raise TvmcompError(f"{source.name} quantizes different layers at another shape: build one shape per package")
         counts = {}
-        shape_imported.mod = realize(shape_annotated, shape_imported.params, ranges, scheme, kernels, options.balance,
+        shape_imported.mod = realize(shape_annotated, shape_imported.params, ranges, scheme, kernels, options.balancing(scheme),
                                      options.wide_below_db, probs, counts)
         if scheme.requantize == "integer":
             chain = IntegerChain(shape_imported.params)
@@ -107,7 +112,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
     if scheme.requantize == "integer":
         print(f"[quant] {scheme.name}: {counts['integer_chains']} requantizations between quantized ops stay integer",
               file=stream)
-    return {"model_hash": model_hash, "settings": settings, "balance": options.balance,
+    return {"model_hash": model_hash, "settings": settings, "balance": options.balancing(scheme),
             "wide_below_db": options.wide_below_db, "attn_probs": probs.spec if probs is not None else None,
             "ranges": {str(index): asdict(value) for index, value in ranges.items()}}
 

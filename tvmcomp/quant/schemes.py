@@ -80,6 +80,8 @@ class QuantScheme:
     # "integer": an accumulator feeding the next quantized op through a bias, reshapes and permutes is
     # requantized in integers (:mod:`.integer_chain`); "float": dequantized, then quantized again
     requantize: str = "float"
+    # channel balancing unless --balance says otherwise: None, "auto" or an alpha (:mod:`.balance`)
+    balance: str | float | None = None
 
 
 SCHEMES: dict[str, QuantScheme] = {}
@@ -111,6 +113,8 @@ def unexecutable(scheme: QuantScheme) -> list[str]:
             reasons.append(f"{role} with power-of-two steps must be symmetric (a zero point would move with the step)")
     if scheme.requantize not in ("float", "integer"):
         reasons.append(f"requantize is 'float' or 'integer', not '{scheme.requantize}'")
+    if not (scheme.balance in (None, "auto") or isinstance(scheme.balance, float) and 0 <= scheme.balance <= 1):
+        reasons.append(f"balance is None, 'auto' or an alpha between 0 and 1, not {scheme.balance!r}")
     if scheme.attn_probs is not None:
         from .attn_probs import parse_attn_probs
 
@@ -160,5 +164,6 @@ register_scheme(
                               power_of_two=True),
         attn_probs="uniform:15",
         requantize="integer",
+        balance="auto",  # FQ-ViT's power-of-two factors for LayerNorm outputs' channels, as H-ViT uses them
     )
 )
