@@ -9,11 +9,11 @@ from tvm.script import relax as R
 
 from test_cli import assert_user_error, run_cli
 from test_quant_passes import INT8
-from tvmcomp.quant.annotate import annotate
+from tvmcomp.quant.annotate import Annotate
 from tvmcomp.quant.attn_probs import Log2Probs, log2_exponents, parse_attn_probs
 from tvmcomp.quant.calibrate import SiteRange
 from tvmcomp.quant.dot_kernels import DotKernels
-from tvmcomp.quant.realize import realize
+from tvmcomp.quant.realize import Realize
 from test_wide_inputs import AVX2_I16
 
 
@@ -75,7 +75,7 @@ def test_log2_probabilities_times_v_match_the_numpy_integer_reference_exactly(bi
     v = np.random.default_rng(8).standard_normal((2, 16, 8)).astype(np.float32)
     ranges = {0: SiteRange(scale=1 / 255, zero_point=0, lo=0.0, hi=float(p.max()), prob_params={"top": top}),
               1: V_RANGE}
-    realized = realize(annotate(ProbsTimesV, []), {}, ranges, INT8, kernels, probs=Log2Probs(bits))
+    realized = Realize({}, ranges, INT8, kernels, probs=Log2Probs(bits))(Annotate([])(ProbsTimesV))
     ops = _ops(realized)
     assert ops.count("relax.quantize") == 1  # V's; P's codes come from its float bits, with no log or power
     assert "relax.log" not in ops and "relax.power" not in ops and "log2_codes" in realized.script()
@@ -98,7 +98,7 @@ def test_int8_multiplies_15_bit_probabilities_exactly_and_nearly_as_float(kernel
     s, p = _scores()
     v = np.random.default_rng(9).standard_normal((2, 16, 8)).astype(np.float32)
     ranges = {0: SiteRange(scale=1 / 255, zero_point=0, lo=0.0, hi=float(p.max())), 1: V_RANGE}
-    realized = realize(annotate(ProbsTimesV, []), {}, ranges, INT8, kernels, probs=parse_attn_probs(INT8.attn_probs))
+    realized = Realize({}, ranges, INT8, kernels, probs=parse_attn_probs(INT8.attn_probs))(Annotate([])(ProbsTimesV))
     assert INT8.attn_probs == "uniform:15"
     got = _run(realized, s, v)
     p_int = np.minimum(np.round(p.astype(np.float32) * np.float32(2**15)), 2**15 - 1).astype(np.int64)

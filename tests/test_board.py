@@ -23,7 +23,7 @@ from tvmcomp.board import Board, default_dir
 from tvmcomp.build import build
 from tvmcomp.errors import TvmcompError
 from tvmcomp.quant.calibrate import SiteRange
-from tvmcomp.quant.realize import realize
+from tvmcomp.quant.realize import Realize
 from tvmcomp.quant.schemes import get_scheme
 from tvmcomp.remote import RemoteSpec, connect, open_remote_package
 from tvmcomp.targets import resolve_target
@@ -85,7 +85,7 @@ def test_tracker_rpc_runs_the_package(board, arm_fp32):
 def test_int8_sdot_linear_on_the_board_matches_the_integer_reference_exactly(board, tmp_path):
     int8 = get_scheme("int8")
     params, ranges = _linear_params(1), {0: SiteRange(scale=0.021, zero_point=120, lo=-2.5, hi=2.8)}
-    realized = realize(LinearAnnotated, params, ranges, int8, DotKernels(SDOT))
+    realized = Realize(params, ranges, int8, DotKernels(SDOT))(LinearAnnotated)
     bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized)
     target = resolve_target("arm")
     executable = tvm.compile(bound, target=target.tvm_target())

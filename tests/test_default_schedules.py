@@ -134,7 +134,7 @@ def test_default_vnni_linear_matches_the_integer_reference_exactly(empty_schedul
     from tvmcomp.lowering import fuse_for_tuning
     from tvmcomp.quant.calibrate import SiteRange
     from tvmcomp.quant.dot_kernels import DotKernels, dot_kernel_for
-    from tvmcomp.quant.realize import quantize_weight, realize
+    from tvmcomp.quant.realize import quantize_weight, Realize
     from tvmcomp.targets import resolve_target
 
     target = resolve_target("x86-znver4")
@@ -143,7 +143,7 @@ def test_default_vnni_linear_matches_the_integer_reference_exactly(empty_schedul
     rng = np.random.default_rng(3)
     params = {"w": rng.standard_normal((16, 8)).astype(np.float32), "b": rng.standard_normal(16).astype(np.float32)}
     x = rng.standard_normal((2, 8)).astype(np.float32) * 1.5
-    realized = realize(LinearAnnotated, params, {0: SiteRange(0.021, 120, -2.5, 2.8)}, INT8, DotKernels(kernel))
+    realized = Realize(params, {0: SiteRange(0.021, 120, -2.5, 2.8)}, INT8, DotKernels(kernel))(LinearAnnotated)
     bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized)
     fused = fuse_for_tuning(bound, target.tvm_target())
     executable = compile_with_database(fused, target, tuning.open_database(target))

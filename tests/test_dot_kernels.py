@@ -123,7 +123,7 @@ def test_tensorized_avx2_linear_matches_the_integer_reference_only_with_7_bit_we
     from tvmcomp.build import compile_with_database
     from tvmcomp.lowering import fuse_for_tuning
     from tvmcomp.quant.calibrate import SiteRange
-    from tvmcomp.quant.realize import quantize_weight, realize, weight_quant_for
+    from tvmcomp.quant.realize import quantize_weight, Realize, weight_quant_for
 
     target = _x86_preset_on(AVX2_CPU)
     kernel = dataclasses.replace(dot_kernel_for(_x86_preset_on("znver3")), weight_bits=weight_bits)
@@ -132,7 +132,7 @@ def test_tensorized_avx2_linear_matches_the_integer_reference_only_with_7_bit_we
     params["w"][:4] = 1.0  # output channels whose every weight is the channel maximum
     x = rng.standard_normal((2, 8)).astype(np.float32) * 1.5
     x[0] = 3.0  # every activation code 255: the worst case for the int16 pair sums
-    realized = realize(LinearAnnotated, params, {0: SiteRange(0.021, 120, -2.5, 2.8)}, INT8, DotKernels(kernel))
+    realized = Realize(params, {0: SiteRange(0.021, 120, -2.5, 2.8)}, INT8, DotKernels(kernel))(LinearAnnotated)
     fused = fuse_for_tuning(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized),
                             target.tvm_target())
     database = _schedule(fused, target, schedules)
@@ -167,12 +167,12 @@ def test_tensorized_int16_attention_matmul_matches_the_integer_reference_exactly
     from tvmcomp import tune as tuning
     from tvmcomp.build import compile_with_database
     from tvmcomp.lowering import fuse_for_tuning
-    from tvmcomp.quant.realize import realize
+    from tvmcomp.quant.realize import Realize
 
     target = _x86_preset_on(AVX2_CPU)
     kernels = dot_kernels_for(target)
     assert kernels.batched.intrinsic == "dot_8x2_i16_avx2"
-    fused = fuse_for_tuning(realize(AttentionAnnotated, {}, ATTENTION_RANGES, INT8, kernels), target.tvm_target())
+    fused = fuse_for_tuning(Realize({}, ATTENTION_RANGES, INT8, kernels)(AttentionAnnotated), target.tvm_target())
     database = _schedule(fused, target, schedules)
     if schedules == "tuned":  # the exact CPU's records: where tune wrote them
         records = tuning.open_write_database(target).get_all_tuning_records()

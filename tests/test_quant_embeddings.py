@@ -8,7 +8,7 @@ from tvm.script import relax as R
 
 from conftest import run_imported
 from tvmcomp.frontend import import_torch
-from tvmcomp.quant.embeddings import quantize_embeddings
+from tvmcomp.quant.embeddings import QuantizeEmbeddings
 from tvmcomp.quant.realize import quantize_weight
 from tvmcomp.quant.schemes import get_scheme
 
@@ -53,18 +53,18 @@ def test_a_weight_table_lookup_reads_int8_rows_and_row_scales():
     params = _table()
     codes, scales = quantize_weight(params["table"], ROWS, channel_axis=0)
     assert codes.dtype == np.int8 and scales.shape == (10,)
-    tvm.ir.assert_structural_equal(quantize_embeddings(Lookup, params, ROWS, min_rows=10),
+    tvm.ir.assert_structural_equal(QuantizeEmbeddings(params, ROWS, min_rows=10)(Lookup),
                                    _expected(codes, scales.reshape(-1, 1)))
 
 
 def test_skipped_and_small_tables_stay_float():
-    tvm.ir.assert_structural_equal(quantize_embeddings(Lookup, _table(), ROWS, skip=["tab*"], min_rows=10), Lookup)
-    tvm.ir.assert_structural_equal(quantize_embeddings(Lookup, _table(), ROWS), Lookup)  # 10 rows < 1024
+    tvm.ir.assert_structural_equal(QuantizeEmbeddings(_table(), ROWS, skip=["tab*"], min_rows=10)(Lookup), Lookup)
+    tvm.ir.assert_structural_equal(QuantizeEmbeddings(_table(), ROWS)(Lookup), Lookup)  # 10 rows < 1024
 
 
 def test_quantized_lookup_matches_numpy_rows_exactly():
     params = _table()
-    quantized = quantize_embeddings(Lookup, params, ROWS, min_rows=10)
+    quantized = QuantizeEmbeddings(params, ROWS, min_rows=10)(Lookup)
     executable = tvm.compile(relax.transform.BindParams("main", {"table": tvm.runtime.tensor(params["table"])})(quantized),
                              target=tvm.target.Target({"kind": "llvm"}))
     ids, x = np.array([9, 0, 4], np.int64), np.zeros((3, 4), np.float32)
@@ -89,7 +89,7 @@ def test_a_model_with_a_quantized_embedding_stays_close_to_float():
     model = EmbedThenLinear().eval()
     ids = {"ids": np.random.default_rng(1).integers(0, 50, (2, 12)).astype(np.int64)}
     imported = import_torch(model, ids)
-    imported.mod = quantize_embeddings(imported.mod, imported.params, ROWS, min_rows=50)
+    imported.mod = QuantizeEmbeddings(imported.params, ROWS, min_rows=50)(imported.mod)
     assert "int8" in imported.mod["main"].script()
     (got,) = run_imported(imported, ids)
     want = model(torch.from_numpy(ids["ids"])).detach().numpy()

@@ -11,10 +11,10 @@ from conftest import run_imported
 from models_for_tests import int8_linear_reference
 from tvmcomp.errors import TvmcompError
 from tvmcomp.frontend import TensorSpec, import_torch
-from tvmcomp.quant.annotate import _is_op, annotate, quant_sites
+from tvmcomp.quant.annotate import _is_op, Annotate, quant_sites
 from tvmcomp.quant.calibrate import SiteRange, calibrate
 from tvmcomp.quant.dot_kernels import DotKernel, DotKernels, pack_weight
-from tvmcomp.quant.realize import quantize_weight, realize
+from tvmcomp.quant.realize import quantize_weight, Realize
 from tvmcomp.quant.schemes import get_scheme
 
 INT8 = get_scheme("int8")
@@ -48,13 +48,13 @@ class LinearAnnotated:
 
 
 def test_annotate_marks_the_linear_activation():
-    tvm.ir.assert_structural_equal(annotate(Linear, ["w", "b"]), LinearAnnotated)
+    tvm.ir.assert_structural_equal(Annotate(["w", "b"])(Linear), LinearAnnotated)
     assert [(s.name, s.transposed) for s in quant_sites(LinearAnnotated)] == [("w", True)]
 
 
 def test_annotate_skips_by_weight_name_and_ignores_activation_matmuls():
-    assert quant_sites(annotate(Linear, ["w", "b"], skip=["w"])) == []
-    assert quant_sites(annotate(Linear, [])) == []  # w is not a weight: x @ w.T is left in float
+    assert quant_sites(Annotate(["w", "b"], skip=["w"])(Linear)) == []
+    assert quant_sites(Annotate([])(Linear)) == []  # w is not a weight: x @ w.T is left in float
 
 
 @tvm.script.ir_module
@@ -82,8 +82,8 @@ class AttentionAnnotated:
 
 
 def test_annotate_marks_both_operands_of_a_batched_activation_matmul():
-    tvm.ir.assert_structural_equal(annotate(Attention, []), AttentionAnnotated)
-    assert quant_sites(annotate(Attention, [], skip=["bmm_*"])) == []
+    tvm.ir.assert_structural_equal(Annotate([])(Attention), AttentionAnnotated)
+    assert quant_sites(Annotate([], skip=["bmm_*"])(Attention)) == []
 
 
 ATTENTION_RANGES = {0: SiteRange(scale=0.017, zero_point=117, lo=-2.0, hi=2.3),
@@ -91,7 +91,7 @@ ATTENTION_RANGES = {0: SiteRange(scale=0.017, zero_point=117, lo=-2.0, hi=2.3),
 
 
 def test_realize_batched_matmul_subtracts_zero_points_in_int16():
-    realized = realize(AttentionAnnotated, {}, ATTENTION_RANGES, INT8)
+    realized = Realize({}, ATTENTION_RANGES, INT8)(AttentionAnnotated)
     calls = [b.value for b in realized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
     assert [c.op.name for c in calls] == ["relax.quantize", "relax.astype", "relax.subtract"] * 2 + [
         "relax.matmul", "relax.astype", "relax.multiply"]
@@ -106,7 +106,7 @@ AVX2_I16 = DotKernel("avx2", "dot_8x2_i16_avx2", (8, 2), "int16")
 
 
 def test_realize_batched_matmul_packs_the_rhs_for_an_int16_dot_kernel():
-    realized = realize(AttentionAnnotated, {}, ATTENTION_RANGES, INT8, DotKernels(batched=AVX2_I16))
+    realized = Realize({}, ATTENTION_RANGES, INT8, DotKernels(batched=AVX2_I16))(AttentionAnnotated)
     calls = [b.value for b in realized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
     assert [c.op.name for c in calls] == ["relax.quantize", "relax.astype", "relax.subtract"] * 2 + [
         "relax.reshape", "relax.permute_dims", "relax.call_tir", "relax.astype", "relax.multiply"]
@@ -136,7 +136,7 @@ def attention_inputs():
 @pytest.mark.parametrize("kernels", [DotKernels(), DotKernels(batched=AVX2_I16)], ids=["plain", "packed"])
 def test_realized_batched_matmul_matches_the_numpy_integer_reference_exactly(kernels):
     q, k = attention_inputs()
-    realized = realize(AttentionAnnotated, {}, ATTENTION_RANGES, INT8, kernels)
+    realized = Realize({}, ATTENTION_RANGES, INT8, kernels)(AttentionAnnotated)
     executable = tvm.compile(realized, target=tvm.target.Target({"kind": "llvm"}))
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(q), tvm.runtime.tensor(k)).numpy()
     np.testing.assert_array_equal(got, attention_reference(q, k))
@@ -157,7 +157,7 @@ def test_attention_shapes_off_the_int16_block_are_zero_padded_onto_the_packed_ke
         with bb.dataflow():
             scores = bb.emit_output(relax.op.matmul(*operands, out_dtype="float32"))
         bb.emit_func_output(scores)
-    realized = realize(annotate(bb.get(), []), {}, ATTENTION_RANGES, INT8, DotKernels(batched=AVX2_I16))
+    realized = Realize({}, ATTENTION_RANGES, INT8, DotKernels(batched=AVX2_I16))(Annotate([])(bb.get()))
     ops = [b.value.op.name for b in realized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
     assert ops.count("relax.nn.pad") == 2 and ops.count("relax.strided_slice") == 2 and "relax.matmul" not in ops
     assert "packed_int16_matmul" in realized.script()
@@ -190,8 +190,8 @@ class ConvAnnotated:
 
 
 def test_annotate_marks_a_conv2d_with_a_weight_parameter():
-    tvm.ir.assert_structural_equal(annotate(Conv, ["w"]), ConvAnnotated)
-    assert quant_sites(annotate(Conv, [])) == []  # a conv of two activations stays float
+    tvm.ir.assert_structural_equal(Annotate(["w"])(Conv), ConvAnnotated)
+    assert quant_sites(Annotate([])(Conv)) == []  # a conv of two activations stays float
 
 
 def _conv_reference(x, weight, scale, zero_point):
@@ -210,7 +210,7 @@ def test_realized_conv2d_matches_the_numpy_integer_reference_exactly():
     rng = np.random.default_rng(5)
     weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32) + 0.5
-    realized = realize(ConvAnnotated, {"w": weight}, {0: SiteRange(0.014, 110, -1.5, 2.0)}, INT8)
+    realized = Realize({"w": weight}, {0: SiteRange(0.014, 110, -1.5, 2.0)}, INT8)(ConvAnnotated)
     conv = [b.value for b in realized["main"].body.blocks[0].bindings if _is_op(b.value, "relax.nn.conv2d")][0]
     assert [str(a.ty.dtype) for a in conv.args] == ["int16", "int16"] and str(conv.attrs.out_dtype) == "int32"
     bound = relax.transform.BindParams("main", {"w": tvm.runtime.tensor(weight)})(realized)
@@ -233,8 +233,8 @@ def test_a_patch_embedding_runs_as_a_linear_over_the_patches_on_the_int8_dot_ker
         with bb.dataflow():
             y = bb.emit_output(relax.op.nn.conv2d(data, w, strides=[4, 4], out_dtype="float32"))
         bb.emit_func_output(y)
-    realized = realize(annotate(bb.get(), ["w"]), {"w": weight}, {0: SiteRange(0.014, 110, -1.5, 2.0)}, INT8,
-                       DotKernels(linear=VNNI))
+    realized = Realize({"w": weight}, {0: SiteRange(0.014, 110, -1.5, 2.0)}, INT8,
+                       DotKernels(linear=VNNI))(Annotate(["w"])(bb.get()))
     assert not any(_is_op(b.value, "relax.nn.conv2d") for b in realized["main"].body.blocks[0].bindings)
     assert "packed_int8_matmul" in realized.script()
     bound = relax.transform.BindParams("main", {"w": tvm.runtime.tensor(weight)})(realized)
@@ -257,7 +257,7 @@ def _linear_params(seed=0):
 
 def test_realize_emits_u8_s8_s32_integer_matmul():
     params, ranges = _linear_params(), {0: SiteRange(scale=0.02, zero_point=131, lo=-2.6, hi=2.5)}
-    realized = realize(LinearAnnotated, params, ranges, INT8)
+    realized = Realize(params, ranges, INT8)(LinearAnnotated)
     text = realized["main"].script()
     assert "call_pure_packed" not in text and "tvmcomp.quant_sites" not in text
     calls = [b.value for b in realized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
@@ -278,7 +278,7 @@ SDOT = DotKernel("dotprod", "dot_4x4_i8i8s32_sdot", (4, 4), "int8")
 
 def test_realize_packs_weights_for_the_targets_dot_kernel():
     params, ranges = _linear_params(), {0: SiteRange(scale=0.02, zero_point=131, lo=-2.6, hi=2.5)}
-    realized = realize(LinearAnnotated, params, ranges, INT8, DotKernels(SDOT))
+    realized = Realize(params, ranges, INT8, DotKernels(SDOT))(LinearAnnotated)
     calls = [b.value for b in realized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
     assert [c.op.name for c in calls] == ["relax.quantize", "relax.call_tir", "relax.subtract", "relax.astype",
                                           "relax.multiply", "relax.add"]
@@ -297,7 +297,7 @@ def test_realize_packs_weights_for_the_targets_dot_kernel():
 def test_realized_linear_matches_the_numpy_integer_reference_exactly(kernel):
     params, ranges = _linear_params(1), {0: SiteRange(scale=0.021, zero_point=120, lo=-2.5, hi=2.8)}
     x = np.random.default_rng(2).standard_normal((2, 8)).astype(np.float32) * 1.5  # some values clip
-    realized = realize(LinearAnnotated, params, ranges, INT8, DotKernels(kernel))
+    realized = Realize(params, ranges, INT8, DotKernels(kernel))(LinearAnnotated)
     target = tvm.target.Target({"kind": "llvm"})
     executable = tvm.compile(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized), target=target)
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
@@ -324,10 +324,10 @@ def test_calibrated_int8_model_stays_close_to_float():
     torch.manual_seed(0)
     model, calibration, held_out = TwoLayer().eval(), _samples(16), _samples(4, seed=99)
     imported = import_torch(model, calibration[0])
-    annotated = annotate(imported.mod, imported.params)
+    annotated = Annotate(imported.params)(imported.mod)
     ranges = calibrate(annotated, imported.params, imported.inputs, calibration, INT8)
     assert sorted(ranges) == [0, 1] and ranges[1].lo >= -0.2  # GELU output: nearly non-negative
-    imported.mod = realize(annotated, imported.params, ranges, INT8)
+    imported.mod = Realize(imported.params, ranges, INT8)(annotated)
     for sample in held_out:
         (got,) = run_imported(imported, sample)
         want = model(torch.from_numpy(sample["x"])).detach().numpy()
@@ -355,12 +355,12 @@ def test_calibrated_ranges_are_the_float_models_activations():
     reused while it was still read: every activation after the first layers was corrupted.)"""
     import torch
 
-    from tvmcomp.quant.annotate import annotate, quant_sites
+    from tvmcomp.quant.annotate import Annotate, quant_sites
     from tvmcomp.quant.calibrate import calibrate
     from tvmcomp.source import load_source
 
     source = load_source("minilm")  # 128 tokens: at 16 the planner happened not to reuse the buffer
-    annotated = annotate(source.imported.mod, source.imported.params)
+    annotated = Annotate(source.imported.params)(source.imported.mod)
     samples = source.calibration_samples(2)
     ranges = calibrate(annotated, source.imported.params, source.imported.inputs, samples, INT8, "minmax")
 
@@ -395,7 +395,7 @@ def test_a_balanced_linear_matches_the_numpy_integer_reference_exactly(kernel):
     channel_lo, channel_hi = np.minimum(x.min(axis=0), 0) * 1.1, np.maximum(x.max(axis=0), 0) * 1.1
     ranges = {0: SiteRange(scale=0.5, zero_point=100, lo=float(channel_lo.min()), hi=float(channel_hi.max()),
                            channel_lo=channel_lo.tolist(), channel_hi=channel_hi.tolist())}
-    realized = realize(LinearAnnotated, params, ranges, INT8, DotKernels(kernel), balance=0.5)
+    realized = Realize(params, ranges, INT8, DotKernels(kernel), balance=0.5)(LinearAnnotated)
     target = tvm.target.Target({"kind": "llvm"})
     executable = tvm.compile(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized), target=target)
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()

@@ -97,9 +97,9 @@ def test_the_estimated_sqnr_is_the_measured_one_within_3_db():
 
 
 def realize_linear(annotated, params, ranges, kernel, wide_below_db):
-    from tvmcomp.quant.realize import realize
+    from tvmcomp.quant.realize import Realize
 
-    return realize(annotated, params, ranges, INT8, DotKernels(batched=kernel), wide_below_db=wide_below_db)
+    return Realize(params, ranges, INT8, DotKernels(batched=kernel), wide_below_db=wide_below_db)(annotated)
 
 
 def test_wide_inputs_need_a_quantized_build_and_a_plausible_sqnr(tmp_path, capsys):

@@ -115,18 +115,24 @@ def _with_args(call, *args):
 SITES_ATTR = "tvmcomp.quant_sites"  # on main: "<name>:<role>" for site 0, 1, ...
 
 
-def annotate(mod: tvm.IRModule, weight_names, skip: list[str] | None = None) -> tvm.IRModule:
+@tvm.transform.module_pass(opt_level=0, name="Annotate")
+class Annotate:
     """Wrap the float inputs of every Linear, conv2d and batched activation matmul of ``main`` in quant sites.
 
     ``weight_names``: the names of main's weight parameters; ``skip``: fnmatch patterns of site
     names to keep in float (e.g. ``"*layer_0*"``, ``"bmm_*"``). The sites are listed in main's
     attribute ``tvmcomp.quant_sites`` (read them back with :func:`quant_sites`).
     """
-    annotator = _Annotator(mod, set(weight_names), list(skip or []))
-    func = annotator.visit_expr(mod["main"])
-    listing = [f"{site.name}:{site.role}" for site in annotator.sites]
-    annotator.builder_.update_func(mod.get_global_var("main"), func.with_attr(SITES_ATTR, listing))
-    return annotator.builder_.finalize()
+
+    def __init__(self, weight_names, skip: list[str] | None = None):
+        self.weight_names, self.skip = set(weight_names), list(skip or [])
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        annotator = _Annotator(mod, self.weight_names, self.skip)
+        func = annotator.visit_expr(mod["main"])
+        listing = [f"{site.name}:{site.role}" for site in annotator.sites]
+        annotator.builder_.update_func(mod.get_global_var("main"), func.with_attr(SITES_ATTR, listing))
+        return annotator.builder_.finalize()
 
 
 def quant_sites(mod: tvm.IRModule) -> list[QuantSite]:

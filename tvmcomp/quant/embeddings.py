@@ -63,12 +63,17 @@ class _EmbeddingQuantizer(PyExprMutator):
         return relax.op.multiply(relax.op.astype(rows, "float32"), row_scales)
 
 
-def quantize_embeddings(mod: tvm.IRModule, params: dict, quant: TensorQuant,
-                        skip: list[str] | None = None, min_rows: int = 1024) -> tvm.IRModule:
+@tvm.transform.module_pass(opt_level=0, name="QuantizeEmbeddings")
+class QuantizeEmbeddings:
     """Rewrite every row lookup of a 2-D weight parameter of at least ``min_rows`` rows in ``main``
     to read ``quant`` codes (see module docstring). ``skip``: fnmatch patterns of parameter names
     to keep in float."""
-    quantizer = _EmbeddingQuantizer(mod, params, quant, list(skip or []), min_rows)
-    func = quantizer.visit_expr(mod["main"])
-    quantizer.builder_.update_func(mod.get_global_var("main"), func)
-    return quantizer.builder_.finalize()
+
+    def __init__(self, params: dict, quant: TensorQuant, skip: list[str] | None = None, min_rows: int = 1024):
+        self.params, self.quant, self.skip, self.min_rows = params, quant, list(skip or []), min_rows
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        quantizer = _EmbeddingQuantizer(mod, self.params, self.quant, self.skip, self.min_rows)
+        func = quantizer.visit_expr(mod["main"])
+        quantizer.builder_.update_func(mod.get_global_var("main"), func)
+        return quantizer.builder_.finalize()

@@ -9,14 +9,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import TvmcompError
-from .annotate import annotate, quant_sites
+from .annotate import Annotate, quant_sites
 from .attn_probs import parse_attn_probs
 from .balance import OFF
 from .calibrate import SiteRange, calibrate
 from .dot_kernels import DotKernels
-from .embeddings import quantize_embeddings
+from .embeddings import QuantizeEmbeddings
 from .integer_chain import IntegerChain
-from .realize import realize
+from .realize import Realize
 from .schemes import FLOAT, get_scheme
 
 CALIBRATION = "calibration.json"
@@ -76,7 +76,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
     keep_float = list(options.keep_float)
     probs = options.probs(scheme)
     imported = source.imported
-    annotated = annotate(imported.mod, imported.params, skip=keep_float)
+    annotated = Annotate(imported.params, skip=keep_float)(imported.mod)
     # the sites are part of the key: ranges are stored by site index, which a change to annotate
     # (or to --keep-float) shifts; patterns that only keep an embedding table float need no recalibration
     settings = {"scheme": scheme.name, "observer": options.observer or scheme.observer, "samples": options.samples,
@@ -89,25 +89,26 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         data = "the bundled data" if source.calibration_data is None else "--calib-data"
         print(f"[quant] calibrating {scheme.name} on {len(batches)} batches of {data} "
               f"({settings['observer']} observer)", file=stream)
-        ranges = calibrate(annotated, imported.params, imported.inputs, batches,
-                           scheme, options.observer, stream=stream, channel_ranges=options.channel_ranges(scheme), probs=probs)
+        ranges = calibrate(annotated, imported.params, imported.inputs, batches, scheme, options.observer,
+                           stream=stream, channel_ranges=options.channel_ranges(scheme), probs=probs)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
     for shape_imported in source.shapes().values():  # every shape reuses the ranges calibrated at the largest
-        shape_annotated = annotated if shape_imported is imported else annotate(
-            shape_imported.mod, shape_imported.params, skip=keep_float)
+        shape_annotated = annotated if shape_imported is imported else Annotate(
+            shape_imported.params, skip=keep_float)(shape_imported.mod)
         if [f"{site.name}:{site.role}" for site in quant_sites(shape_annotated)] != settings["sites"]:
             raise TvmcompError(f"{source.name} quantizes different layers at another shape: build one shape per package")
-        counts = {}
-        shape_imported.mod = realize(shape_annotated, shape_imported.params, ranges, scheme, kernels, options.balancing(scheme),
-                                     options.wide_below_db, probs, counts)
+        realize = Realize(shape_imported.params, ranges, scheme, kernels, options.balancing(scheme),
+                          options.wide_below_db, probs)
+        shape_imported.mod = realize(shape_annotated)
+        counts = dict(realize.counts)
         if scheme.requantize == "integer":
             chain = IntegerChain(shape_imported.params)
             shape_imported.mod = chain(shape_imported.mod)
             counts["integer_chains"] = chain.rewritten
         if scheme.embedding is not None:
-            shape_imported.mod = quantize_embeddings(shape_imported.mod, shape_imported.params, scheme.embedding,
-                                                     keep_float)
+            shape_imported.mod = QuantizeEmbeddings(shape_imported.params, scheme.embedding,
+                                                    keep_float)(shape_imported.mod)
     _say_what_options_changed(options, counts, stream)
     if scheme.requantize == "integer":
         print(f"[quant] {scheme.name}: {counts['integer_chains']} requantizations between quantized ops stay integer",

@@ -299,10 +299,8 @@ class _Realizer(PyExprMutator):
         return self._batched(site, x, rhs_site, y)
 
 
-def realize(mod: tvm.IRModule, params: dict, ranges: dict, scheme: QuantScheme,
-            kernels: DotKernels = DotKernels(), balance: str | float | None = None,
-            wide_below_db: float | None = None, probs=None,
-            counts: dict | None = None) -> tvm.IRModule:
+@tvm.transform.module_pass(opt_level=0, name="Realize")
+class Realize:
     """Rewrite every annotated matmul of ``main`` to integer compute (see module docstring).
 
     Matmuls whose shapes fit the target's dot-product ``kernels`` read their right-hand operand
@@ -311,13 +309,21 @@ def realize(mod: tvm.IRModule, params: dict, ranges: dict, scheme: QuantScheme,
     ranges are balanced (:mod:`.balance`). With ``wide_below_db``, Linear sites estimated noisier
     than that in int8 get the scheme's wide activation codes instead (:mod:`.precision`). With
     ``probs`` (:mod:`.attn_probs`), attention probabilities (a softmax output multiplying V) take
-    that quantizer's codes; without, their site's uniform 8-bit ones. ``counts``, if given, receives
+    that quantizer's codes; without, their site's uniform 8-bit ones. After it runs, ``counts`` says
     how many Linears got wide inputs and how many matmuls the probabilities' own codes.
     """
-    realizer = _Realizer(mod, params, ranges, scheme, kernels, balance, wide_below_db, probs)
-    func = realizer.visit_expr(mod["main"]).without_attr(SITES_ATTR)
-    realizer.builder_.update_func(mod.get_global_var("main"), func)
-    if counts is not None:
-        counts.update(realizer.counts)
-    # the identity site calls are now unused (pure): dead code elimination drops them
-    return relax.transform.DeadCodeElimination()(realizer.builder_.finalize())
+
+    def __init__(self, params: dict, ranges: dict, scheme: QuantScheme, kernels: DotKernels = DotKernels(),
+                 balance: str | float | None = None, wide_below_db: float | None = None, probs=None):
+        self.params, self.ranges, self.scheme, self.kernels = params, ranges, scheme, kernels
+        self.balance, self.wide_below_db, self.probs = balance, wide_below_db, probs
+        self.counts = {}
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        realizer = _Realizer(mod, self.params, self.ranges, self.scheme, self.kernels, self.balance,
+                             self.wide_below_db, self.probs)
+        func = realizer.visit_expr(mod["main"]).without_attr(SITES_ATTR)
+        realizer.builder_.update_func(mod.get_global_var("main"), func)
+        self.counts = dict(realizer.counts)
+        # the identity site calls are now unused (pure): dead code elimination drops them
+        return relax.transform.DeadCodeElimination()(realizer.builder_.finalize())
