@@ -47,7 +47,7 @@ def main() -> None:
              "(`tvmcomp.load(p).run`), median per round, in ms.", "",
              "| package | " + " | ".join(f"round {i + 1}" for i in range(args.rounds)) + " |",
              "|---|" + "---:|" * args.rounds]
-    lines += [f"| {name} | " + " | ".join(f"{m:.1f}" for m in values) + " |" for name, values in medians.items()]
+    lines += [f"| {name} | " + " | ".join(f"{m:.3g}" for m in values) + " |" for name, values in medians.items()]
     slug = re.sub(r"[^a-z0-9]+", "-", args.title.lower()).strip("-")[:60]
     out = REPO / "bench" / "results" / f"{date}-interleaved-{slug}.md"
     out.write_text("\n".join(lines) + "\n")
