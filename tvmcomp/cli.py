@@ -44,7 +44,9 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
                         "tokenizer) or a folder of images (image models; a file's [N,3,H,W] input gets them resized "
                         "and ImageNet-normalized); needed to quantize a model file (default for bundled models and "
                         "folders: the bundled real text or images)")
-    parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl (default: the scheme's)")
+    parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl, or search "
+                        "(AOCQ's step search: each Linear input's step chosen by the error of the Linear's integer "
+                        "output on the calibration data; slower calibration) (default: the scheme's, minmax)")
     parser.add_argument("--balance", nargs="?", const=AUTO, metavar="ALPHA",
                         help="channel balancing (SmoothQuant): move Linear inputs' outlier channels into the weights "
                         "by factors max|x_j|^ALPHA / max|W_j|^(1-ALPHA), with no extra op in the graph; without ALPHA "

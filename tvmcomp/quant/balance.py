@@ -86,3 +86,20 @@ def choose_factors(site_range, weight_kn: np.ndarray, activation, weight_levels:
     candidates = [np.ones(len(lo), np.float32)] + [factors(absmax, weight_kn, a) for a in ALPHAS]
     return min(candidates, key=lambda f: noise_estimate(lo, hi, site_range.channel_rms, weight_kn, activation,
                                                         weight_levels, f))
+
+
+def linear_input_steps(site_range, weight_kn: np.ndarray, weight_levels: int, activation, balance,
+                       calibrated: bool):
+    """(common step, per-channel steps, zero points, factors) of a Linear's input quantized as
+    ``activation``: balanced (``balance``: an alpha or :data:`AUTO`) where asked and the site has
+    channel ranges, else one step for all (the site's own where ``calibrated`` for ``activation``,
+    steps None) and factors of 1."""
+    ones = np.ones(weight_kn.shape[0], np.float32)
+    if balance is None or site_range.channel_lo is None:
+        if calibrated:
+            return site_range.scale, None, site_range.zero_point, ones
+        step, zero = activation.scale_zero_point(site_range.lo, site_range.hi)
+        return float(step), np.full(len(ones), step, np.float32), int(zero), ones
+    factors = choose_factors(site_range, weight_kn, activation, weight_levels, None if balance == AUTO else float(balance))
+    step, zeros = balanced_steps(site_range.channel_lo, site_range.channel_hi, factors, activation)
+    return step, np.float32(step) * factors, zeros, factors

@@ -18,6 +18,10 @@ from ..lowering import fuse_for_tuning
 from .annotate import BMM_ROLES, QUANT_SITE, quant_sites
 from .observers import make_observer
 from .schemes import QuantScheme
+from .step_search import RowSample, search_step
+
+ATTENTION_MASK = "attention_mask"  # a text model's input marking real tokens (1) and padding (0)
+SEARCH = "search"  # the observer whose Linear sites' steps are searched (:mod:`.step_search`)
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,12 @@ def check_samples(samples: list[dict[str, np.ndarray]], input_specs) -> None:
 
 
 def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantScheme, observer: str | None = None,
-              stream=None, channel_ranges: bool = False, probs=None) -> dict[int, SiteRange]:
+              stream=None, channel_ranges: bool = False, probs=None, balance=None) -> dict[int, SiteRange]:
     """Activation ranges of every quant site of ``annotated_mod`` over ``samples``; with
     ``channel_ranges``, each Linear site's per-input-channel min and max too; with ``probs`` (an
     attention-probability quantizer that calibrates), its parameters at every batched matmul's left
-    operand that held probabilities only."""
+    operand that held probabilities only. With the ``search`` observer, Linear sites' steps are then
+    searched (:mod:`.step_search`) for the Linears as realize will build them, balanced by ``balance``."""
     import tvm
     from tvm import relax
 
@@ -65,16 +70,22 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     if not sites:
         raise TvmcompError("the model has nothing to quantize: no Linear layer, conv2d with a constant weight or "
                            "attention matmul (or --keep-float kept them all)")
-    observers = {site.index: make_observer(observer or scheme.observer) for site in sites}
+    observer = observer or scheme.observer
+    observers = {site.index: make_observer(observer) for site in sites}
+    kept_rows = {site.index: RowSample(len(samples)) for site in sites if observer == SEARCH and site.is_linear}
     channels = {site.index: [np.inf, -np.inf, 0.0, 0] for site in sites if channel_ranges and site.is_linear}
     prob_observers = {site.index: probs.observer() for site in sites
                       if probs is not None and probs.calibrates and site.role == BMM_ROLES[0]}
+
+    real_rows = None  # the current sample's real-token rows (set per sample below)
 
     def observe(tensor, index):
         array = tensor.numpy()
         observers[int(index)].observe(array)
         if int(index) in prob_observers:
             prob_observers[int(index)].observe(array)
+        if int(index) in kept_rows:
+            kept_rows[int(index)].observe(array, real_rows)
         if int(index) in channels:
             rows, stats = array.reshape(-1, array.shape[-1]).astype(np.float64), channels[int(index)]
             stats[0], stats[1] = np.minimum(stats[0], rows.min(axis=0)), np.maximum(stats[1], rows.max(axis=0))
@@ -99,6 +110,8 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
         executable = tvm.compile(scheduled, target=target)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     for i, sample in enumerate(samples):
+        mask = sample.get(ATTENTION_MASK)
+        real_rows = None if mask is None else np.asarray(mask).reshape(-1) != 0  # read by observe
         vm["main"](*[tvm.runtime.tensor(sample[spec.name]) for spec in input_specs])
         progress_step(stream, "[calibrate] sample", i + 1, len(samples))
     ranges = {}
@@ -113,4 +126,9 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
         if index in prob_observers:
             per_channel["prob_params"] = prob_observers[index].params()
         ranges[index] = SiteRange(float(scale), int(zero), float(lo), float(hi), **per_channel)
+    for done, site in enumerate((site for site in sites if site.index in kept_rows), 1):
+        weight = np.asarray(params[site.name], np.float32)
+        ranges[site.index] = search_step(kept_rows[site.index].array(), weight.T if site.transposed else weight,
+                                         ranges[site.index], scheme.activation, scheme.weight, balance)
+        progress_step(stream, "[calibrate] step search, Linear", done, len(kept_rows))
     return ranges

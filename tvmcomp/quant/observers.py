@@ -127,6 +127,8 @@ OBSERVERS = {
     "percentile": PercentileObserver,
     "mse": MSEObserver,
     "kl": EntropyObserver,
+    # min-max, then each Linear input's step chosen by its output's error (:mod:`.step_search`, run by calibrate)
+    "search": MinMaxObserver,
 }
 
 

@@ -12,7 +12,7 @@ from ..errors import TvmcompError
 from .annotate import Annotate, quant_sites
 from .attn_probs import parse_attn_probs
 from .balance import OFF
-from .calibrate import SiteRange, calibrate
+from .calibrate import SEARCH, SiteRange, calibrate
 from .dot_kernels import DotKernels
 from .embeddings import QuantizeEmbeddings
 from .integer_chain import IntegerChain
@@ -83,6 +83,8 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
                 "data": source.calibration_key(), "channel_ranges": options.channel_ranges(scheme),
                 "attn_probs": probs.spec if probs is not None and probs.calibrates else None,
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
+    if settings["observer"] == SEARCH:  # the steps searched are the balanced Linears' best
+        settings["balance"] = options.balancing(scheme)
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package else None
     if ranges is None:
         batches = source.calibration_samples(options.samples)
@@ -90,7 +92,8 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         print(f"[quant] calibrating {scheme.name} on {len(batches)} batches of {data} "
               f"({settings['observer']} observer)", file=stream)
         ranges = calibrate(annotated, imported.params, imported.inputs, batches, scheme, options.observer,
-                           stream=stream, channel_ranges=options.channel_ranges(scheme), probs=probs)
+                           stream=stream, channel_ranges=options.channel_ranges(scheme), probs=probs,
+                           balance=options.balancing(scheme))
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
     for shape_imported in source.shapes().values():  # every shape reuses the ranges calibrated at the largest

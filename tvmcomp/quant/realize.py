@@ -52,7 +52,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .annotate import CONV_ROLE, QUANT_SITE, SITES_ATTR, _is_op, quant_sites
-from .balance import AUTO, balanced_steps, choose_factors
+from .balance import linear_input_steps
 from .dot_kernels import DotKernel, DotKernels, pack_operand, pack_weight, packed_matmul
 from .precision import output_sqnr_db
 from .schemes import QuantScheme, TensorQuant
@@ -117,18 +117,8 @@ class _Realizer(PyExprMutator):
             axis=axis, out_dtype=dtype))
 
     def _balanced(self, act, weight_kn: np.ndarray, weight_quant: TensorQuant, activation: TensorQuant):
-        """(common step, per-channel steps, zero points, factors) of a Linear's input quantized as
-        ``activation``: balanced when asked and possible; factors of 1 when not balanced."""
-        ones = np.ones(weight_kn.shape[0], np.float32)
-        if self.balance is None or act.channel_lo is None:
-            if activation == self.scheme.activation:
-                return act.scale, None, act.zero_point, ones
-            step, zero = activation.scale_zero_point(act.lo, act.hi)
-            return float(step), np.full(len(ones), step, np.float32), int(zero), ones
-        alpha = None if self.balance == AUTO else float(self.balance)
-        factors = choose_factors(act, weight_kn, activation, weight_quant.qmax, alpha)
-        step, zeros = balanced_steps(act.channel_lo, act.channel_hi, factors, activation)
-        return step, np.float32(step) * factors, zeros, factors
+        return linear_input_steps(act, weight_kn, weight_quant.qmax, activation, self.balance,
+                                  calibrated=activation == self.scheme.activation)
 
     def _wide(self, act, weight_kn: np.ndarray) -> bool:
         """Whether this Linear's int8 output is estimated noisier than ``wide_below_db`` (:mod:`.precision`)."""

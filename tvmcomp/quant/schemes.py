@@ -165,5 +165,6 @@ register_scheme(
         attn_probs="uniform:15",
         requantize="integer",
         balance="auto",  # FQ-ViT's power-of-two factors for LayerNorm outputs' channels, as H-ViT uses them
+        observer="search",  # each Linear input's power-of-two step chosen by its output's error, not rounded up
     )
 )

@@ -1,0 +1,90 @@
+"""Step search (tvmcomp.quant.step_search, ``--observer search``): Linear inputs' steps chosen by the
+error of the integer Linear's output on calibration rows."""
+
+import numpy as np
+
+from test_cli import run_cli
+from tvmcomp.quant.calibrate import SiteRange
+from tvmcomp.quant.schemes import get_scheme
+from tvmcomp.quant.step_search import RowSample, output_error, search_step
+
+RNG = np.random.default_rng(21)
+INT8, POT8 = get_scheme("int8"), get_scheme("pot8")
+
+
+def _wide_channel_linear():
+    """Rows whose range is set by one wide channel (channel 0, up to ~30) whose weight row is nearly
+    zero, so that clipping it costs the output little; the other channels stay within ~1."""
+    rows = RNG.laplace(0.0, 0.2, (512, 64)).astype(np.float32)
+    rows[:, 0] = RNG.standard_normal(512) * 10
+    weight = RNG.standard_normal((64, 32)).astype(np.float32) * 0.1
+    weight[0] *= 0.01
+    return rows, weight, SiteRange(scale=0.0, zero_point=0, lo=float(rows.min()), hi=float(rows.max()))
+
+
+def test_output_error_is_the_integer_linears_error_spelled_out():
+    rows, weight, site = _wide_channel_linear()
+    scale, zero = INT8.activation.scale_zero_point(np.float64(site.lo), np.float64(site.hi))
+    site = SiteRange(float(scale), int(zero), site.lo, site.hi)
+    got = output_error(rows, weight, site, INT8.activation, INT8.weight, balance=None)
+
+    # uint8 asymmetric per tensor: x ~ (clip(round(x / s) + z, 0, 255) - z) * s
+    s = np.float32((max(site.hi, 0) - min(site.lo, 0)) / 255)
+    z = np.clip(np.round(-min(site.lo, 0) / s), 0, 255)
+    x_hat = (np.clip(np.round(rows / s) + z, 0, 255) - z) * s
+    # int8 symmetric per output channel: W ~ clip(round(W / s_w), -127, 127) * s_w, s_w = max|W[:, n]| / 127
+    s_w = np.abs(weight).max(axis=0) / np.float32(127)
+    w_hat = np.clip(np.round(weight / s_w), -127, 127) * s_w
+    want = np.sum((x_hat @ w_hat - rows @ weight).astype(np.float64) ** 2)
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+
+
+def test_balanced_output_error_cancels_the_factors_as_the_realized_linear_does():
+    """Balanced, the codes are x / f and the weight f * W: their product is the Linear's output, and on
+    an input with one wide channel it is closer than the unbalanced one."""
+    rows, weight, site = _wide_channel_linear()
+    lo, hi = rows.min(axis=0), rows.max(axis=0)
+    scale, zero = INT8.activation.scale_zero_point(np.float64(site.lo), np.float64(site.hi))
+    site = SiteRange(float(scale), int(zero), site.lo, site.hi, lo.tolist(), hi.tolist(),
+                     np.sqrt((rows ** 2).mean(axis=0)).tolist())
+    signal = float(np.sum((rows @ weight).astype(np.float64) ** 2))
+    balanced = output_error(rows, weight, site, INT8.activation, INT8.weight, balance=0.5)
+    assert balanced < 1e-3 * signal
+    assert balanced < output_error(rows, weight, site, INT8.activation, INT8.weight, balance=None)
+
+
+def test_search_clips_a_range_whose_width_the_output_does_not_need():
+    rows, weight, site = _wide_channel_linear()
+    scale, zero = INT8.activation.scale_zero_point(np.float64(site.lo), np.float64(site.hi))
+    full = SiteRange(float(scale), int(zero), site.lo, site.hi)
+    found = search_step(rows, weight, full, INT8.activation, INT8.weight, balance=None)
+    assert found.hi < 0.5 * full.hi  # clipped: channel 0 hardly reaches the output
+    error = output_error(rows, weight, found, INT8.activation, INT8.weight, None)
+    assert error < 0.5 * output_error(rows, weight, full, INT8.activation, INT8.weight, None)
+
+
+def test_power_of_two_search_keeps_power_of_two_steps():
+    rows, weight, site = _wide_channel_linear()
+    scale, _ = POT8.activation.scale_zero_point(np.float64(site.lo), np.float64(site.hi))
+    found = search_step(rows, weight, SiteRange(float(scale), 0, site.lo, site.hi), POT8.activation, POT8.weight, None)
+    assert found.scale < scale and np.log2(found.scale) == np.round(np.log2(found.scale))
+
+
+def test_row_sample_spreads_its_rows_over_the_batches():
+    sample = RowSample(batches=4)
+    for b in range(4):
+        sample.observe(np.full((1, 300, 8), b, np.float32))
+    rows = sample.array()
+    assert rows.shape == (512, 8) and [int((rows[:, 0] == b).sum()) for b in range(4)] == [128] * 4
+
+
+def test_step_search_builds_a_tiny_encoder_close_to_float(tmp_path, capsys, empty_schedules):
+    from test_hf_folder import SEQ_LEN, _save_tiny_encoder
+    from test_shapes import cosine_to_transformers
+
+    folder = _save_tiny_encoder(tmp_path / "bert", "bert")
+    code, _, err = run_cli(capsys, "build", "--model", str(folder), "--seq-len", str(SEQ_LEN), "--quant", "int8",
+                           "--observer", "search", "--calibration-samples", "4", "-o", str(tmp_path / "pkg"))
+    assert code == 0, err
+    assert "[calibrate] step search, Linear 12/12" in err  # 2 layers x (Q, K, V, output, FFN in, FFN out)
+    assert cosine_to_transformers(tmp_path / "pkg", folder).min() > 0.99

@@ -1,0 +1,81 @@
+"""Step search (AOCQ's framework level, ``--observer search``): each Linear input's quantization step
+chosen by the error of the Linear's output on calibration data, not by the input's own range.
+
+An observer judges a range by how well the input survives rounding; what matters is the
+Linear's output, where the weight's rounding and each channel's weight magnitude weigh in. So
+during calibration every Linear site keeps a sample of its input rows (:class:`RowSample`; a text
+model's padding rows left out), and
+afterwards its range is shrunk by each factor of :data:`SHRINK` (every channel's range with it,
+for balancing) and quantized exactly as realize will quantize it (balancing, power-of-two steps,
+the scheme's weight grid); the factor whose integer Linear output is nearest the float one,
+``|| dq(q(x)) @ dq(q(W)) - x @ W ||^2`` over the sample, wins. Power-of-two schemes have few
+distinct steps among the factors (the full range's, half of it, ...), so few are tried.
+
+Other sites (attention operands, convolutions) keep the minmax range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .balance import linear_input_steps
+
+SHRINK = tuple(np.geomspace(1.0, 0.25, 13))  # the range factors tried, from the full observed range down
+ROWS = 512  # input rows a Linear site keeps for the search
+
+
+class RowSample:
+    """Up to :data:`ROWS` input rows of one site, spread over the calibration batches seen."""
+
+    def __init__(self, batches: int):
+        self.per_batch = max(ROWS // max(batches, 1), 1)
+        self.rows: list[np.ndarray] = []
+
+    def observe(self, x: np.ndarray, real_rows: np.ndarray | None = None) -> None:
+        """``real_rows``: a mask over the rows of ``x`` (a text batch's attention mask: padding rows
+        are most rows of short sentences at s128, and their outputs are never read), or None: all."""
+        rows = x.reshape(-1, x.shape[-1])
+        if real_rows is not None and len(real_rows) == len(rows):
+            rows = rows[real_rows]
+        self.rows.append(rows[np.linspace(0, len(rows) - 1, min(self.per_batch, len(rows))).astype(int)])
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self.rows).astype(np.float32)
+
+
+def shrunk(site_range, factor: float, activation):
+    """``site_range`` with its range (and every channel's) multiplied by ``factor``, its step and zero
+    point recomputed for ``activation``."""
+    lo, hi = site_range.lo * factor, site_range.hi * factor
+    scale, zero = activation.scale_zero_point(np.float64(lo), np.float64(hi))
+    scaled = {key: (np.asarray(value) * factor).tolist() for key in ("channel_lo", "channel_hi")
+              if (value := getattr(site_range, key)) is not None}
+    return replace(site_range, scale=float(scale), zero_point=int(zero), lo=float(lo), hi=float(hi), **scaled)
+
+
+def output_error(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation, weight_quant, balance) -> float:
+    """Squared error of the integer Linear's output on ``rows``, quantized as realize quantizes."""
+    step, steps, zero, factors = linear_input_steps(site_range, weight_kn, weight_quant.qmax, activation, balance,
+                                                    calibrated=True)
+    # x / f in steps of ``step``, times f * W: the factors cancel, as in realize's epilogue
+    codes = np.clip(np.round(rows / (np.float32(step) if steps is None else steps)) + zero, activation.qmin,
+                    activation.qmax)
+    restored_x = (codes - zero) * np.float32(step)
+    balanced = factors[:, None] * weight_kn
+    w_scale, w_zero = weight_quant.scale_zero_point(balanced.min(axis=0), balanced.max(axis=0))
+    restored_w = (weight_quant.quantize(balanced, w_scale, w_zero).astype(np.float32) - w_zero) * w_scale
+    return float(np.sum((restored_x.astype(np.float32) @ restored_w - rows @ weight_kn) ** 2))
+
+
+def search_step(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation, weight_quant, balance):
+    """The shrunk range of ``site_range`` (one of :data:`SHRINK`) with the least :func:`output_error`."""
+    candidates, seen = [], set()
+    for factor in SHRINK:
+        candidate = shrunk(site_range, factor, activation)
+        key = (candidate.scale, candidate.zero_point)
+        if balance is not None or key not in seen:  # balanced steps come from the channel ranges: all differ
+            seen.add(key)
+            candidates.append(candidate)
+    return min(candidates, key=lambda c: output_error(rows, weight_kn, c, activation, weight_quant, balance))
