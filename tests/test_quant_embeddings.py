@@ -1,5 +1,7 @@
 """quantize_embeddings: the rewrite of a table lookup, and the rows it reads against NumPy."""
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import tvm
@@ -9,6 +11,7 @@ from tvm.script import relax as R
 from conftest import run_imported
 from tvmcomp.frontend import import_torch
 from tvmcomp.quant.embeddings import QuantizeEmbeddings
+from tvmcomp.quant.nibbles import pack_nibbles, unpack_nibbles
 from tvmcomp.quant.realize import quantize_weight
 from tvmcomp.quant.schemes import get_scheme
 
@@ -73,6 +76,45 @@ def test_quantized_lookup_matches_numpy_rows_exactly():
     np.testing.assert_array_equal(out.numpy(), codes[ids].astype(np.float32) * scales[ids, None])
     # symmetric per-row int8: each value within half a step of its row's scale
     assert np.all(np.abs(out.numpy() - params["table"][ids]) <= scales[ids, None] / 2 + 1e-6)
+
+
+NIBBLE_ROWS = replace(ROWS, bits=4)
+
+
+def test_nibble_packing_holds_code_plus_8_of_both_row_halves_bit_exactly():
+    codes = np.random.default_rng(1).integers(-8, 8, (5, 6)).astype(np.int8)
+    packed = pack_nibbles(codes)
+    # byte i: code i + 8 in the low nibble, code i + 3 + 8 in the high one
+    want = (codes[:, :3].astype(np.int32) + 8) + (codes[:, 3:].astype(np.int32) + 8) * 16
+    np.testing.assert_array_equal(packed, want.astype(np.uint8))
+    assert packed.dtype == np.uint8 and packed.shape == (5, 3)
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((5, 3), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(unpack_nibbles(x))
+        bb.emit_func_output(out)
+    vm = relax.VirtualMachine(tvm.compile(bb.get(), target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(packed)).numpy().astype(np.int32) - 8, codes)
+
+
+def test_a_4_bit_table_is_stored_two_codes_a_byte_and_unpacked_after_the_lookup():
+    params = _table()
+    quantized = QuantizeEmbeddings(params, NIBBLE_ROWS, min_rows=10)(Lookup)
+    stored = [b.value.args[0].value.numpy() for b in quantized["main"].body.blocks[0].bindings
+              if isinstance(b.value, relax.Call) and b.value.op.name == "relax.take"
+              and isinstance(b.value.args[0], tvm.ir.expr.Constant)]
+    assert stored[0].dtype == np.uint8 and stored[0].shape == (10, 2)  # 4 codes a row, 2 bytes
+    executable = tvm.compile(relax.transform.BindParams("main", {"table": tvm.runtime.tensor(params["table"])})(quantized),
+                             target=tvm.target.Target({"kind": "llvm"}))
+    ids, x = np.array([9, 0, 4], np.int64), np.zeros((3, 4), np.float32)
+    out, _ = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(ids), tvm.runtime.tensor(x))
+    # symmetric 4-bit per row: s = max|row| / 7, codes clip(round(row / s), -7, 7)
+    table = params["table"]
+    s = np.abs(table).max(axis=1, keepdims=True) / np.float32(7)
+    codes = np.clip(np.round(table / s), -7, 7)
+    np.testing.assert_allclose(out.numpy(), (codes * s)[ids], rtol=1e-6)
 
 
 class EmbedThenLinear(torch.nn.Module):

@@ -10,6 +10,10 @@ its row scales::
 
     rows = R.astype(R.take(Wq, ids, axis=0), "float32") * R.take(s, ids, axis=0)
 
+Rows of at most 4 bits are stored two codes per byte (:mod:`.nibbles`) and unpacked after the
+lookup, ``(astype(concat([rows & 15, rows >> 4]), "float32") - 8) * scale``: an eighth of the
+float table.
+
 A lookup does no arithmetic, so there is no integer kernel to run: what this buys is a table a
 quarter of the size (MiniLM's 30522 x 384 word table is 44.7 of its 86.6 MiB of float weights).
 The float rows feed the LayerNorm that follows, which stays float (see
@@ -30,6 +34,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .annotate import _is_op
+from .nibbles import OFFSET, pack_nibbles, unpack_nibbles
 from .realize import quantize_weight
 from .schemes import TensorQuant
 
@@ -45,7 +50,9 @@ class _EmbeddingQuantizer(PyExprMutator):
         if not (isinstance(table, relax.Var) and table.name in self.params and int(call.attrs.axis) == 0):
             return None
         shape = [int(d) for d in table.ty.shape.values]
-        if len(shape) != 2 or shape[0] < self.min_rows or any(fnmatch.fnmatch(table.name, p) for p in self.skip):
+        odd_for_nibbles = self.quant.bits <= 4 and shape[-1] % 2  # two codes per byte need an even row
+        if len(shape) != 2 or shape[0] < self.min_rows or odd_for_nibbles or any(
+                fnmatch.fnmatch(table.name, p) for p in self.skip):
             return None
         return np.asarray(self.params[table.name], np.float32)
 
@@ -58,8 +65,14 @@ class _EmbeddingQuantizer(PyExprMutator):
             return call
         codes, scales = quantize_weight(table, self.quant, channel_axis=0)
         ids, mode = call.args[1], call.attrs.mode
-        rows = self.builder_.emit(relax.op.take(relax.const(codes), ids, axis=0, mode=mode))
+        packed = self.quant.bits <= 4
+        stored = pack_nibbles(codes) if packed else codes
+        rows = self.builder_.emit(relax.op.take(relax.const(stored), ids, axis=0, mode=mode))
         row_scales = self.builder_.emit(relax.op.take(relax.const(scales.reshape(-1, 1)), ids, axis=0, mode=mode))
+        if packed:  # nibbles hold code + 8
+            nibbles = self.builder_.emit(unpack_nibbles(rows))
+            rows = relax.op.subtract(relax.op.astype(nibbles, "float32"), relax.const(np.float32(OFFSET)))
+            return relax.op.multiply(rows, row_scales)
         return relax.op.multiply(relax.op.astype(rows, "float32"), row_scales)
 
 
