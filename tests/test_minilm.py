@@ -68,3 +68,17 @@ def test_minilm_int8_is_a_quarter_of_the_float_size_and_stays_close_to_float(tmp
     assert result["embedding_cosine_mean"] >= 0.99 and result["embedding_cosine_min"] >= 0.97
     assert round(result["probe_accuracy_drop_pt"], 6) <= 2.0  # 2 sentences: (a - b) * 100 is 2.0000000000000018
     assert result["wordsim_spearman_float_vs_package"] >= 0.98
+
+
+@pytest.mark.slow
+def test_minilm_pot8_is_on_par_with_int8(tmp_path):
+    """#13's H-ViT bound on real text: pot8's embedding cosine within 0.002 of int8's (measured 0.9928
+    and 0.9919) and its probe drop within int8's bound of 2 sentences."""
+    from tvmcomp.evaluate import evaluate_package
+
+    results = {}
+    for scheme in ("int8", "pot8"):
+        assert main(["build", "--model", "minilm", "--target", "x86", "--quant", scheme, "-o", str(tmp_path / scheme)]) == 0
+        results[scheme] = evaluate_package(tmp_path / scheme)
+    assert results["pot8"]["embedding_cosine_mean"] >= results["int8"]["embedding_cosine_mean"] - 0.002
+    assert round(results["pot8"]["probe_accuracy_drop_pt"], 6) <= 2.0

@@ -396,6 +396,9 @@ def test_a_balanced_linear_matches_the_numpy_integer_reference_exactly(kernel):
     ranges = {0: SiteRange(scale=0.5, zero_point=100, lo=float(channel_lo.min()), hi=float(channel_hi.max()),
                            channel_lo=channel_lo.tolist(), channel_hi=channel_hi.tolist())}
     realized = Realize(params, ranges, INT8, DotKernels(kernel), balance=0.5)(LinearAnnotated)
+    # folded into the quantize's step vector and the weight: not one op more than the unbalanced Linear
+    unbalanced = Realize(params, ranges, INT8, DotKernels(kernel))(LinearAnnotated)
+    assert _op_names(realized) == _op_names(unbalanced)
     target = tvm.target.Target({"kind": "llvm"})
     executable = tvm.compile(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized), target=target)
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
@@ -419,6 +422,11 @@ def test_a_balanced_linear_matches_the_numpy_integer_reference_exactly(kernel):
     plain = int8_linear_reference(x, params["w"], params["b"], *_per_tensor(channel_lo, channel_hi), INT8.activation,
                                   INT8.weight)
     assert np.abs(got - exact).max() < 0.5 * np.abs(plain - exact).max()
+
+
+def _op_names(mod) -> list[str]:
+    return [b.value.op.name if isinstance(b.value.op, tvm.ir.Op) else str(b.value.args[0].name_hint)
+            for block in mod["main"].body.blocks for b in block.bindings if isinstance(b.value, relax.Call)]
 
 
 def _per_tensor(channel_lo, channel_hi):
