@@ -1,0 +1,81 @@
+"""Accuracy of build variants, no timing: library size and accuracy against the float model
+(tvmcomp.evaluate) of each variant of a study, one build each, default schedules where records lack.
+
+Studies:
+- ``embedding-bits`` (#14: "int4 rows with a scale per row, or int8 where int4 costs too much
+  accuracy -- measure and choose"): int8 as shipped (int8 vocabulary rows), the same with the rows
+  in 4 bits (two codes a byte, tvmcomp.quant.nibbles), and with the word table left float;
+- ``pot8`` (#13): what each part of pot8 buys: power-of-two steps alone, with power-of-two
+  balancing factors, and with step search too (pot8's defaults), next to int8.
+
+Run: .venv/bin/python bench/accuracy_variants.py STUDY [--model minilm]
+Writes bench/results/<date>-<study>-<model>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import sys
+import tempfile
+from contextlib import redirect_stderr
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tvmcomp.cli.main, run first, keeps the model hub offline for the process
+
+
+STUDIES = {  # study -> variant name -> tvmcomp build arguments
+    "embedding-bits": {"int8 rows in 8 bits (shipped)": ["--quant", "int8"],
+                       "int8 rows in 4 bits": ["--quant", "int8-rows4"],
+                       "int8, word table float": ["--quant", "int8", "--keep-float", "*word_embeddings*"]},
+    "pot8": {"int8": ["--quant", "int8"],
+             "pot8 steps only (--balance off --observer minmax)": ["--quant", "pot8", "--balance", "off",
+                                                                    "--observer", "minmax"],
+             "pot8 + power-of-two balancing (--observer minmax)": ["--quant", "pot8", "--observer", "minmax"],
+             "pot8 + balancing + step search (pot8's defaults)": ["--quant", "pot8"]},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", choices=sorted(STUDIES))
+    parser.add_argument("--model", default="minilm")
+    args = parser.parse_args()
+
+    from tvmcomp.cli import main as tvmcomp_main
+    from tvmcomp.evaluate import evaluate_package
+    from tvmcomp.quant.schemes import get_scheme, register_scheme
+    from tvmcomp.targets import host_cpu
+
+    int8 = get_scheme("int8")
+    register_scheme(replace(int8, name="int8-rows4", description="int8, vocabulary rows in 4 bits",
+                            embedding=replace(int8.embedding, bits=4)))
+    lines = [f"# Accuracy variants, {args.study}: {args.model} ({host_cpu()}, {datetime.date.today()})", "",
+             f"bench/accuracy_variants.py {args.study} --model {args.model}: one build each, default schedules where "
+             "records lack; accuracy against the float model (tvmcomp.evaluate; text: embeddings of real sentences, "
+             "images: held-out digits).", "",
+             "| build | library MiB | output cosine mean | output SQNR dB | embedding cosine mean / min | probe (float) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as work:
+        for i, (name, build_args) in enumerate(STUDIES[args.study].items()):
+            package = Path(work) / f"p{i}"
+            with redirect_stderr(io.StringIO()):
+                assert tvmcomp_main(["build", "--model", args.model, "--target", "x86", "-q", *build_args,
+                                     "-o", str(package)]) == 0
+                result = evaluate_package(package)
+            library = sum(f.stat().st_size for f in package.glob("*.so")) / 2**20
+            embedding = (f"{result['embedding_cosine_mean']:.4f} / {result['embedding_cosine_min']:.4f}"
+                         if "embedding_cosine_mean" in result else "-")
+            lines.append(f"| {name} | {library:.1f} | {result['output_cosine_mean']:.4f} | {result['sqnr_db']:.1f} | "
+                         f"{embedding} | {result['probe_accuracy_package']:.3f} ({result['probe_accuracy_float']:.3f}) |")
+            print(lines[-1], flush=True)
+    out = REPO / "bench" / "results" / f"{datetime.date.today()}-{args.study}-{args.model}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
