@@ -4,9 +4,9 @@ b1 s128 on this machine, one run, fixed threads.
 Engines: tvmcomp fp32, int8, int8 with channel balancing (and with wide inputs), int8 with the attention matmuls left
 float, int8 with the word embedding table left float, int8 with other attention-probability grids
 (uniform:8, log2:4, log2:3), int8 with step search, and pot8 (also with log2:4) (kernels from schedules/),
-PyTorch eager fp32 and dynamic int8 (torch.ao.quantization.quantize_dynamic on the Linear layers), ONNX Runtime
-fp32, dynamic int8 and static QDQ int8 (per-channel int8 weights, per-tensor uint8 activations, calibrated on the same 32
-Lee-corpus sentences tvmcomp calibrates on). For each: latency, size on disk, and accuracy
+PyTorch eager fp32 and dynamic int8 (torch.ao.quantization.quantize_dynamic on the Linear layers), ONNX
+Runtime fp32, dynamic int8 and static QDQ int8 (per-channel int8 weights, per-tensor uint8 activations, calibrated on
+the same 32 Lee-corpus sentences tvmcomp calibrates on). For each: latency, size on disk, and accuracy
 against the float model on real text (tvmcomp.evaluate: embedding cosine, polarity probe,
 WordSim-353 Spearman).
 

@@ -69,8 +69,8 @@ def main() -> None:
                         "int8", "--calib-data", str(work / "calib.npz"), "--target", "x86", "-o", str(work / name)],
                        check=True, env={**os.environ, "TVMCOMP_SCHEDULES": str(work / "no-records")})
         packages.append(f"{name}={work / name}")
-    subprocess.run([sys.executable, str(REPO / "bench/interleaved.py"), *packages, "--rounds", str(args.rounds), "--runs", "200",
-                    "--title", "minilm shapes: Q, K, V three linears vs one merged"], check=True)
+    subprocess.run([sys.executable, str(REPO / "bench/interleaved.py"), *packages, "--rounds", str(args.rounds),
+                    "--runs", "200", "--title", "minilm shapes: Q, K, V three linears vs one merged"], check=True)
 
 
 if __name__ == "__main__":

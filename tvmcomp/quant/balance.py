@@ -100,6 +100,7 @@ def linear_input_steps(site_range, weight_kn: np.ndarray, weight_levels: int, ac
             return site_range.scale, None, site_range.zero_point, ones
         step, zero = activation.scale_zero_point(site_range.lo, site_range.hi)
         return float(step), np.full(len(ones), step, np.float32), int(zero), ones
-    factors = choose_factors(site_range, weight_kn, activation, weight_levels, None if balance == AUTO else float(balance))
+    alpha = None if balance == AUTO else float(balance)
+    factors = choose_factors(site_range, weight_kn, activation, weight_levels, alpha)
     step, zeros = balanced_steps(site_range.channel_lo, site_range.channel_hi, factors, activation)
     return step, np.float32(step) * factors, zeros, factors

@@ -69,11 +69,10 @@ class _EmbeddingQuantizer(PyExprMutator):
         stored = pack_nibbles(codes) if packed else codes
         rows = self.builder_.emit(relax.op.take(relax.const(stored), ids, axis=0, mode=mode))
         row_scales = self.builder_.emit(relax.op.take(relax.const(scales.reshape(-1, 1)), ids, axis=0, mode=mode))
+        values = relax.op.astype(self.builder_.emit(unpack_nibbles(rows)) if packed else rows, "float32")
         if packed:  # nibbles hold code + 8
-            nibbles = self.builder_.emit(unpack_nibbles(rows))
-            rows = relax.op.subtract(relax.op.astype(nibbles, "float32"), relax.const(np.float32(OFFSET)))
-            return relax.op.multiply(rows, row_scales)
-        return relax.op.multiply(relax.op.astype(rows, "float32"), row_scales)
+            values = relax.op.subtract(values, relax.const(np.float32(OFFSET)))
+        return relax.op.multiply(values, row_scales)
 
 
 @tvm.transform.module_pass(opt_level=0, name="QuantizeEmbeddings")
