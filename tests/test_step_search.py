@@ -88,3 +88,12 @@ def test_step_search_builds_a_tiny_encoder_close_to_float(tmp_path, capsys, empt
     assert code == 0, err
     assert "[calibrate] step search, Linear 12/12" in err  # 2 layers x (Q, K, V, output, FFN in, FFN out)
     assert cosine_to_transformers(tmp_path / "pkg", folder).min() > 0.99
+
+
+def test_an_observer_is_checked_before_any_work(tmp_path, capsys):
+    from test_cli import assert_user_error
+
+    assert_user_error(capsys, ["build", "--observer", "search", "-o", str(tmp_path / "p")],
+                      "--observer chooses quantization ranges: add --quant int8")
+    assert_user_error(capsys, ["build", "--quant", "int8", "--observer", "serch", "-o", str(tmp_path / "p")],
+                      "unknown observer 'serch'; available: minmax, percentile, mse, kl, search")

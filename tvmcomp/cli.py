@@ -10,6 +10,7 @@ from pathlib import Path
 from . import __version__
 from .errors import TvmcompError
 from .quant.balance import AUTO, OFF
+from .quant.observers import OBSERVERS
 from .quant.attn_probs import parse_attn_probs
 from .quant.precision import WIDE_BELOW_DB
 from .quant.schemes import FLOAT
@@ -269,11 +270,14 @@ def _quant_options(args):
     from .quant.pipeline import QuantOptions
 
     for given, flag, meaning in ((args.calib_data, "--calib-data", "calibrates quantization"),
+                                 (args.observer, "--observer", "chooses quantization ranges"),
                                  (args.balance, "--balance", "balances channels for quantization"),
                                  (args.wide_inputs, "--wide-inputs", "widens quantized inputs"),
                                  (args.attn_probs, "--attn-probs", "quantizes attention probabilities")):
         if given is not None and args.quant == FLOAT:
             raise TvmcompError(f"{flag} {meaning}: add --quant int8")
+    if args.observer is not None and args.observer not in OBSERVERS:
+        raise TvmcompError(f"unknown observer '{args.observer}'; available: {', '.join(OBSERVERS)}")
     balance = args.balance
     if balance not in (None, AUTO, OFF):
         try:
