@@ -156,11 +156,13 @@ def test_rpc_tuning_measures_on_the_board_and_writes_records(board, empty_schedu
     assert any("1000000000" not in line for line in records)
 
 
-@pytest.mark.parametrize("preset", ["arm", "rpi4"])  # sdot, and NEON without dotprod
-def test_int8_on_default_schedules_runs_on_the_board_and_agrees_with_the_host(board, tmp_path, empty_schedules, preset):
+@pytest.mark.parametrize("preset, scheme", [("arm", "int8"), ("rpi4", "int8"),  # sdot, and NEON without dotprod
+                                            ("arm", "w4a8")])  # nibbles unpacked into sdot
+def test_quantized_on_default_schedules_runs_on_the_board_and_agrees_with_the_host(board, tmp_path, empty_schedules,
+                                                                                   preset, scheme):
     """No records, no tuning: the default schedules' tensorized kernels run on the (emulated) device."""
     path = tmp_path / preset
-    package = build(mlp_source(), resolve_target(preset), path, QuantOptions("int8", samples=4))
+    package = build(mlp_source(), resolve_target(preset), path, QuantOptions(scheme, samples=4))
     assert package.metadata["default_scheduled_kernels"] == package.metadata["kernels"]
     result = bench_package(path, repeat=2, remote=_direct(board))
     assert result["max_abs_err_vs_host"] is not None  # checked within the int8 tolerance, else bench raises

@@ -23,7 +23,7 @@ from .errors import TvmcompError
 from .lowering import fuse_for_tuning
 from .quant.dot_kernels import dot_kernels_for
 from .quant.pipeline import CALIBRATION, QuantOptions, quantize_model
-from .quant.schemes import get_scheme
+from .quant.schemes import Granularity
 from .remote import REFERENCE_OUTPUTS
 from .runtime import EXAMPLE_INPUTS, LIBRARY, METADATA, PREPROCESSING_DIR
 from .source import ModelSource
@@ -248,7 +248,10 @@ def build(
 
     stream = stream or sys.stderr
     if quant.quantizes:
-        get_scheme(quant.scheme)  # an unknown name fails before any work
+        scheme = quant.resolve_scheme()  # an unknown name fails before any work
+        if scheme.weight.granularity is Granularity.PER_GROUP and dot_kernels_for(target).int4 is None:
+            raise TvmcompError(f"{scheme.name} needs an int4 dot kernel (an \"int4_dot\" entry in the target preset "
+                               f"whose CPU feature the target has); '{target.name}' has none: use --quant int8")
     check_code_forms(list(dump))
     target.check_toolchain()
     if trials > 0 and target.is_cross and runner is None:
@@ -296,7 +299,7 @@ def build(
         metadata = {
             "model": source.name,
             "model_hash": prepared.model_hash,
-            "variant": quant.scheme,
+            "variant": quant.variant,
             "target": target.to_json() | {"schedule_key": target.schedule_key},
             "inputs": [spec.to_json() for spec in source.imported.inputs],
             "outputs": list(source.imported.outputs),

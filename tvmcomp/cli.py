@@ -13,7 +13,7 @@ from .quant.balance import AUTO, OFF
 from .quant.observers import OBSERVERS
 from .quant.attn_probs import parse_attn_probs
 from .quant.precision import WIDE_BELOW_DB
-from .quant.schemes import FLOAT
+from .quant.schemes import FLOAT, GROUP_SIZES, WEIGHT_ROUNDINGS, Granularity, get_scheme
 
 DESCRIPTION = """\
 tvmcomp compiles a Transformer (a bundled model, an ONNX file or a torch.export .pt2 file) into a
@@ -37,8 +37,16 @@ see `tvmcomp COMMAND --help` for each command."""
 
 def _add_quant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", default="fp32", help="compression scheme: fp32 (no compression), int8 (W8A8, "
-                        "calibrated on real data) or pot8 (int8 with power-of-two steps, H-ViT: the Q, K, V and "
-                        "attention outputs requantized by integer shifts) (default: fp32)")
+                        "calibrated on real data), pot8 (int8 with power-of-two steps, H-ViT: the Q, K, V and "
+                        "attention outputs requantized by integer shifts) or w4a8 (int4 weights, two per byte, with a "
+                        "scale per group of input channels; int8 activations; on x86) (default: fp32)")
+    parser.add_argument("--group-size", type=int, metavar="G", help="input channels sharing a scale in w4a8's int4 "
+                        f"weights: {', '.join(map(str, GROUP_SIZES))} (default 32; larger: smaller library, "
+                        "coarser weights)")
+    parser.add_argument("--weight-rounding", choices=WEIGHT_ROUNDINGS, help="how Linear weights are rounded to their "
+                        "integer grid: nearest, or gptq (GPTQ: one input channel at a time, each rounding error "
+                        "spread over the channels not yet rounded, weighted by the calibration inputs; seconds per "
+                        "model, recalibrates on every build) (default: the scheme's; w4a8's is gptq)")
     parser.add_argument("--calibration-samples", type=int, default=32, help="batches of inputs to calibrate activation ranges on (default: 32)")
     parser.add_argument("--calib-data", metavar="PATH", help="your calibration inputs: an .npz with one array per model input "
                         "(named as the input, first axis = samples), a .txt with one text per line (models with a "
@@ -272,10 +280,17 @@ def _quant_options(args):
     for given, flag, meaning in ((args.calib_data, "--calib-data", "calibrates quantization"),
                                  (args.observer, "--observer", "chooses quantization ranges"),
                                  (args.balance, "--balance", "balances channels for quantization"),
+                                 (args.weight_rounding, "--weight-rounding", "rounds quantized weights"),
                                  (args.wide_inputs, "--wide-inputs", "widens quantized inputs"),
                                  (args.attn_probs, "--attn-probs", "quantizes attention probabilities")):
         if given is not None and args.quant == FLOAT:
             raise TvmcompError(f"{flag} {meaning}: add --quant int8")
+    if args.group_size is not None:
+        if args.quant == FLOAT or get_scheme(args.quant).weight.granularity is not Granularity.PER_GROUP:
+            raise TvmcompError("--group-size groups int4 weights: add --quant w4a8")
+        if args.group_size not in GROUP_SIZES:
+            raise TvmcompError(f"--group-size is one of {', '.join(map(str, GROUP_SIZES))} (the int4 kernels read 8 "
+                               f"codes at a time, and BERT's and ViT's widths divide by these), not {args.group_size}")
     if args.observer is not None and args.observer not in OBSERVERS:
         raise TvmcompError(f"unknown observer '{args.observer}'; available: {', '.join(OBSERVERS)}")
     balance = args.balance
@@ -291,7 +306,8 @@ def _quant_options(args):
         raise TvmcompError(f"--wide-inputs takes an output SQNR in dB (0 to 100; default {WIDE_BELOW_DB:g}), "
                            f"not {args.wide_inputs:g}")
     return QuantOptions(args.quant, args.calibration_samples, args.observer, tuple(args.keep_float or ()), balance,
-                        args.wide_inputs, args.attn_probs and parse_attn_probs(args.attn_probs).spec)
+                        args.wide_inputs, args.attn_probs and parse_attn_probs(args.attn_probs).spec, args.group_size,
+                        args.weight_rounding)
 
 
 def _load_source(args):

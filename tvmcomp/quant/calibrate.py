@@ -8,7 +8,7 @@ site) is plain JSON, saved with the package so that a rebuild does not recalibra
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,9 +16,10 @@ from ..console import progress_step
 from ..errors import TvmcompError
 from ..lowering import fuse_for_tuning
 from .annotate import BMM_ROLES, QUANT_SITE, quant_sites
+from .gptq import InputGram
 from .observers import make_observer
 from .schemes import QuantScheme
-from .step_search import RowSample, search_step
+from .step_search import RowSample, search_step, token_rows
 
 ATTENTION_MASK = "attention_mask"  # a text model's input marking real tokens (1) and padding (0)
 SEARCH = "search"  # the observer whose Linear sites' steps are searched (:mod:`.step_search`)
@@ -37,6 +38,11 @@ class SiteRange:
     channel_rms: list[float] | None = None
     # what an attention-probability quantizer calibrated (:mod:`.attn_probs`; log2: its top level)
     prob_params: dict | None = None
+    # sum x^T x over a Linear's inputs, for GPTQ rounding (:mod:`.gptq`); in memory only, not saved
+    input_gram: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> dict:
+        return {key: value for key, value in self.__dict__.items() if key != "input_gram"}
 
 
 def check_samples(samples: list[dict[str, np.ndarray]], input_specs) -> None:
@@ -55,12 +61,14 @@ def check_samples(samples: list[dict[str, np.ndarray]], input_specs) -> None:
 
 
 def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantScheme, observer: str | None = None,
-              stream=None, channel_ranges: bool = False, probs=None, balance=None) -> dict[int, SiteRange]:
+              stream=None, channel_ranges: bool = False, probs=None, balance=None,
+              input_grams: bool = False) -> dict[int, SiteRange]:
     """Activation ranges of every quant site of ``annotated_mod`` over ``samples``; with
     ``channel_ranges``, each Linear site's per-input-channel min and max too; with ``probs`` (an
     attention-probability quantizer that calibrates), its parameters at every batched matmul's left
     operand that held probabilities only. With the ``search`` observer, Linear sites' steps are then
-    searched (:mod:`.step_search`) for the Linears as realize will build them, balanced by ``balance``."""
+    searched (:mod:`.step_search`) for the Linears as realize will build them, balanced by ``balance``.
+    With ``input_grams``, each Linear site's ``sum x^T x`` is kept too (for GPTQ, :mod:`.gptq`)."""
     import tvm
     from tvm import relax
 
@@ -74,6 +82,7 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     observers = {site.index: make_observer(observer) for site in sites}
     kept_rows = {site.index: RowSample(len(samples)) for site in sites if observer == SEARCH and site.is_linear}
     channels = {site.index: [np.inf, -np.inf, 0.0, 0] for site in sites if channel_ranges and site.is_linear}
+    grams = {site.index: InputGram() for site in sites if input_grams and site.is_linear}
     prob_observers = {site.index: probs.observer() for site in sites
                       if probs is not None and probs.calibrates and site.role == BMM_ROLES[0]}
 
@@ -86,6 +95,8 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
             prob_observers[int(index)].observe(array)
         if int(index) in kept_rows:
             kept_rows[int(index)].observe(array, real_rows)
+        if int(index) in grams:
+            grams[int(index)].observe(token_rows(array, real_rows))
         if int(index) in channels:
             rows, stats = array.reshape(-1, array.shape[-1]).astype(np.float64), channels[int(index)]
             stats[0], stats[1] = np.minimum(stats[0], rows.min(axis=0)), np.maximum(stats[1], rows.max(axis=0))
@@ -125,6 +136,8 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
                            "channel_rms": np.sqrt(squares / count).tolist()}
         if index in prob_observers:
             per_channel["prob_params"] = prob_observers[index].params()
+        if index in grams:
+            per_channel["input_gram"] = grams[index].gram
         ranges[index] = SiteRange(float(scale), int(zero), float(lo), float(hi), **per_channel)
     for done, site in enumerate((site for site in sites if site.index in kept_rows), 1):
         weight = np.asarray(params[site.name], np.float32)

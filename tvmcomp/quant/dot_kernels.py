@@ -16,6 +16,9 @@ The activation dtype is the instruction's: ``vpdpbusd`` multiplies u8 x s8, ``sd
 An entry may narrow the weights (``"weight_bits": 7``) where the instruction would otherwise
 saturate (AVX2's ``vpmaddubsw`` sums u8 x s8 pairs in int16).
 
+``"int4_dot"`` is for Linear layers with 4-bit weights (:func:`int4_group_matmul`): its
+``weight_block`` counts codes, two per byte, so the packed weight is ``[N/bn, K/bk, bn, bk/2]`` bytes.
+
 ``"int16_dot"`` is for matmuls of two activations (attention), whose operands are centered codes
 in int16 (see :mod:`tvmcomp.quant.realize`); the right-hand one is packed at run time, by a
 reshape and transpose that fuse into the kernel producing it.
@@ -39,7 +42,13 @@ class DotKernel:
     intrinsic: str  # TensorIntrin name MetaSchedule tensorizes with
     weight_block: tuple[int, int]  # (output channels, reduction elements) per packed block
     activation_dtype: str  # "uint8" or "int8"
-    weight_bits: int = 8  # fewer where the instruction's intermediate sums would saturate
+    weight_bits: int = 8  # fewer where the instruction's intermediate sums would saturate; 4: packed nibbles
+
+    @property
+    def packed_block(self) -> tuple[int, int]:
+        """The trailing shape of a packed operand: the block, in bytes (two 4-bit codes per byte)."""
+        bn, bk = self.weight_block
+        return (bn, bk // 2) if self.weight_bits == 4 else (bn, bk)
 
     def fits(self, k: int, n: int) -> bool:
         bn, bk = self.weight_block
@@ -48,18 +57,20 @@ class DotKernel:
 
 @dataclass(frozen=True)
 class DotKernels:
-    """A target's dot-product kernels: for int8 Linear layers and for int16 activation matmuls."""
+    """A target's dot-product kernels: for int8 Linear layers, int16 activation matmuls and int4 Linears."""
 
     linear: DotKernel | None = None
     batched: DotKernel | None = None
+    int4: DotKernel | None = None
 
     @property
     def kernels(self) -> list[DotKernel]:
-        return [kernel for kernel in (self.linear, self.batched) if kernel is not None]
+        return [kernel for kernel in (self.linear, self.batched, self.int4) if kernel is not None]
 
     @property
     def intrinsics(self) -> list[str]:
-        return [kernel.intrinsic for kernel in self.kernels]
+        """What MetaSchedule may tensorize with; int4 kernels are scheduled by their own rule, untuned."""
+        return [kernel.intrinsic for kernel in (self.linear, self.batched) if kernel is not None]
 
 
 def dot_kernel_for(target: TargetSpec, kind: str = "int8_dot") -> DotKernel | None:
@@ -82,7 +93,8 @@ def dot_kernel_for(target: TargetSpec, kind: str = "int8_dot") -> DotKernel | No
 
 
 def dot_kernels_for(target: TargetSpec) -> DotKernels:
-    return DotKernels(dot_kernel_for(target, "int8_dot"), dot_kernel_for(target, "int16_dot"))
+    return DotKernels(dot_kernel_for(target, "int8_dot"), dot_kernel_for(target, "int16_dot"),
+                      dot_kernel_for(target, "int4_dot"))
 
 
 def pack_weight(weight_kn: np.ndarray, block: tuple[int, int]) -> np.ndarray:
@@ -90,6 +102,55 @@ def pack_weight(weight_kn: np.ndarray, block: tuple[int, int]) -> np.ndarray:
     k, n = weight_kn.shape
     bn, bk = block
     return np.ascontiguousarray(weight_kn.reshape(k // bk, bk, n // bn, bn).transpose(2, 0, 3, 1))
+
+
+def pack_int4_weight(codes_kn: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+    """4-bit codes ``W[K, N]`` -> bytes ``Wp[N/bn, K/bk, bn, bk/2]``: the codes of block ``[j*bk, (j+1)*bk)``
+    of a column, two per byte as :func:`~tvmcomp.quant.nibbles.pack_nibbles` stores them: byte ``r``
+    holds code ``j*bk + r`` in its low nibble and ``j*bk + bk/2 + r`` in its high one. So one
+    load and a mask give the block's first ``bk/2`` codes of ``bn`` channels, a shift the others."""
+    from .nibbles import pack_nibbles
+
+    k, n = codes_kn.shape
+    bn, bk = block
+    rows = pack_nibbles(np.ascontiguousarray(codes_kn.T).reshape(n, k // bk, bk))  # [N, K/bk, bk/2]
+    return np.ascontiguousarray(rows.reshape(n // bn, bn, k // bk, bk // 2).transpose(0, 2, 1, 3))
+
+
+INT4_GROUP_DOT = "int4_group_dot"  # the compute name :class:`~tvmcomp.tune.default_schedules.GroupedMatmul` schedules
+
+
+def int4_group_matmul(x, packed, scale, group_size: int):
+    """TE compute: ``x[..., K]`` times 4-bit codes packed by :func:`pack_int4_weight`, per group::
+
+        acc[..., g, n] = sum_{k in group g} x[..., k] * W[k, n]        (int32: the dot instruction)
+        y[..., n]      = sum_g float(acc[..., g, n]) * scale[g, n]      (float: the group scales)
+
+    The reduction is written over (block, byte), each byte's two codes in one sum, so a block is
+    the int4 dot intrinsic's description (:mod:`tvmcomp.tune.intrinsics`): codes are read from
+    their byte in the loop, never stored unpacked."""
+    from tvm import te
+
+    from .nibbles import nibble_code
+
+    n_blocks, k_blocks, bn, half = (int(d) for d in packed.shape)
+    *lead, k_total = x.shape
+    bk, groups = 2 * half, int(k_total) // group_size
+    per_group = group_size // bk
+    kb, r = te.reduce_axis((0, per_group), "kb"), te.reduce_axis((0, half), "r")
+
+    def dot(*i):
+        *row, g, n = i
+        block = g * per_group + kb
+        byte = packed[n // bn, block, n % bn, r]
+        return te.sum(x[(*row, block * bk + r)].astype("int32") * nibble_code(byte, False)
+                      + x[(*row, block * bk + half + r)].astype("int32") * nibble_code(byte, True), axis=[kb, r])
+
+    acc = te.compute((*lead, groups, n_blocks * bn), dot, name=INT4_GROUP_DOT)
+    g = te.reduce_axis((0, groups), "g")
+    return te.compute((*lead, n_blocks * bn),
+                      lambda *i: te.sum(acc[(*i[:-1], g, i[-1])].astype("float32") * scale[g, i[-1]], axis=g),
+                      name="int4_group_sum")
 
 
 def pack_operand(x, block: tuple[int, int]):

@@ -1,4 +1,4 @@
-"""Two 4-bit codes per byte: how int4 tensors are stored, and the Relax that reads them back.
+"""Two 4-bit codes per byte: how int4 tensors are stored, and the Relax and TE that read them back.
 
 A signed code ``c`` in [-8, 7] is stored offset-binary, ``c + 8`` in [0, 15]. Along the last axis
 (even length ``2h``), byte ``i`` holds code ``i`` in its low nibble and code ``i + h`` in its high
@@ -35,3 +35,12 @@ def unpack_nibbles(packed):
     low = relax.op.bitwise_and(packed, relax.const(15, "uint8"))
     high = relax.op.right_shift(packed, relax.const(4, "uint8"))
     return relax.op.concat([low, high], axis=-1)
+
+
+def nibble_code(byte, high: bool):
+    """TE/TIR: the signed code in the low or the high nibble of ``byte``. Integer kernels read packed
+    weights through this expression, and the int4 dot intrinsics describe it. ``high`` is a Python
+    bool, not a loop variable: a kernel's loop variables are int64 in Relax and int32 in an
+    intrinsic's description, so an expression of one would not match the other."""
+    code = byte.astype("int32")
+    return ((code >> 4 if high else code) & 15) - OFFSET

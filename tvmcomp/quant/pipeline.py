@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import TvmcompError
@@ -33,10 +33,25 @@ class QuantOptions:
     balance: str | float | None = None  # channel balancing alpha, "auto", "off", or None: the scheme's (:mod:`.balance`)
     wide_below_db: float | None = None  # Linears estimated below this output SQNR get wide inputs (realize)
     attn_probs: str | None = None  # attention probabilities' grid, "log2:4" (:mod:`.attn_probs`); None: the scheme's
+    group_size: int | None = None  # input channels per scale of 4-bit weights; None: the scheme's
+    weight_rounding: str | None = None  # "nearest" or "gptq" (:mod:`.gptq`); None: the scheme's
 
     @property
     def quantizes(self) -> bool:
         return self.scheme != FLOAT
+
+    @property
+    def variant(self) -> str:
+        """The package's variant name: the scheme's, with what was asked that is not its default."""
+        suffixes = [f"g{self.group_size}" if self.group_size is not None else None, self.weight_rounding]
+        return "-".join([self.scheme, *(suffix for suffix in suffixes if suffix)])
+
+    def resolve_scheme(self):
+        """The scheme asked for, with the weight group size and rounding asked for."""
+        scheme = get_scheme(self.scheme)
+        if self.group_size is not None:
+            scheme = replace(scheme, weight=replace(scheme.weight, group_size=self.group_size))
+        return scheme if self.weight_rounding is None else replace(scheme, weight_rounding=self.weight_rounding)
 
     def probs(self, scheme):
         """The attention-probability quantizer: the one asked for, else the scheme's (or None)."""
@@ -72,7 +87,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
     ``kernels`` are the target's dot-product instructions (operands are packed for them).
     """
     stream = stream or sys.stderr
-    scheme = get_scheme(options.scheme)
+    scheme = options.resolve_scheme()
     keep_float = list(options.keep_float)
     probs = options.probs(scheme)
     imported = source.imported
@@ -85,7 +100,8 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
     if settings["observer"] == SEARCH:  # the steps searched are the balanced Linears' best
         settings["balance"] = options.balancing(scheme)
-    ranges = load_calibration(previous_package, model_hash, settings) if previous_package else None
+    gptq = scheme.weight_rounding == "gptq"  # its inputs' second moments are not saved: calibrate again
+    ranges = load_calibration(previous_package, model_hash, settings) if previous_package and not gptq else None
     if ranges is None:
         batches = source.calibration_samples(options.samples)
         data = "the bundled data" if source.calibration_data is None else "--calib-data"
@@ -93,7 +109,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
               f"({settings['observer']} observer)", file=stream)
         ranges = calibrate(annotated, imported.params, imported.inputs, batches, scheme, options.observer,
                            stream=stream, channel_ranges=options.channel_ranges(scheme), probs=probs,
-                           balance=options.balancing(scheme))
+                           balance=options.balancing(scheme), input_grams=gptq)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
     for shape_imported in source.shapes().values():  # every shape reuses the ranges calibrated at the largest
@@ -118,7 +134,8 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
               file=stream)
     return {"model_hash": model_hash, "settings": settings, "balance": options.balancing(scheme),
             "wide_below_db": options.wide_below_db, "attn_probs": probs.spec if probs is not None else None,
-            "ranges": {str(index): asdict(value) for index, value in ranges.items()}}
+            "group_size": scheme.weight.group_size,
+            "ranges": {str(index): value.to_json() for index, value in ranges.items()}}
 
 
 def _say_what_options_changed(options: QuantOptions, counts: dict, stream) -> None:

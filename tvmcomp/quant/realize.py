@@ -25,6 +25,15 @@ With channel balancing (:mod:`.balance`), a Linear site's ``s_x`` is a vector ``
 channels, ``z_x`` a vector too, and the weight quantized is ``f[:, None] * W``; the correction is
 ``z_x @ Wq`` and the rescale ``a * s_w``.
 
+With 4-bit weights in groups (``w4a8``), a Linear's weight is quantized with one scale per output
+channel and group of ``G`` input channels, ``s_w[g, n]``, and stored two codes per byte in the
+int4 dot kernel's block layout; the kernel sums each group in int32 and applies its scale::
+
+    acc_g = sum_{k in g} xq_k * Wq[k, n]                   # int32, on the int8 dot instruction
+    y     = sum_g float(acc_g) * (s_x * s_w[g, n]) - sum_g s_x * s_w[g, n] * sum_{k in g} z_x Wq[k, n]
+
+the last term a constant per output channel. A Linear the kernel does not fit keeps int8 weights.
+
 A batched matmul of two activations ``a @ b`` (attention) has a site on each operand; both vary at
 run time, so nothing folds into a constant::
 
@@ -53,9 +62,11 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .annotate import CONV_ROLE, QUANT_SITE, SITES_ATTR, _is_op, quant_sites
 from .balance import linear_input_steps
-from .dot_kernels import DotKernel, DotKernels, pack_operand, pack_weight, packed_matmul
+from .gptq import gptq_round
+from .dot_kernels import (DotKernel, DotKernels, int4_group_matmul, pack_int4_weight, pack_operand, pack_weight,
+                          packed_matmul)
 from .precision import output_sqnr_db
-from .schemes import QuantScheme, TensorQuant
+from .schemes import Granularity, QuantScheme, TensorQuant
 from ..tune.default_schedules import REGISTER_ROWS
 
 # ops between a softmax and the matmul it feeds that keep every value a probability
@@ -65,8 +76,14 @@ _SIGNED_SHIFT = {("uint8", "int8"): -128, ("int8", "uint8"): 128}
 
 
 def quantize_weight(weight: np.ndarray, quant: TensorQuant, channel_axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Integer weight and per-output-channel scales: channels along ``channel_axis`` (-1: Linear's
-    [K, N]; 0: conv2d's OIHW)."""
+    """Integer weight and its scales: one per output channel along ``channel_axis`` (-1: Linear's
+    [K, N]; 0: conv2d's OIHW), or with per-group granularity (Linears) one per group of
+    ``group_size`` rows of [K, N] and output channel, as [K / group_size, N]."""
+    if quant.granularity is Granularity.PER_GROUP:
+        k, n = weight.shape
+        grouped = weight.reshape(k // quant.group_size, quant.group_size, n)
+        scale, zero = quant.scale_zero_point(grouped.min(axis=1), grouped.max(axis=1))
+        return quant.quantize(grouped, scale[:, None], zero[:, None]).reshape(k, n), scale
     reduced = tuple(a for a in range(weight.ndim) if a != channel_axis % weight.ndim)
     scale, zero = quant.scale_zero_point(weight.min(axis=reduced), weight.max(axis=reduced))
     shape = [-1 if a == channel_axis % weight.ndim else 1 for a in range(weight.ndim)]
@@ -74,10 +91,15 @@ def quantize_weight(weight: np.ndarray, quant: TensorQuant, channel_axis: int = 
 
 
 def weight_quant_for(scheme: QuantScheme, kernel: DotKernel | None) -> TensorQuant:
-    """How weights are quantized for a matmul realized with ``kernel`` (None: a plain matmul)."""
-    if kernel is None or kernel.weight_bits >= scheme.weight.bits:
-        return scheme.weight
-    return replace(scheme.weight, bits=kernel.weight_bits)
+    """How weights are quantized for a matmul realized with the int8 ``kernel`` (None: a plain
+    matmul). A scheme's 4-bit groups are for its int4 kernel: the other Linears and convolutions
+    keep int8 weights per channel."""
+    quant = scheme.weight
+    if quant.granularity is Granularity.PER_GROUP:
+        quant = replace(quant, bits=8, granularity=Granularity.PER_CHANNEL, group_size=None)
+    if kernel is None or kernel.weight_bits >= quant.bits:
+        return quant
+    return replace(quant, bits=kernel.weight_bits)
 
 
 def _dequantize(acc, scale: np.ndarray):
@@ -92,8 +114,8 @@ class _Realizer(PyExprMutator):
         super().__init__(mod)
         self.params, self.ranges, self.scheme, self.balance = params, ranges, scheme, balance
         self.wide_below_db, self.probs = wide_below_db, probs
-        self.counts = {"wide_linears": 0, "prob_matmuls": 0}  # what the options changed
-        self.kernel, self.batched_kernel = kernels.linear, kernels.batched
+        self.counts = {"wide_linears": 0, "prob_matmuls": 0, "int4_linears": 0}  # what the options changed
+        self.kernel, self.batched_kernel, self.int4_kernel = kernels.linear, kernels.batched, kernels.int4
         self.sites = {site.index: site for site in quant_sites(mod)}
 
     def _site_of(self, operand):
@@ -120,6 +142,16 @@ class _Realizer(PyExprMutator):
         return linear_input_steps(act, weight_kn, weight_quant.qmax, activation, self.balance,
                                   calibrated=activation == self.scheme.activation)
 
+    def _weight_codes(self, site, factors: np.ndarray, weight_kn: np.ndarray, weight_quant: TensorQuant):
+        """Codes and scales of the balanced weight ``factors[:, None] * W``: rounded to nearest, or by
+        GPTQ (:mod:`.gptq`) where the scheme says so and calibration kept the inputs' ``sum x^T x``
+        (for the balanced inputs ``x / f``: ``H / (f f^T)``)."""
+        gram = self.ranges[site.index].input_gram
+        balanced = factors[:, None] * weight_kn
+        if self.scheme.weight_rounding != "gptq" or gram is None or gram.shape[0] != len(weight_kn):
+            return quantize_weight(balanced, weight_quant)
+        return gptq_round(balanced, gram / np.outer(factors, factors), weight_quant)
+
     def _wide(self, act, weight_kn: np.ndarray) -> bool:
         """Whether this Linear's int8 output is estimated noisier than ``wide_below_db`` (:mod:`.precision`)."""
         if self.wide_below_db is None or act.channel_rms is None or self.scheme.wide_activation is None:
@@ -133,6 +165,10 @@ class _Realizer(PyExprMutator):
         if weight_kn is None:
             weight = self.params[site.name]
             weight_kn = np.ascontiguousarray(weight.T if site.transposed else weight, np.float32)
+        if self.scheme.weight.granularity is Granularity.PER_GROUP:
+            int4 = self._int4_linear(site, x, weight_kn)
+            if int4 is not None:
+                return int4
         channels, outputs = weight_kn.shape
         act = self.ranges[site.index]
         if self._wide(act, weight_kn):  # 12-bit codes in int16, on the int16 kernel
@@ -143,14 +179,10 @@ class _Realizer(PyExprMutator):
         packed = kernel is not None and kernel.fits(channels, outputs)
         weight_quant = weight_quant_for(self.scheme, kernel if packed else None)
         step, steps, zero_point, factors = self._balanced(act, weight_kn, weight_quant, activation)
-        wq, w_scale = quantize_weight(factors[:, None] * weight_kn, weight_quant)
+        wq, w_scale = self._weight_codes(site, factors, weight_kn, weight_quant)
         wq = wq.astype(activation.dtype) if activation.bits > 8 else wq  # the int16 kernel multiplies int16 pairs
-        dtype = kernel.activation_dtype if packed else activation.dtype
-        shift = _SIGNED_SHIFT.get((activation.dtype, dtype), 0)
-        zero_point = np.asarray(zero_point, np.int64) + shift
-        xq = self._quantize(x, site, dtype, zero_point, scale=steps)
-        if activation.qmax + shift < np.iinfo(dtype).max:  # codes narrower than their dtype: clip to their range
-            xq = self.builder_.emit(relax.op.clip(xq, activation.qmin + shift, activation.qmax + shift))
+        xq, zero_point = self._input_codes(x, site, activation, kernel.activation_dtype if packed else None, steps,
+                                           zero_point)
         if packed:
             xq, rows = self._pad_rows(xq)
             acc = self.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, kernel.weight_block)), name=name)
@@ -161,6 +193,40 @@ class _Realizer(PyExprMutator):
         correction = (np.broadcast_to(zero_point, (channels,)) @ wq.astype(np.int64)).astype(np.int32)
         shifted = self.builder_.emit(relax.op.subtract(acc, relax.const(correction)))
         return _dequantize(shifted, np.float32(step) * w_scale)
+
+    def _input_codes(self, x, site, activation: TensorQuant, dtype: str | None, steps, zero_point):
+        """A Linear's input as ``activation`` codes stored in ``dtype`` (the dot kernel's; None: the
+        codes' own), and the zero point, shifted as the codes are (see the module docstring)."""
+        dtype = dtype or activation.dtype
+        shift = _SIGNED_SHIFT.get((activation.dtype, dtype), 0)
+        zero_point = np.asarray(zero_point, np.int64) + shift
+        xq = self._quantize(x, site, dtype, zero_point, scale=steps)
+        if activation.qmax + shift < np.iinfo(dtype).max:  # codes narrower than their dtype: clip to their range
+            xq = self.builder_.emit(relax.op.clip(xq, activation.qmin + shift, activation.qmax + shift))
+        return xq, zero_point
+
+    def _int4_linear(self, site, x, weight_kn: np.ndarray):
+        """``x @ W`` with 4-bit weights in groups on the int4 dot kernel (module docstring), or None
+        where the kernel does not fit the shape (that Linear keeps int8 weights)."""
+        kernel, weight_quant = self.int4_kernel, self.scheme.weight
+        channels, outputs = weight_kn.shape
+        if kernel is None or not kernel.fits(channels, outputs) or channels % weight_quant.group_size:
+            return None
+        self.counts["int4_linears"] += 1
+        activation = self.scheme.activation
+        step, steps, zero_point, factors = self._balanced(self.ranges[site.index], weight_kn, weight_quant, activation)
+        wq, w_scale = self._weight_codes(site, factors, weight_kn, weight_quant)  # w_scale: [groups, N]
+        xq, zero_point = self._input_codes(x, site, activation, kernel.activation_dtype, steps, zero_point)
+        scale = np.float32(step) * w_scale
+        xq, rows = self._pad_rows(xq)
+        packed = relax.const(pack_int4_weight(wq, kernel.weight_block))
+        y = self._cut_rows(self.builder_.emit_te(int4_group_matmul, xq, packed, relax.const(scale),
+                                                 weight_quant.group_size), rows)
+        # sum_g scale[g, n] * sum_{k in g} z_k Wq[k, n]: the zero-point terms, one constant per output
+        groups = scale.shape[0]
+        zero_terms = (np.broadcast_to(zero_point, (channels,))[:, None] * wq.astype(np.int64)).reshape(groups, -1, outputs)
+        correction = (zero_terms.sum(axis=1) * scale.astype(np.float64)).sum(axis=0)
+        return relax.op.subtract(y, relax.const(correction.astype(np.float32)))
 
     def _centered(self, x, site, axis: int = -1):
         """``xq - z_x`` as int16 (exact: |xq - z_x| <= 255), for operands whose zero-point terms
@@ -200,7 +266,8 @@ class _Realizer(PyExprMutator):
         patch_embedding = self._patch_embedding(site, x, call)
         if patch_embedding is not None:
             return patch_embedding
-        wq, w_scale = quantize_weight(self.params[site.name].astype(np.float32), self.scheme.weight, channel_axis=0)
+        wq, w_scale = quantize_weight(self.params[site.name].astype(np.float32), weight_quant_for(self.scheme, None),
+                                      channel_axis=0)
         attrs = call.attrs
         acc = self.builder_.emit(relax.op.nn.conv2d(
             self._centered(x, site, axis=1), relax.const(wq.astype(np.int16)), strides=attrs.strides,

@@ -19,6 +19,7 @@ FLOAT = "fp32"  # the variant name of an uncompressed build
 class Granularity(str, Enum):
     PER_TENSOR = "per_tensor"
     PER_CHANNEL = "per_channel"  # one scale per output channel (weights) or per row (embedding tables)
+    PER_GROUP = "per_group"  # one scale per output channel and run of ``group_size`` input channels (weights)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class TensorQuant:
     symmetric: bool
     granularity: Granularity = Granularity.PER_TENSOR
     power_of_two: bool = False  # steps rounded up to powers of two (H-ViT): rescaling becomes a shift
+    group_size: int | None = None  # input channels sharing a scale (PER_GROUP only)
 
     @property
     def qmin(self) -> int:
@@ -82,9 +84,14 @@ class QuantScheme:
     requantize: str = "float"
     # channel balancing unless --balance says otherwise: None, "auto" or an alpha (:mod:`.balance`)
     balance: str | float | None = None
+    # how Linear weights are rounded to their grid: "nearest", or "gptq" (:mod:`.gptq`: errors spread
+    # over the input channels not yet rounded, from the calibration inputs' second moments)
+    weight_rounding: str = "nearest"
 
 
 SCHEMES: dict[str, QuantScheme] = {}
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
+GROUP_SIZES = (32, 64, 128)  # multiples of every int4 kernel's 8 codes per lane, dividing BERT's and ViT's widths
 
 
 def unexecutable(scheme: QuantScheme) -> list[str]:
@@ -97,8 +104,14 @@ def unexecutable(scheme: QuantScheme) -> list[str]:
             continue
         if not (quant.signed and quant.symmetric):
             reasons.append(f"{role} must be signed and symmetric (realize has no weight zero point)")
-        if quant.granularity is not Granularity.PER_CHANNEL:
-            reasons.append(f"{role} must have one scale per channel")
+        if quant.granularity is Granularity.PER_GROUP and role == "weights":
+            if quant.bits != 4:
+                reasons.append("weights with a scale per group must be 4-bit (the packed int4 kernels' operand)")
+            if quant.group_size not in GROUP_SIZES:
+                reasons.append(f"weight groups must hold {', '.join(map(str, GROUP_SIZES))} input channels, "
+                               f"not {quant.group_size}")
+        elif quant.granularity is not Granularity.PER_CHANNEL:
+            reasons.append(f"{role} must have one scale per channel" + (" or per group" if role == "weights" else ""))
         if quant.bits > 8:
             reasons.append(f"{role} must fit int8")
     for role, quant, bits in (("activations", scheme.activation, 8), ("wide activations", scheme.wide_activation, 12)):
@@ -111,6 +124,8 @@ def unexecutable(scheme: QuantScheme) -> list[str]:
     for role, quant in (("activations", scheme.activation), ("wide activations", scheme.wide_activation)):
         if quant is not None and quant.power_of_two and not quant.symmetric:
             reasons.append(f"{role} with power-of-two steps must be symmetric (a zero point would move with the step)")
+    if scheme.weight_rounding not in WEIGHT_ROUNDINGS:
+        reasons.append(f"weight_rounding is one of {', '.join(WEIGHT_ROUNDINGS)}, not '{scheme.weight_rounding}'")
     if scheme.requantize not in ("float", "integer"):
         reasons.append(f"requantize is 'float' or 'integer', not '{scheme.requantize}'")
     if not (scheme.balance in (None, "auto") or isinstance(scheme.balance, float) and 0 <= scheme.balance <= 1):
@@ -166,5 +181,21 @@ register_scheme(
         requantize="integer",
         balance="auto",  # FQ-ViT's power-of-two factors for LayerNorm outputs' channels, as H-ViT uses them
         observer="search",  # each Linear input's power-of-two step chosen by its output's error, not rounded up
+    )
+)
+
+register_scheme(
+    QuantScheme(
+        name="w4a8",
+        description="int4 weights, symmetric, one scale per output channel and group of 32 input channels "
+        "(--group-size), rounded by GPTQ, two codes per byte, on the int8 dot kernels; activations, embedding "
+        "tables and attention as int8",
+        weight=TensorQuant(bits=4, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=32),
+        activation=TensorQuant(bits=8, signed=False, symmetric=False),
+        # 4-bit rows cost MiniLM 0.0075 of embedding cosine (bench/results/2026-12-03-embedding-bits-minilm.md)
+        embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
+        attn_probs="uniform:15",
+        # nearest rounding cost MiniLM 4 pt of probe accuracy, GPTQ 2 (bench/results/*-int4-minilm.md)
+        weight_rounding="gptq",
     )
 )

@@ -26,6 +26,12 @@ SHRINK = tuple(np.geomspace(1.0, 0.25, 13))  # the range factors tried, from the
 ROWS = 512  # input rows a Linear site keeps for the search
 
 
+def token_rows(x: np.ndarray, real_rows: np.ndarray | None = None) -> np.ndarray:
+    """``x`` as rows of channels (its last axis), only those ``real_rows`` marks where it is given."""
+    rows = x.reshape(-1, x.shape[-1])
+    return rows[real_rows] if real_rows is not None and len(real_rows) == len(rows) else rows
+
+
 class RowSample:
     """Up to :data:`ROWS` input rows of one site, spread over the calibration batches seen."""
 
@@ -36,9 +42,7 @@ class RowSample:
     def observe(self, x: np.ndarray, real_rows: np.ndarray | None = None) -> None:
         """``real_rows``: a mask over the rows of ``x`` (a text batch's attention mask: padding rows
         are most rows of short sentences at s128, and their outputs are never read), or None: all."""
-        rows = x.reshape(-1, x.shape[-1])
-        if real_rows is not None and len(real_rows) == len(rows):
-            rows = rows[real_rows]
+        rows = token_rows(x, real_rows)
         self.rows.append(rows[np.linspace(0, len(rows) - 1, min(self.per_batch, len(rows))).astype(int)])
 
     def array(self) -> np.ndarray:

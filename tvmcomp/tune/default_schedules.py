@@ -10,6 +10,10 @@ instead of a refusal or untuned scalar loops (~100x slower). The rules, tried in
   tile. Where the right-hand operand is packed in a dot-product instruction's block layout
   (:mod:`tvmcomp.quant.dot_kernels`), the innermost block is tensorized with that instruction
   (``vpdpbusd``, ``vpmaddubsw``, ``vpmaddwd``, ``sdot``), so integer kernels run on it unrecorded.
+- :class:`GroupedMatmul`: an int4 Linear (:func:`~tvmcomp.quant.dot_kernels.int4_group_matmul`):
+  the same register tiles, each group's dot products on the target's int4 dot instruction in int32,
+  then added to the float tile with the group's scales. It is not tuned: MetaSchedule cannot
+  tensorize the nibble reads, and a tuned scalar kernel would be slower than this one.
 - :class:`RowReduction`, dlight's CPU ``Reduction`` rule: softmax and layer norm (row reductions,
   then elementwise).
 - :class:`Elementwise`: everything else (reshapes, quantize, gathers, masks, convolutions):
@@ -21,7 +25,7 @@ Tuning still wins (it searches tile sizes, cache levels and weight layouts). The
 
 from __future__ import annotations
 
-from ..quant.dot_kernels import DotKernel
+from ..quant.dot_kernels import INT4_GROUP_DOT, DotKernel
 
 SPATIAL, REDUCE = 0, 2  # tirx IterVar kinds
 MIN_PARALLEL_ELEMENTS = 16384  # below this, waking the thread pool costs more than it saves
@@ -172,7 +176,7 @@ class Matmul:
     """See the module docstring; ``dot_kernels`` are the target's (tried on packed operands)."""
 
     def __init__(self, dot_kernels: list[DotKernel] = ()):
-        self.dot_kernels = list(dot_kernels)
+        self.dot_kernels = [kernel for kernel in dot_kernels if kernel.weight_bits != 4]  # int4: GroupedMatmul
 
     def apply(self, func, target, _tunable):
         from tvm import s_tir
@@ -278,6 +282,77 @@ class Matmul:
         return sch
 
 
+class GroupedMatmul:
+    """See the module docstring; ``dot_kernels``: the target's int4 ones (``weight_bits`` 4)."""
+
+    def __init__(self, dot_kernels: list[DotKernel] = ()):
+        self.dot_kernels = [kernel for kernel in dot_kernels if kernel.weight_bits == 4]
+
+    @staticmethod
+    def matches(func) -> bool:
+        """Whether ``func`` is an int4 Linear kernel."""
+        from tvm import s_tir
+
+        try:
+            s_tir.Schedule(func).get_sblock(INT4_GROUP_DOT)
+        except Exception:  # noqa: BLE001 - no such block
+            return False
+        return True
+
+    def apply(self, func, target, _tunable):
+        from tvm import s_tir
+
+        if not self.matches(func):
+            return None
+        sch = s_tir.Schedule(func)
+        packed = next(r.source for r in sch.get(sch.get_sblock(INT4_GROUP_DOT)).reads if r.source.dtype == "uint8"
+                      and len(r.source.shape) == 4)
+        for kernel in self.dot_kernels:
+            if tuple(int(d) for d in packed.shape[-2:]) == kernel.packed_block:
+                try:
+                    return self._schedule(s_tir.Schedule(func), kernel, target)
+                except Exception:  # noqa: BLE001 - the block does not match the instruction's description
+                    continue
+        return None
+
+    @staticmethod
+    def _schedule(sch, kernel: DotKernel, target):
+        blocks = _inline_producers_and_chain(sch)
+        dot, total, epilogue = blocks[0], blocks[1], blocks[2:]
+        bn = kernel.weight_block[0]
+        *batch, i, n, g = sch.get_loops(total)
+        # two vectors of accumulators per row: the nibble masks, offsets and both halves of the codes
+        # need registers too (4 AVX2 vectors per row spilled to the stack)
+        tile_bits = min(REGISTER_TILE_BITS, 2 * _vector_bits(target))
+        per_row = next(b for b in (4, 2, 1) if b * bn * 32 <= tile_bits and (_extent(sch, n) // bn) % b == 0)
+        rows = next(r for r in REGISTER_ROWS if (_extent(sch, i) or 1) % r == 0)
+        i0, i1 = sch.split(i, factors=[None, rows])
+        n0, n1 = sch.split(n, factors=[None, per_row * bn])
+        sch.reorder(*batch, n0, i0, g, i1, n1)
+        sch.compute_at(dot, g)
+        lanes = _vector_lanes(target, 32)
+        Matmul._finish(sch, total, epilogue, [*batch, n0, i0], i0, lanes)
+        # the group's dot products: [rows x per_row] instructions per block of codes
+        row, column, block, byte = sch.get_loops(dot)[-4:]
+        column_block, lane = sch.split(column, factors=[None, bn])
+        sch.reorder(block, row, column_block, lane, byte)
+        instruction = sch.blockize(lane)
+        init = sch.decompose_reduction(instruction, block)
+        sch.tensorize(instruction, kernel.intrinsic)
+        sch.unroll(row)
+        sch.unroll(column_block)
+        sch.vectorize(sch.get_loops(init)[-1])
+        # the float tile += the group's int32 tile times its scales
+        tile_row, tile_column = sch.get_loops(total)[-2:]
+        vectors, vector = sch.split(tile_column, factors=[None, lanes])
+        sch.vectorize(vector)
+        sch.unroll(vectors)
+        sch.unroll(tile_row)
+        init = sch.decompose_reduction(total, g)
+        _vectorize(sch, sch.get_loops(init)[-1], lanes)
+        return sch
+
+
 class RowReduction:
     """Softmax and norms: reductions over one axis per row, then elementwise stages.
 
@@ -327,7 +402,7 @@ def default_rules(target, dot_kernels: list[DotKernel]) -> list:
     from tvm.s_tir import dlight
 
     if target.kind.name == "llvm":
-        return [Matmul(dot_kernels), RowReduction(), Elementwise()]
+        return [GroupedMatmul(dot_kernels), Matmul(dot_kernels), RowReduction(), Elementwise()]
     gpu = dlight.gpu
     return [gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback()]
 

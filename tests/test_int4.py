@@ -1,0 +1,181 @@
+"""w4a8: 4-bit weights in groups, two codes per byte, on the int8 dot instructions (#14).
+
+The packing, the per-group quantization and the Linear are checked against NumPy written out
+here; the kernels run where the host has their instruction and are disassembled where it does not.
+"""
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.script import relax as R
+
+from models_for_tests import mlp_source
+from test_dot_kernels import _disassemble, _host_has, _x86_preset_on
+from tvmcomp.build import build
+from tvmcomp.errors import TvmcompError
+from tvmcomp.quant.calibrate import SiteRange
+from tvmcomp.quant.dot_kernels import DotKernels, dot_kernels_for, pack_int4_weight
+from tvmcomp.quant.pipeline import QuantOptions
+from tvmcomp.quant.realize import Realize, quantize_weight
+from tvmcomp.quant.schemes import Granularity, QuantScheme, TensorQuant, get_scheme, register_scheme
+from tvmcomp.targets import resolve_target
+
+W4A8 = get_scheme("w4a8")
+
+
+def test_int4_weights_pack_two_codes_per_byte_in_the_kernel_block_layout():
+    """Byte [i, j, c, r]: output channel i*bn + c, codes j*bk + r (low nibble) and j*bk + bk/2 + r
+    (high nibble), each stored as code + 8."""
+    codes = np.random.default_rng(0).integers(-8, 8, (32, 48))  # [K, N]
+    packed = pack_int4_weight(codes, (16, 8))
+    assert packed.shape == (3, 4, 16, 4) and packed.dtype == np.uint8
+    for i, j, c, r in np.ndindex(packed.shape):
+        byte = int(packed[i, j, c, r])
+        assert (byte & 0xF) - 8 == codes[j * 8 + r, i * 16 + c]
+        assert (byte >> 4) - 8 == codes[j * 8 + 4 + r, i * 16 + c]
+
+
+def test_weights_are_quantized_with_one_scale_per_group_and_output_channel():
+    weight = np.random.default_rng(1).standard_normal((64, 8)).astype(np.float32)  # [K, N], groups of 32
+    weight[40, 3] = 9.0  # an outlier: only its own group of channel 3 gets the coarse step
+    codes, scales = quantize_weight(weight, W4A8.weight)
+    assert scales.shape == (2, 8)
+    for g, n in np.ndindex(scales.shape):
+        rows = weight[g * 32:(g + 1) * 32, n]
+        step = np.float32(np.abs(rows).max() / 7)  # symmetric 4-bit: codes -7..7
+        assert scales[g, n] == pytest.approx(step, rel=1e-6)
+        np.testing.assert_array_equal(codes[g * 32:(g + 1) * 32, n], np.clip(np.round(rows / step), -7, 7))
+    assert scales[1, 3] > 4 * scales[0, 3]
+
+
+@tvm.script.ir_module
+class WideLinear:
+    @R.function
+    def main(x: R.Tensor((6, 64), "float32"), w: R.Tensor((32, 64), "float32"), b: R.Tensor((32,), "float32")):
+        R.func_attr({"num_input": 1, "tvmcomp.quant_sites": ["w:T"]})
+        with R.dataflow():
+            wt = R.permute_dims(w, axes=[1, 0])
+            xs = R.call_pure_packed("tvmcomp.quant_site", x, R.prim_value(0), ty_args=(R.Tensor((6, 64), "float32"),))
+            y = R.matmul(xs, wt, out_dtype="float32")
+            z = R.add(b, y)
+            R.output(z)
+        return z
+
+
+def _w4a8_reference(x, weight_nk, bias, scale, zero_point):
+    """uint8 codes of x (round half to even); 4-bit codes of W with a step per (group of 32, output);
+    per group an integer dot product, scaled by s_x * s_w[g, n]; summed over groups; plus the bias."""
+    xq = np.clip(np.round(x / np.float32(scale)) + zero_point, 0, 255).astype(np.int64)
+    weight = weight_nk.T.astype(np.float32)
+    k, n = weight.shape
+    y = np.zeros((x.shape[0], n))
+    for g in range(k // 32):
+        rows = weight[g * 32:(g + 1) * 32]
+        step = (np.abs(rows).max(axis=0) / 7).astype(np.float32)
+        wq = np.clip(np.round(rows / step), -7, 7).astype(np.int64)
+        acc = (xq[:, g * 32:(g + 1) * 32] - zero_point) @ wq
+        y += acc * (np.float64(np.float32(scale)) * step)
+    return y + bias
+
+
+def _wide_linear_inputs():
+    rng = np.random.default_rng(2)
+    params = {"w": rng.standard_normal((32, 64)).astype(np.float32), "b": rng.standard_normal(32).astype(np.float32)}
+    x = rng.standard_normal((6, 64)).astype(np.float32) * 1.5  # some values clip
+    return params, {0: SiteRange(scale=0.021, zero_point=120, lo=-2.5, hi=2.8)}, x
+
+
+@pytest.mark.parametrize("mcpu, feature, intrinsic", [("znver3", "avx2", "dot_8x8_w4_avx2"),
+                                                      ("znver4", "avx512vnni", "dot_16x8_w4_vnni")])
+def test_w4a8_linear_on_the_int4_dot_kernel_matches_the_integer_reference(mcpu, feature, intrinsic, empty_schedules):
+    """The realized Linear, default-scheduled and tensorized with the int4 intrinsic, run here."""
+    if not _host_has(feature):
+        pytest.skip(f"the host has no {feature} to run {intrinsic} on (the assembly test covers it)")
+    from tvmcomp.build import compile_with_database
+    from tvmcomp.lowering import fuse_for_tuning
+    from tvmcomp.tune import open_database
+
+    target = _x86_preset_on(mcpu)
+    kernels = dot_kernels_for(target)
+    assert kernels.int4.intrinsic == intrinsic
+    params, ranges, x = _wide_linear_inputs()
+    realized = Realize(params, ranges, W4A8, kernels)(WideLinear)
+    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized)
+    executable = compile_with_database(fuse_for_tuning(bound, target.tvm_target()), target, open_database(target))
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+    want = _w4a8_reference(x, params["w"], params["b"], 0.021, 120)
+    # one unit of a group's int32 sum is worth s_x * s_w in the output; float sums of the groups
+    # in another order differ in the last bits only: "exact" is far below one unit
+    unit = 0.021 * quantize_weight(np.ascontiguousarray(params["w"].T), W4A8.weight)[1].min()
+    assert np.abs(got - want).max() < unit / 100
+
+
+def test_realized_w4a8_linear_holds_packed_bytes_and_group_scales_only():
+    params, ranges, _ = _wide_linear_inputs()
+    kernels = dot_kernels_for(_x86_preset_on("znver4"))
+    realized = Realize(params, ranges, W4A8, kernels)(WideLinear)
+    constants = [c.value.numpy() for c in _constants(realized["main"]) if isinstance(c.value, tvm.runtime.Tensor)]
+    weights = [c for c in constants if c.size >= 32 * 64 // 2]
+    assert [(c.dtype, c.shape) for c in weights] == [(np.uint8, (2, 8, 16, 4))]  # 64 x 32 codes in 1024 bytes
+    codes, _ = quantize_weight(np.ascontiguousarray(params["w"].T), W4A8.weight)
+    np.testing.assert_array_equal(weights[0], pack_int4_weight(codes, (16, 8)))
+    assert any(c.dtype == np.float32 and c.shape == (2, 32) for c in constants)  # a scale per group and output
+
+
+def _constants(func):
+    found = []
+    relax.analysis.post_order_visit(func, lambda e: found.append(e) if isinstance(e, tvm.ir.expr.Constant) else None)
+    return found
+
+
+@pytest.mark.parametrize("mcpu, expected, absent", [("znver3", "vpmaddubsw", "vpdpbusd"),
+                                                    ("znver4", "vpdpbusd", "vpmaddubsw")])
+def test_w4a8_library_unpacks_nibbles_in_registers_into_the_dot_instruction(mcpu, expected, absent, empty_schedules,
+                                                                            tmp_path):
+    """AVX2: each 32-byte load of codes is masked (vpand) and shifted (vpsrlw), and both halves feed
+    vpmaddubsw, with no unpacked weight anywhere: the library is smaller than the int8 one by
+    about half the weight bytes."""
+    target = _x86_preset_on(mcpu)
+    w4 = build(mlp_source(), target, tmp_path / "w4", QuantOptions("w4a8", samples=4))
+    assembly = _disassemble("objdump", tmp_path / "w4" / "model.so")
+    instructions = re.findall(r"^ *[0-9a-f]+:\t[^\t\n]*\t(\w+)", assembly, flags=re.M)
+    assert instructions.count(expected) >= 16 and absent not in instructions
+    if mcpu == "znver3":
+        first = instructions.index("vpmaddubsw")
+        assert {"vpand", "vpsrlw"} <= set(instructions[first - 12:first])
+    int8 = build(mlp_source(), target, tmp_path / "int8", QuantOptions("int8", samples=4))
+    weight_bytes = 64 * 512 * 2  # the MLP's two Linears, in int8
+    saved = (tmp_path / "int8" / "model.so").stat().st_size - (tmp_path / "w4" / "model.so").stat().st_size
+    # half the int8 bytes go, a float scale per 32 weights comes: 0.5 - 4/32 of the int8 bytes saved
+    assert saved > 0.3 * weight_bytes
+    assert w4.metadata["variant"] == "w4a8"
+
+
+def test_w4a8_arm_library_feeds_unpacked_nibbles_to_sdot(empty_schedules, tmp_path):
+    """Cross-compiled: the emulated board runs it (test_board.py)."""
+    build(mlp_source(), resolve_target("arm"), tmp_path / "w4", QuantOptions("w4a8", samples=4))
+    assembly = _disassemble("aarch64-linux-gnu-objdump", tmp_path / "w4" / "model.so")
+    instructions = re.findall(r"^ *[0-9a-f]+:\t[0-9a-f]+ \t(\w+)", assembly, flags=re.M)
+    # the high nibbles minus 8: ushr and sub, or one usra onto -8
+    assert instructions.count("sdot") >= 16 and ({"ushr", "usra"} & set(instructions))
+
+
+def test_w4a8_is_refused_for_a_target_with_no_int4_kernel(tmp_path):
+    with pytest.raises(TvmcompError, match=r"w4a8 needs an int4 dot kernel .*'rpi4' has none: use --quant int8"):
+        build(mlp_source(), resolve_target("rpi4"), tmp_path / "pkg", QuantOptions("w4a8", samples=4))
+
+
+@pytest.mark.parametrize("weight, message", [
+    (TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=32),
+     "weights with a scale per group must be 4-bit"),
+    (TensorQuant(bits=4, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=48),
+     "weight groups must hold 32, 64, 128 input channels, not 48"),
+])
+def test_a_grouped_weight_scheme_the_kernels_cannot_run_is_refused(weight, message):
+    scheme = QuantScheme("bad-groups", "", weight=weight, activation=W4A8.activation)
+    with pytest.raises(TvmcompError, match=message):
+        register_scheme(scheme)
