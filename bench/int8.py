@@ -28,7 +28,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# bench/ off sys.path (a script's folder is put first): its kernels.py would hide the `kernels` package
+sys.path = [str(REPO)] + [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 BATCH, SEQ_LEN = 1, 128
 TVMCOMP_VARIANTS = {  # name -> tvmcomp build arguments; kernels come from schedules/
@@ -48,14 +49,15 @@ TVMCOMP_VARIANTS = {  # name -> tvmcomp build arguments; kernels come from sched
 }
 
 
-def onnx_engines(module, inputs: dict, calibration: list[dict], workdir: Path, threads: int) -> dict:
-    """name -> (run(inputs) -> hidden state, bytes on disk) for the ONNX Runtime variants of a text encoder."""
+def onnx_engines(module, inputs: dict, calibration: list[dict], workdir: Path, threads: int, more_ort=None) -> dict:
+    """name -> (run(inputs) -> hidden state, bytes on disk) for the ONNX Runtime variants of a text encoder;
+    ``more_ort(fp32_path, workdir, threads)`` adds others (bench/int4.py: the int4 MatMulNBits one)."""
     import torch
 
     fp32 = workdir / "model.onnx"
     torch.onnx.export(module, tuple(torch.from_numpy(v) for v in inputs.values()), str(fp32),
                       input_names=list(inputs), output_names=["last_hidden_state"], dynamo=True, verbose=False)
-    return ort_engines(fp32, calibration, workdir, threads)
+    return ort_engines(fp32, calibration, workdir, threads) | (more_ort(fp32, workdir, threads) if more_ort else {})
 
 
 def ort_engines(fp32: Path, calibration: list[dict], workdir: Path, threads: int) -> dict:
@@ -109,7 +111,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=50)
     args = parser.parse_args()
+    run_table("int8", TVMCOMP_VARIANTS, args.model, SEQ_LEN, args.threads, args.repeat)
 
+
+def run_table(kind: str, variants: dict, model: str, seq_len: int, threads: int, repeat: int, more_ort=None) -> None:
+    """Time and evaluate the peers and each tvmcomp variant (name -> build arguments) on ``model`` at
+    b1 ``seq_len``; writes bench/results/<date>-<kind>-<model>[-s<seq_len>].json and .md."""
     import torch
 
     from tvmcomp.bench import bench_package, time_callable
@@ -117,12 +124,12 @@ def main() -> None:
     from tvmcomp.evaluate import accuracy_against_float, evaluate_package, torch_runner
     from tvmcomp.models import get_model
 
-    torch.set_num_threads(args.threads)
-    entry = get_model(args.model)
+    torch.set_num_threads(threads)
+    entry = get_model(model)
     module = entry.load_torch()
-    inputs = entry.make_inputs(BATCH, SEQ_LEN)
-    calibration = entry.make_calibration_inputs(32, BATCH, SEQ_LEN)
-    workdir = Path(tempfile.mkdtemp(prefix="tvmcomp-int8-bench-"))
+    inputs = entry.make_inputs(BATCH, seq_len)
+    calibration = entry.make_calibration_inputs(32, BATCH, seq_len)
+    workdir = Path(tempfile.mkdtemp(prefix=f"tvmcomp-{kind}-bench-"))
     run_float = torch_runner(module)
 
     engines = {
@@ -130,34 +137,35 @@ def main() -> None:
     }
     dynamic = torch.ao.quantization.quantize_dynamic(entry.load_torch(), {torch.nn.Linear}, dtype=torch.qint8)
     engines["pytorch dynamic int8"] = (torch_runner(dynamic), torch_state_bytes(dynamic))
-    engines.update(onnx_engines(module, inputs, calibration, workdir, args.threads))
+    engines.update(onnx_engines(module, inputs, calibration, workdir, threads, more_ort))
 
     rows = {}
     for name, (run, size) in engines.items():  # everything not TVM first: TVM's pool slows them afterwards
         print(f"[bench] {name}", file=sys.stderr, flush=True)
-        rows[name] = {"latency": latency_stats(time_callable(lambda: run(inputs), args.repeat)), "bytes": size,
-                      "accuracy": accuracy_against_float(run_float, run, entry.tokenize, BATCH, SEQ_LEN)}
+        rows[name] = {"latency": latency_stats(time_callable(lambda: run(inputs), repeat)), "bytes": size,
+                      "accuracy": accuracy_against_float(run_float, run, entry.tokenize, BATCH, seq_len)}
 
-    for i, (name, build_args) in enumerate(TVMCOMP_VARIANTS.items()):
+    for i, (name, build_args) in enumerate(variants.items()):
         package = workdir / f"tvmcomp-{i}"
-        subprocess.run([sys.executable, "-m", "tvmcomp.cli", "build", "--model", args.model, "--target", "x86",
-                        *build_args, "-o", str(package)], check=True)
-        timing = bench_package(package, repeat=args.repeat, threads=args.threads)
+        subprocess.run([sys.executable, "-m", "tvmcomp.cli", "build", "--model", model, "--target", "x86",
+                        "--seq-len", str(seq_len), *build_args, "-o", str(package)], check=True)
+        timing = bench_package(package, repeat=repeat, threads=threads)
         rows[name] = {"latency": timing["tvmcomp"], "bytes": timing["library_bytes"],
                       "accuracy": {k: v for k, v in evaluate_package(package).items() if k not in ("package", "variant")}}
 
     date = datetime.date.today().isoformat()
-    report = {"date": date, "model": f"{args.model} ({entry.description})", "batch": BATCH, "seq_len": SEQ_LEN,
-              "target": timing["target"], "threads": args.threads, "repeat": args.repeat, "results": rows}
+    report = {"date": date, "model": f"{model} ({entry.description})", "batch": BATCH, "seq_len": seq_len,
+              "target": timing["target"], "threads": threads, "repeat": repeat, "results": rows}
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{date}-int8-{args.model}.json").write_text(json.dumps(report, indent=2) + "\n")
+    stem = f"{date}-{kind}-{model}" + ("" if seq_len == SEQ_LEN else f"-s{seq_len}")
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     torch_ms = rows["pytorch fp32"]["latency"]["median_ms"]
     lines = [
-        f"# int8 benchmark: {args.model} b{BATCH} s{SEQ_LEN}, {args.threads} threads, {timing['target']}, {date}",
+        f"# {kind} benchmark: {model} b{BATCH} s{seq_len}, {threads} threads, {timing['target']}, {date}",
         "",
-        f"{args.repeat} timed runs each, one process; accuracy vs the float PyTorch model on real text "
-        "(200 Pang & Lee sentences, 437 WordSim-353 words). bench/int8.py.",
+        f"{repeat} timed runs each, one process; accuracy vs the float PyTorch model on real text "
+        f"(200 Pang & Lee sentences, 437 WordSim-353 words). bench/{kind}.py.",
         "",
         "| engine | median ms | vs pytorch fp32 | MiB | cosine mean | cosine min | probe acc (float) | probe drop pt | WordSim rho |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -168,7 +176,7 @@ def main() -> None:
             f"| {name} | {ms:.2f} | {torch_ms / ms:.2f}x | {row['bytes'] / 2**20:.1f} | {acc['embedding_cosine_mean']:.4f} | "
             f"{acc['embedding_cosine_min']:.4f} | {acc['probe_accuracy_package']:.3f} ({acc['probe_accuracy_float']:.3f}) | "
             f"{acc['probe_accuracy_drop_pt']:.1f} | {acc['wordsim_spearman_float_vs_package']:.4f} |")
-    (out / f"{date}-int8-{args.model}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

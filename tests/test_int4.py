@@ -5,6 +5,7 @@ here; the kernels run where the host has their instruction and are disassembled 
 """
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -126,6 +127,51 @@ def test_realized_w4a8_linear_holds_packed_bytes_and_group_scales_only():
     assert any(c.dtype == np.float32 and c.shape == (2, 32) for c in constants)  # a scale per group and output
 
 
+def test_weight_only_w4_linear_decodes_its_packed_codes_in_the_float_matmul(empty_schedules):
+    """w4: float x times the 4-bit codes times their group scales, the codes stored two per byte only."""
+    from tvmcomp.build import compile_with_database
+    from tvmcomp.lowering import fuse_for_tuning
+    from tvmcomp.tune import open_database
+
+    w4 = get_scheme("w4")
+    params, ranges, x = _wide_linear_inputs()
+    realized = Realize(params, ranges, replace(w4, weight_rounding="nearest"), DotKernels())(WideLinear)
+    constants = [c.value.numpy() for c in _constants(realized["main"]) if isinstance(c.value, tvm.runtime.Tensor)]
+    assert [(c.dtype, c.shape) for c in constants if c.size >= 32 * 64 // 2] == [(np.uint8, (2, 32, 16, 1))]
+    target = resolve_target("x86")
+    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized)
+    executable = compile_with_database(fuse_for_tuning(bound, target.tvm_target()), target, open_database(target))
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+    weight = params["w"].T  # [K, N]: a step per (group of 32 rows, column), codes -7..7
+    steps = np.abs(weight.reshape(2, 32, 32)).max(axis=1) / 7
+    codes = np.clip(np.round(weight.reshape(2, 32, 32) / steps[:, None, :]), -7, 7)
+    want = np.einsum("mgk,gkn->mn", x.astype(np.float64).reshape(6, 2, 32), codes * steps[:, None, :]) + params["b"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_weight_only_kernel_decodes_each_column_panel_once_for_all_rows():
+    """The decode sits under the parallel column-panel loop only: not under the matmul's row tiles
+    (decoded again per row) nor hoisted out of it (a decoded copy of the whole weight)."""
+    from tvm import s_tir, tirx
+
+    from tvmcomp.lowering import fuse_for_tuning
+    from tvmcomp.tune.default_schedules import apply_default_schedules
+
+    params, ranges, _ = _wide_linear_inputs()
+    realized = Realize(params, ranges, replace(get_scheme("w4"), weight_rounding="nearest"))(WideLinear)
+    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized)
+    target = resolve_target("x86").tvm_target()
+    scheduled = apply_default_schedules(fuse_for_tuning(bound, target), target)
+    func = next(f for _, f in scheduled.functions_items() if isinstance(f, tirx.PrimFunc) and "int4_decode" in f.script())
+    sch = s_tir.Schedule(func)
+    decode_loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock("int4_decode"))]
+    matmul_loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock("int4_decoded_matmul_update"))]
+    shared = [loop for loop in decode_loops if any(loop.same_as(other) for other in matmul_loops)]
+    assert len(shared) == 1 and shared[0].kind == tirx.ForKind.PARALLEL
+    assert [int(loop.extent) for loop in decode_loops[1:]] == [64, 2, 16]  # K rows x 32 columns, in vectors
+
+
 def _constants(func):
     found = []
     relax.analysis.post_order_visit(func, lambda e: found.append(e) if isinstance(e, tvm.ir.expr.Constant) else None)
@@ -174,8 +220,25 @@ def test_w4a8_is_refused_for_a_target_with_no_int4_kernel(tmp_path):
      "weights with a scale per group must be 4-bit"),
     (TensorQuant(bits=4, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=48),
      "weight groups must hold 32, 64, 128 input channels, not 48"),
+    (TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL), "with float activations, "
+     "weights must be 4-bit in groups"),
 ])
 def test_a_grouped_weight_scheme_the_kernels_cannot_run_is_refused(weight, message):
-    scheme = QuantScheme("bad-groups", "", weight=weight, activation=W4A8.activation)
+    activation = None if weight.granularity is Granularity.PER_CHANNEL else W4A8.activation  # weight-only
+    scheme = QuantScheme("bad-groups", "", weight=weight, activation=activation)
     with pytest.raises(TvmcompError, match=message):
         register_scheme(scheme)
+
+
+def test_int4_flags_are_checked_before_any_work(tmp_path, capsys):
+    from test_cli import assert_user_error
+
+    out = ["-o", str(tmp_path / "p")]
+    assert_user_error(capsys, ["build", "--group-size", "64", *out], "--group-size groups int4 weights: add --quant w4a8")
+    assert_user_error(capsys, ["build", "--quant", "int8", "--group-size", "64", *out], "add --quant w4a8 or --quant w4")
+    assert_user_error(capsys, ["build", "--quant", "w4a8", "--group-size", "48", *out],
+                      "--group-size is one of 32, 64, 128 (the int4 kernels read 8 codes at a time")
+    assert_user_error(capsys, ["build", "--weight-rounding", "gptq", *out],
+                      "--weight-rounding rounds quantized weights: add --quant int8")
+    assert_user_error(capsys, ["build", "--quant", "w4a8", "--target", "rpi4", *out],
+                      "w4a8 needs an int4 dot kernel")

@@ -249,7 +249,8 @@ def build(
     stream = stream or sys.stderr
     if quant.quantizes:
         scheme = quant.resolve_scheme()  # an unknown name fails before any work
-        if scheme.weight.granularity is Granularity.PER_GROUP and dot_kernels_for(target).int4 is None:
+        if (scheme.weight.granularity is Granularity.PER_GROUP and scheme.activation is not None
+                and dot_kernels_for(target).int4 is None):
             raise TvmcompError(f"{scheme.name} needs an int4 dot kernel (an \"int4_dot\" entry in the target preset "
                                f"whose CPU feature the target has); '{target.name}' has none: use --quant int8")
     check_code_forms(list(dump))

@@ -38,9 +38,10 @@ see `tvmcomp COMMAND --help` for each command."""
 def _add_quant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", default="fp32", help="compression scheme: fp32 (no compression), int8 (W8A8, "
                         "calibrated on real data), pot8 (int8 with power-of-two steps, H-ViT: the Q, K, V and "
-                        "attention outputs requantized by integer shifts) or w4a8 (int4 weights, two per byte, with a "
-                        "scale per group of input channels; int8 activations; on x86) (default: fp32)")
-    parser.add_argument("--group-size", type=int, metavar="G", help="input channels sharing a scale in w4a8's int4 "
+                        "attention outputs requantized by integer shifts), w4a8 (int4 weights, two per byte, with a "
+                        "scale per group of input channels, rounded by GPTQ; int8 activations; x86 and arm) or w4 "
+                        "(the same int4 weights, float activations: batch 1, short inputs) (default: fp32)")
+    parser.add_argument("--group-size", type=int, metavar="G", help="input channels sharing a scale in int4 "
                         f"weights: {', '.join(map(str, GROUP_SIZES))} (default 32; larger: smaller library, "
                         "coarser weights)")
     parser.add_argument("--weight-rounding", choices=WEIGHT_ROUNDINGS, help="how Linear weights are rounded to their "
@@ -287,7 +288,7 @@ def _quant_options(args):
             raise TvmcompError(f"{flag} {meaning}: add --quant int8")
     if args.group_size is not None:
         if args.quant == FLOAT or get_scheme(args.quant).weight.granularity is not Granularity.PER_GROUP:
-            raise TvmcompError("--group-size groups int4 weights: add --quant w4a8")
+            raise TvmcompError("--group-size groups int4 weights: add --quant w4a8 or --quant w4")
         if args.group_size not in GROUP_SIZES:
             raise TvmcompError(f"--group-size is one of {', '.join(map(str, GROUP_SIZES))} (the int4 kernels read 8 "
                                f"codes at a time, and BERT's and ViT's widths divide by these), not {args.group_size}")

@@ -128,7 +128,8 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     ranges = {}
     for index, obs in observers.items():
         lo, hi = obs.range(scheme.activation)
-        scale, zero = scheme.activation.scale_zero_point(lo, hi)
+        # weight-only schemes calibrate for GPTQ's x^T x only: their inputs have no grid
+        scale, zero = (1.0, 0) if scheme.activation is None else scheme.activation.scale_zero_point(lo, hi)
         per_channel = {}
         if index in channels:
             lows, highs, squares, count = channels[index]

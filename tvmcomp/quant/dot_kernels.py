@@ -117,7 +117,11 @@ def pack_int4_weight(codes_kn: np.ndarray, block: tuple[int, int]) -> np.ndarray
     return np.ascontiguousarray(rows.reshape(n // bn, bn, k // bk, bk // 2).transpose(0, 2, 1, 3))
 
 
-INT4_GROUP_DOT = "int4_group_dot"  # the compute name :class:`~tvmcomp.tune.default_schedules.GroupedMatmul` schedules
+INT4_GROUP_DOT = "int4_group_dot"
+INT4_DECODE = "int4_decode"  # the weight-only kernel's decoded panel (Matmul computes it per column panel)
+# weight-only int4 (float x): 16 output channels x 2 codes, so a byte holds one code of each of two
+# input channels and 16 outputs' bytes are contiguous: one load and a mask give a vector of codes
+WEIGHT_ONLY_BLOCK = (16, 2)  # the compute name :class:`~tvmcomp.tune.default_schedules.GroupedMatmul` schedules
 
 
 def int4_group_matmul(x, packed, scale, group_size: int):
@@ -146,11 +150,42 @@ def int4_group_matmul(x, packed, scale, group_size: int):
         return te.sum(x[(*row, block * bk + r)].astype("int32") * nibble_code(byte, False)
                       + x[(*row, block * bk + half + r)].astype("int32") * nibble_code(byte, True), axis=[kb, r])
 
-    acc = te.compute((*lead, groups, n_blocks * bn), dot, name=INT4_GROUP_DOT)
+    sums = te.compute((*lead, groups, n_blocks * bn), dot, name=INT4_GROUP_DOT)
     g = te.reduce_axis((0, groups), "g")
     return te.compute((*lead, n_blocks * bn),
-                      lambda *i: te.sum(acc[(*i[:-1], g, i[-1])].astype("float32") * scale[g, i[-1]], axis=g),
+                      lambda *i: te.sum(sums[(*i[:-1], g, i[-1])].astype("float32") * scale[g, i[-1]], axis=g),
                       name="int4_group_sum")
+
+
+def int4_decoded_matmul(x, packed, scale, group_size: int):
+    """TE compute, weight-only: float ``x[..., K]`` times 4-bit codes packed in :data:`WEIGHT_ONLY_BLOCK`::
+
+        w[k, n] = code(k, n) * scale[k // group_size, n]       (int4_decode)
+        y[..., n] = sum_k x[..., k] * w[k, n]
+
+    The default schedule (:class:`~tvmcomp.tune.default_schedules.Matmul`) decodes ``w`` one column
+    panel at a time into a buffer the size of the panel, then runs the float register tiles of
+    every row on it: the decode is paid once per weight, not once per row, and no decoded copy of
+    the whole weight exists (MLC-LLM's decode-matmul fusion, with the panel as the shared memory)."""
+    import tvm
+    from tvm import te
+
+    from .nibbles import nibble_code
+
+    n_blocks, k_blocks, bn, half = (int(d) for d in packed.shape)
+    bk = 2 * half
+
+    def decode(k, n):
+        byte = packed[n // bn, k // bk, n % bn, k % half]
+        # which nibble as a choice, not a shift by a loop variable: Relax's loop variables are int64,
+        # and the vectors of codes would be widened to int64 with them
+        code = tvm.tirx.if_then_else(k % bk < half, nibble_code(byte, False), nibble_code(byte, True))
+        return code.astype("float32") * scale[k // group_size, n]
+
+    weight = te.compute((k_blocks * bk, n_blocks * bn), decode, name=INT4_DECODE)
+    k = te.reduce_axis((0, k_blocks * bk), name="k")
+    return te.compute((*x.shape[:-1], n_blocks * bn), lambda *i: te.sum(x[(*i[:-1], k)] * weight[k, i[-1]], axis=k),
+                      name="int4_decoded_matmul")
 
 
 def pack_operand(x, block: tuple[int, int]):

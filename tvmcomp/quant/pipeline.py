@@ -88,7 +88,8 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
     """
     stream = stream or sys.stderr
     scheme = options.resolve_scheme()
-    keep_float = list(options.keep_float)
+    # a weight-only scheme leaves the matmuls of two activations (attention) float
+    keep_float = list(options.keep_float) + (["bmm_*"] if scheme.activation is None else [])
     probs = options.probs(scheme)
     imported = source.imported
     annotated = Annotate(imported.params, skip=keep_float)(imported.mod)

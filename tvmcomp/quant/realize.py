@@ -33,6 +33,9 @@ int4 dot kernel's block layout; the kernel sums each group in int32 and applies 
     y     = sum_g float(acc_g) * (s_x * s_w[g, n]) - sum_g s_x * s_w[g, n] * sum_{k in g} z_x Wq[k, n]
 
 the last term a constant per output channel. A Linear the kernel does not fit keeps int8 weights.
+Weight-only (float activations, ``w4``): the codes, packed in 16 x 2 blocks, are decoded with
+their scales a column panel at a time inside the float matmul kernel
+(:func:`~tvmcomp.quant.dot_kernels.int4_decoded_matmul`).
 
 A batched matmul of two activations ``a @ b`` (attention) has a site on each operand; both vary at
 run time, so nothing folds into a constant::
@@ -63,8 +66,8 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from .annotate import CONV_ROLE, QUANT_SITE, SITES_ATTR, _is_op, quant_sites
 from .balance import linear_input_steps
 from .gptq import gptq_round
-from .dot_kernels import (DotKernel, DotKernels, int4_group_matmul, pack_int4_weight, pack_operand, pack_weight,
-                          packed_matmul)
+from .dot_kernels import (WEIGHT_ONLY_BLOCK, DotKernel, DotKernels, int4_decoded_matmul, int4_group_matmul,
+                          pack_int4_weight, pack_operand, pack_weight, packed_matmul)
 from .precision import output_sqnr_db
 from .schemes import Granularity, QuantScheme, TensorQuant
 from ..tune.default_schedules import REGISTER_ROWS
@@ -165,6 +168,8 @@ class _Realizer(PyExprMutator):
         if weight_kn is None:
             weight = self.params[site.name]
             weight_kn = np.ascontiguousarray(weight.T if site.transposed else weight, np.float32)
+        if self.scheme.activation is None:
+            return self._weight_only_linear(site, x, weight_kn)
         if self.scheme.weight.granularity is Granularity.PER_GROUP:
             int4 = self._int4_linear(site, x, weight_kn)
             if int4 is not None:
@@ -227,6 +232,20 @@ class _Realizer(PyExprMutator):
         zero_terms = (np.broadcast_to(zero_point, (channels,))[:, None] * wq.astype(np.int64)).reshape(groups, -1, outputs)
         correction = (zero_terms.sum(axis=1) * scale.astype(np.float64)).sum(axis=0)
         return relax.op.subtract(y, relax.const(correction.astype(np.float32)))
+
+    def _weight_only_linear(self, site, x, weight_kn: np.ndarray):
+        """``x @ W`` on float ``x`` with the 4-bit codes decoded in the loop (module docstring); a
+        Linear whose shape the kernel does not take stays float."""
+        channels, outputs = weight_kn.shape
+        quant = self.scheme.weight
+        if channels % quant.group_size or outputs % WEIGHT_ONLY_BLOCK[0]:
+            return relax.op.matmul(x, relax.const(weight_kn))
+        self.counts["int4_linears"] += 1
+        wq, w_scale = self._weight_codes(site, np.ones(channels, np.float32), weight_kn, quant)
+        x, rows = self._pad_rows(x)
+        y = self.builder_.emit_te(int4_decoded_matmul, x, relax.const(pack_int4_weight(wq, WEIGHT_ONLY_BLOCK)),
+                                  relax.const(w_scale), quant.group_size)
+        return self._cut_rows(y, rows)
 
     def _centered(self, x, site, axis: int = -1):
         """``xq - z_x`` as int16 (exact: |xq - z_x| <= 255), for operands whose zero-point terms
@@ -349,6 +368,9 @@ class _Realizer(PyExprMutator):
         if site is None:
             return call
         if site.role == CONV_ROLE:
+            if self.scheme.activation is None:  # weight-only: a patch embedding is a Linear, others stay float
+                patches = self._patch_embedding(site, x, call)
+                return relax.Call(call.op, [x, *call.args[1:]], call.attrs) if patches is None else patches
             return self._conv2d(site, x, call)
         if site.is_linear:
             return self._linear(site, x)

@@ -73,7 +73,7 @@ class QuantScheme:
     name: str
     description: str
     weight: TensorQuant
-    activation: TensorQuant
+    activation: TensorQuant | None  # None: activations stay float (weight-only: the weights decoded in the matmul)
     observer: str = "minmax"  # default activation observer (see observers.OBSERVERS)
     embedding: TensorQuant | None = None  # embedding tables' rows (None: tables stay float)
     wide_activation: TensorQuant | None = None  # inputs of Linears int8 cannot hold (--wide-inputs; :mod:`.precision`)
@@ -124,6 +124,11 @@ def unexecutable(scheme: QuantScheme) -> list[str]:
     for role, quant in (("activations", scheme.activation), ("wide activations", scheme.wide_activation)):
         if quant is not None and quant.power_of_two and not quant.symmetric:
             reasons.append(f"{role} with power-of-two steps must be symmetric (a zero point would move with the step)")
+    if scheme.activation is None:
+        if scheme.weight.granularity is not Granularity.PER_GROUP or scheme.weight.bits != 4:
+            reasons.append("with float activations, weights must be 4-bit in groups (the weight-only int4 kernel)")
+        if scheme.wide_activation is not None or scheme.attn_probs is not None or scheme.balance is not None:
+            reasons.append("with float activations there are no wide inputs, probability grids or balancing")
     if scheme.weight_rounding not in WEIGHT_ROUNDINGS:
         reasons.append(f"weight_rounding is one of {', '.join(WEIGHT_ROUNDINGS)}, not '{scheme.weight_rounding}'")
     if scheme.requantize not in ("float", "integer"):
@@ -196,6 +201,18 @@ register_scheme(
         embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
         attn_probs="uniform:15",
         # nearest rounding cost MiniLM 4 pt of probe accuracy, GPTQ 2 (bench/results/*-int4-minilm.md)
+        weight_rounding="gptq",
+    )
+)
+
+register_scheme(
+    QuantScheme(
+        name="w4",
+        description="weight-only: int4 weights as w4a8's (groups of 32, GPTQ, two codes per byte), decoded inside "
+        "the float matmul; activations and attention float, embedding tables int8; for batch 1 and short inputs",
+        weight=TensorQuant(bits=4, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=32),
+        activation=None,
+        embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
         weight_rounding="gptq",
     )
 )

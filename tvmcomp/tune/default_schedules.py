@@ -25,7 +25,7 @@ Tuning still wins (it searches tile sizes, cache levels and weight layouts). The
 
 from __future__ import annotations
 
-from ..quant.dot_kernels import INT4_GROUP_DOT, DotKernel
+from ..quant.dot_kernels import INT4_DECODE, INT4_GROUP_DOT, DotKernel
 
 SPATIAL, REDUCE = 0, 2  # tirx IterVar kinds
 MIN_PARALLEL_ELEMENTS = 16384  # below this, waking the thread pool costs more than it saves
@@ -69,13 +69,15 @@ def _output_bits(sch, block) -> int:
 def _inline_producers_and_chain(sch) -> list:
     """Inline every block that can be inlined into its consumers; returns the blocks left.
 
-    Repeats until nothing changes: inlining one block can make another inlinable.
+    Repeats until nothing changes: inlining one block can make another inlinable. A weight-only
+    kernel's decoded panel (:data:`~tvmcomp.quant.dot_kernels.INT4_DECODE`) is kept: decoded in the
+    matmul's loop it would be decoded again for every row.
     """
     changed = True
     while changed:
         changed = False
         for block in sch.get_child_blocks(sch.get_sblock("root")):
-            if REDUCE in _iter_kinds(sch, block):
+            if REDUCE in _iter_kinds(sch, block) or sch.get(block).name_hint == INT4_DECODE:
                 continue
             try:
                 sch.compute_inline(block)
@@ -186,10 +188,14 @@ class Matmul:
         if len(reductions) != 1 or not _is_sum_of_products(sch, reductions[0]):
             return None
         blocks = _inline_producers_and_chain(sch)
+        panels = [b for b in blocks if sch.get(b).name_hint == INT4_DECODE]
+        blocks = [b for b in blocks if sch.get(b).name_hint != INT4_DECODE]
         # one matmul block, then at most one epilogue block (the rest of the epilogue inlined into it)
         if len(blocks) > 2 or not sch.get(blocks[0]).same_as(sch.get(reductions[0])):
             return None
         main, epilogue = blocks[0], blocks[1:]
+        if panels:
+            return self._tiled(sch, main, epilogue, target, panels[0])
         for kernel in self._kernels_for(sch, main):
             tensorized = self._packed(sch.copy(), main, epilogue, kernel, target)
             if tensorized is not None:
@@ -232,8 +238,10 @@ class Matmul:
         sch.compute_inline(unpad)
         return epilogue
 
-    def _tiled(self, sch, main, epilogue, target):
-        """Float (or unpacked integer) matmul: [rows x vectors] register tiles, whole reduction."""
+    def _tiled(self, sch, main, epilogue, target, panel=None):
+        """Float (or unpacked integer) matmul: [rows x vectors] register tiles, whole reduction.
+        ``panel``: a block computing the right-hand operand (a weight-only kernel's decode), computed
+        one column panel at a time before the panel's row tiles, which run in one thread."""
         *batch, i, j, k = sch.get_loops(main)
         lanes = _vector_lanes(target, _output_bits(sch, main))
         columns = next((c for c in (REGISTER_TILE_BITS // _output_bits(sch, main), lanes)
@@ -247,7 +255,10 @@ class Matmul:
         j0, j1 = sch.split(j, factors=[None, columns])
         # column panels outermost: a thread's panel of the right operand stays in cache across rows
         sch.reorder(*batch, j0, i0, k, i1, j1)
-        self._finish(sch, main, epilogue, [*batch, j0, i0], i0, lanes)
+        if panel is not None:
+            sch.compute_at(panel, j0)
+            _vectorize(sch, sch.get_loops(panel)[-1], lanes)
+        self._finish(sch, main, epilogue, [*batch, j0] if panel is not None else [*batch, j0, i0], i0, lanes)
         sch.unroll(i1)
         vectors, vector = sch.split(j1, factors=[None, lanes])
         sch.unroll(vectors)
@@ -304,9 +315,9 @@ class GroupedMatmul:
 
         if not self.matches(func):
             return None
-        sch = s_tir.Schedule(func)
-        packed = next(r.source for r in sch.get(sch.get_sblock(INT4_GROUP_DOT)).reads if r.source.dtype == "uint8"
-                      and len(r.source.shape) == 4)
+        probe = s_tir.Schedule(func)
+        packed = next(r.source for r in probe.get(probe.get_sblock(INT4_GROUP_DOT)).reads
+                      if r.source.dtype == "uint8" and len(r.source.shape) == 4)
         for kernel in self.dot_kernels:
             if tuple(int(d) for d in packed.shape[-2:]) == kernel.packed_block:
                 try:
