@@ -316,6 +316,8 @@ def build(
             "preprocessing": preprocessing,
             "build_seconds": round(time.monotonic() - started, 1),
         }
+        if source.pruning is not None:
+            metadata["pruning"] = source.pruning
         (staging / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -83,6 +83,10 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         "minilm); a comma list (32,64,128) builds one package holding kernels for each length, sharing "
                         "one copy of the weights: `run` picks the smallest shape that fits and pads")
     parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2", help="static shape of an ONNX input (repeatable)")
+    parser.add_argument("--prune-flops", type=float, metavar="F", help="structured pruning first (Kwon et al. 2022): "
+                        "keep at most F (0 < F <= 1) of the encoder's FLOPs, removing the attention heads and FFN "
+                        "neurons that matter least to the outputs on calibration text, the rest rescaled to make up "
+                        "for them; BERT-class text models (minilm, Hugging Face BERT/RoBERTa folders)")
     parser.add_argument("--records", metavar="DIR", help="your tuning-records folder: searched before the shipped records, new records written there (default: schedules/ in a checkout, ~/.cache/tvmcomp/schedules when installed)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr (for scripts); errors still print")
 
@@ -317,7 +321,7 @@ def _load_source(args):
 
     if args.calib_data and not Path(args.calib_data).exists():
         raise TvmcompError(f"calibration data not found: {args.calib_data}")
-    source = load_source(args.model, args.batch, args.seq_len, args.input_shape)
+    source = load_source(args.model, args.batch, args.seq_len, args.input_shape, args.prune_flops, _status_stream(args))
     if args.calib_data:
         source.use_calibration_data(args.calib_data)
     return source

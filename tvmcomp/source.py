@@ -24,6 +24,7 @@ class ModelSource:
     # the same model at the other shapes the package serves (function name -> import); ``imported``,
     # compiled as ``main``, is the largest: calibration runs there and every shape reuses its ranges
     variants: dict[str, ImportedModel] = field(default_factory=dict)
+    pruning: dict | None = None  # what --prune-flops kept (:class:`~tvmcomp.prune.PruneReport`)
 
     def shapes(self) -> dict[str, ImportedModel]:
         """Every compiled shape by function name, ``main`` first."""
@@ -103,11 +104,15 @@ def variant_name(batch: int, seq_len: int | None) -> str:
 
 
 def load_source(model: str, batch: str | int | None = None, seq_len: str | int | None = None,
-                input_shapes: list[str] | None = None) -> ModelSource:
+                input_shapes: list[str] | None = None, prune_flops: float | None = None, stream=None) -> ModelSource:
     """Import ``model`` (a registry name, a Hugging Face model folder, or a .onnx/.pt2 path) with its
     example inputs. ``batch`` and ``seq_len`` may be comma lists: the model is imported at every
-    combination, the largest as ``imported`` and the others as ``variants``."""
+    combination, the largest as ``imported`` and the others as ``variants``. With ``prune_flops``,
+    the PyTorch model is pruned first (:mod:`tvmcomp.prune`) to that fraction of its encoder FLOPs."""
     from .models import find_model
+
+    if prune_flops is not None and not 0 < prune_flops <= 1:
+        raise TvmcompError(f"--prune-flops is the fraction of the encoder's FLOPs to keep, in (0, 1]; not {prune_flops:g}")
 
     batches, seq_lens = parse_sizes(batch, "--batch"), parse_sizes(seq_len, "--seq-len")
     named_as_file = Path(model).suffix.lower() in (".onnx", ".pt2")
@@ -121,18 +126,46 @@ def load_source(model: str, batch: str | int | None = None, seq_len: str | int |
             raise TvmcompError(f"--seq-len {seq_lens[-1]} is longer than {model}'s {entry.max_seq_len} positions")
         batches, seq_lens = batches or [entry.default_batch], seq_lens or [entry.default_seq_len]
         module = entry.load_torch() if entry.source_file is None else None
+        pruning = None
+        if prune_flops is not None:
+            pruning = _prune(model, entry, module, prune_flops, seq_lens[-1], stream)
         source = _import_entry(model, entry, module, batches[-1], seq_lens[-1])
+        source.pruning = pruning
         for b in batches:
             for s in seq_lens:
                 if (b, s) != (batches[-1], seq_lens[-1]):
                     source.variants[variant_name(b, s)] = _import_entry(model, entry, module, b, s).imported
         return source
+    if prune_flops is not None:
+        raise TvmcompError(f"--prune-flops needs the model's PyTorch source, to rank heads and neurons by gradients: a "
+                           f"bundled text model or a Hugging Face folder, not the file {model}")
     if batch or seq_len:
         raise TvmcompError("--batch/--seq-len apply to bundled models; for a file use --input-shape NAME=D1,D2,...")
     imported = import_file(model, _parse_input_shapes(input_shapes))
     program = imported.meta.get("exported_program")  # .pt2: the float reference, loaded once
     torch_module = program.module() if program is not None else None
     return ModelSource(str(model), imported, synthetic_inputs(imported.inputs), torch_module)
+
+
+PRUNE_SAMPLES = 32  # calibration sentences the importance and the mask tuning are computed on
+
+
+def _prune(model: str, entry, module, flops: float, seq_len: int | None, stream) -> dict:
+    """Prune ``module`` in place on the entry's calibration inputs; returns what was kept."""
+    import sys
+
+    from .prune import prune_encoder
+    from .prune.structure import encoder_structure
+
+    if module is None or seq_len is None:
+        raise TvmcompError(f"--prune-flops needs a text encoder with its PyTorch source; {model} is not one")
+    encoder_structure(module)  # a model pruning cannot take is refused before any work
+    stream = stream or sys.stderr
+    print(f"[prune] ranking heads and neurons of {model} on {PRUNE_SAMPLES} calibration inputs", file=stream)
+    report = prune_encoder(module, entry.make_calibration_inputs(PRUNE_SAMPLES, 1, seq_len), flops, seq_len)
+    print(f"[prune] kept {report.flops_kept:.3f} of the encoder's FLOPs and {report.params_kept:.3f} of the "
+          f"parameters: heads {report.heads}, neurons {report.neurons}", file=stream)
+    return report.to_json()
 
 
 def _import_entry(model: str, entry, module, batch: int, seq_len: int | None) -> ModelSource:

@@ -1,0 +1,168 @@
+"""Structured pruning (#15) on a two-layer toy BERT: slicing equals masking, FLOPs by hand, the
+Fisher ranking, mask tuning, and the command line."""
+
+import numpy as np
+import pytest
+import torch
+
+from tvmcomp.errors import TvmcompError
+from tvmcomp.prune import prune_encoder
+from tvmcomp.prune.importance import fisher_importance
+from tvmcomp.prune.masks import masked
+from tvmcomp.prune.search import Selection, select_under_budget
+from tvmcomp.prune.slicing import slice_encoder
+from tvmcomp.prune.structure import encoder_structure
+from tvmcomp.prune.tuning import tune_masks
+
+SEQ = 16
+
+
+class ToyEncoder(torch.nn.Module):
+    """BERT with 2 layers of 4 heads of 8 and 64 FFN neurons, returning last_hidden_state."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        torch.manual_seed(seed)
+        config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64, max_position_embeddings=SEQ)
+        self.encoder = BertModel(config, add_pooling_layer=False).eval()
+
+    def forward(self, input_ids, attention_mask):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _batches(count=8, seed=1):
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        mask = np.zeros((1, SEQ), np.int64)
+        mask[0, :rng.integers(6, SEQ + 1)] = 1
+        batches.append({"input_ids": rng.integers(1, 100, (1, SEQ)).astype(np.int64), "attention_mask": mask})
+    return batches
+
+
+def _outputs(module, batches):
+    with torch.no_grad():
+        return [module(**{k: torch.from_numpy(v) for k, v in b.items()}).numpy() for b in batches]
+
+
+def test_sliced_encoder_computes_what_the_masked_one_does():
+    module, batches = ToyEncoder(), _batches()
+    structure = encoder_structure(module)
+    selection = Selection([np.array([0, 2, 3]), np.array([1])], [np.arange(0, 64, 3), np.array([5, 6, 60])])
+    rng = np.random.default_rng(2)
+    head_scales = [rng.uniform(0.5, 1.5, len(h)) for h in selection.heads]
+    neuron_scales = [rng.uniform(0.5, 1.5, len(n)) for n in selection.neurons]
+    head_masks, neuron_masks = [torch.zeros(4), torch.zeros(4)], [torch.zeros(64), torch.zeros(64)]
+    for masks, kept, scales in ((head_masks, selection.heads, head_scales),
+                                (neuron_masks, selection.neurons, neuron_scales)):
+        for mask, index, scale in zip(masks, kept, scales):
+            mask[torch.as_tensor(index)] = torch.as_tensor(scale, dtype=torch.float32)
+    with masked(structure, head_masks, neuron_masks):
+        want = _outputs(module, batches)
+
+    slice_encoder(structure, selection, head_scales, neuron_scales)
+    layer = module.encoder.encoder.layer
+    assert tuple(layer[0].attention.self.query.weight.shape) == (24, 32)  # 3 heads of 8
+    assert tuple(layer[1].attention.output.dense.weight.shape) == (32, 8)  # 1 head
+    assert tuple(layer[1].intermediate.dense.weight.shape) == (3, 32)
+    assert tuple(layer[0].output.dense.weight.shape) == (32, 22)
+    for got, expected in zip(_outputs(module, batches), want):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_flops_of_a_pruned_encoder_match_a_hand_count():
+    structure = encoder_structure(ToyEncoder())
+    # per token: a head 4 projections x 32 x 8 + scores and context 2 x 16 x 8; a neuron 2 x 32
+    assert structure.head_macs(SEQ) == 4 * 32 * 8 + 2 * 16 * 8 == 1280
+    assert structure.neuron_macs() == 64
+    assert structure.macs(SEQ) == 2 * (4 * 1280 + 64 * 64)
+    assert structure.macs(SEQ, heads=[2, 3], neurons=[10, 64]) == 5 * 1280 + 74 * 64
+
+
+def test_mask_search_prunes_a_head_made_useless_first():
+    module, batches = ToyEncoder(), _batches()
+    structure = encoder_structure(module)
+    with torch.no_grad():
+        structure.layers[0].attention_out.weight[:, 16:24] = 0.0  # head 2 of layer 0 writes nothing
+    heads, neurons = fisher_importance(module, structure, batches)
+    assert heads[0][2] == 0.0 and min(h.min() for h in heads[1:]) > 0 and heads[0][[0, 1, 3]].min() > 0
+    # a budget one head short of everything: that head goes (a neuron costs 64, a head 1280)
+    total = structure.macs(SEQ)
+    selection = select_under_budget(structure, heads, neurons, (total - 1280) / total, SEQ)
+    assert [list(h) for h in selection.heads] == [[0, 1, 3], [0, 1, 2, 3]]
+    assert [len(n) for n in selection.neurons] == [64, 64]
+
+
+def test_mask_tuning_brings_the_pruned_encoder_closer_to_the_float_one():
+    batches, held_out = _batches(), _batches(seed=5)
+    float_outputs = _outputs(ToyEncoder(), held_out)
+
+    def error(tune):
+        module = ToyEncoder()
+        prune_encoder(module, batches, 0.5, SEQ, tune=tune)
+        return sum(np.sum((got - want) ** 2) for got, want in zip(_outputs(module, held_out), float_outputs))
+
+    assert error(tune=True) < 0.97 * error(tune=False)  # 0.95 on this random toy; MiniLM: bench/prune.py
+
+
+def test_the_budget_is_respected_and_reported():
+    module = ToyEncoder()
+    report = prune_encoder(module, _batches(), 0.5, SEQ)
+    assert report.flops_kept <= 0.5 and report.flops_kept > 0.4
+    assert len(report.heads) == 2 and all(1 <= h <= 4 for h in report.heads)
+    structure = encoder_structure(module)
+    assert structure.macs(SEQ) == sum(report.heads) * 1280 + sum(report.neurons) * 64
+    assert report.params_kept < 1
+
+
+def test_a_budget_below_one_head_and_neuron_per_layer_is_refused():
+    module = ToyEncoder()
+    with pytest.raises(TvmcompError, match="below one head and one neuron per layer"):
+        prune_encoder(module, _batches(), 0.05, SEQ)
+
+
+def test_a_model_without_bert_layers_is_refused():
+    with pytest.raises(TvmcompError, match="pruning needs a BERT-class PyTorch encoder"):
+        encoder_structure(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+
+
+def test_prune_then_int8_builds_integer_kernels_from_a_folder(tmp_path, capsys, empty_schedules):
+    """The command a user runs: a pruned fp32 and a pruned int8 package of the same folder, the
+    pruning deterministic; int8 costs what int8 costs on top of it."""
+    import json
+
+    import tvmcomp
+    from test_cli import run_cli
+    from test_hf_folder import _save_tiny_encoder
+
+    folder = _save_tiny_encoder(tmp_path / "model", "bert")
+    common = ["--model", str(folder), "--seq-len", "16", "--prune-flops", "0.6", "--calibration-samples", "4"]
+    for name, extra in (("fp32", []), ("int8", ["--quant", "int8", "--dump-code", "relax"])):
+        code, _, err = run_cli(capsys, "build", *common, *extra, "-o", str(tmp_path / name))
+        assert code == 0, err
+        assert "[prune] kept" in err
+    metadata = json.loads((tmp_path / "int8" / "metadata.json").read_text())
+    assert 0.4 < metadata["pruning"]["flops_kept"] <= 0.6 and metadata["pruning"]["heads"] != [2, 2]
+    graph = (tmp_path / "int8" / "code" / "model.relax.py").read_text()
+    assert graph.count("call_tir(fused_packed_matmul") >= 8 and "quantize" in graph  # integer Linears
+    inputs = tvmcomp.load(tmp_path / "fp32").example_inputs()
+    pruned, quantized = (tvmcomp.load(tmp_path / name).run(**inputs)[0].ravel() for name in ("fp32", "int8"))
+    assert pruned @ quantized / np.linalg.norm(pruned) / np.linalg.norm(quantized) > 0.99
+
+
+def test_pruning_bad_input_is_one_line(tmp_path, capsys):
+    from test_cli import assert_user_error, relu_onnx
+    from test_hf_folder import _save_tiny_encoder
+
+    out = ["-o", str(tmp_path / "p")]
+    assert_user_error(capsys, ["build", "--prune-flops", "1.5", *out], "--prune-flops is the fraction of the encoder's "
+                      "FLOPs to keep, in (0, 1]; not 1.5")
+    relu_onnx(tmp_path / "r.onnx")
+    assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "--prune-flops", "0.5", *out],
+                      "--prune-flops needs the model's PyTorch source, to rank heads and neurons by gradients")
+    folder = _save_tiny_encoder(tmp_path / "distil", "distilbert")
+    assert_user_error(capsys, ["build", "--model", str(folder), "--prune-flops", "0.5", *out],
+                      "pruning needs a BERT-class PyTorch encoder")

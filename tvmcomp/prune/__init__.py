@@ -1,0 +1,40 @@
+"""Structured post-training pruning of BERT-class encoders (Kwon et al. 2022): heads and FFN
+neurons ranked by label-free Fisher importance (:mod:`.importance`), kept under a FLOPs budget
+(:mod:`.search`), rescaled by least squares (:mod:`.tuning`), then sliced out of the PyTorch model
+(:mod:`.slicing`) so the imported graph is smaller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .importance import fisher_importance
+from .search import select_under_budget
+from .slicing import slice_encoder
+from .structure import encoder_structure
+from .tuning import tune_masks
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    flops_kept: float  # of the encoder's multiply-adds per token, at the build's sequence length
+    params_kept: float  # of the whole model's parameters
+    heads: list[int]  # kept per layer
+    neurons: list[int]
+
+    def to_json(self) -> dict:
+        return {"flops_kept": round(self.flops_kept, 4), "params_kept": round(self.params_kept, 4),
+                "heads": self.heads, "neurons": self.neurons}
+
+
+def prune_encoder(module, batches, flops: float, seq_len: int, tune: bool = True) -> PruneReport:
+    """Prune ``module`` (a PyTorch BERT-class encoder) in place to at most ``flops`` of its encoder
+    FLOPs per token, ranking and tuning on ``batches`` (calibration inputs by input name)."""
+    structure = encoder_structure(module)
+    params = sum(p.numel() for p in module.parameters())
+    macs = structure.macs(seq_len)
+    head_scores, neuron_scores = fisher_importance(module, structure, batches)
+    selection = select_under_budget(structure, head_scores, neuron_scores, flops, seq_len)
+    head_scales, neuron_scales = tune_masks(module, structure, selection, batches) if tune else (None, None)
+    slice_encoder(structure, selection, head_scales, neuron_scales)
+    return PruneReport(structure.macs(seq_len) / macs, sum(p.numel() for p in module.parameters()) / params,
+                       [layer.heads for layer in structure.layers], [layer.neurons for layer in structure.layers])

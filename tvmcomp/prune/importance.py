@@ -1,0 +1,36 @@
+"""Head and neuron importance: the diagonal Fisher information of masks on the float model (Kwon et
+al. 2022), label-free.
+
+Kwon et al. sum squared gradients of the task loss w.r.t. masks of ones (:mod:`.masks`). Without
+labels, the output ``f`` is taken as the mean of a unit Gaussian, whose Fisher is ``J^T J``
+(``J = df/dmask``); its diagonal is estimated with a random probe per sample: for ``v ~ N(0, I)``
+over the real tokens, ``E[(v . J)^2] = diag(J^T J)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .masks import masked, real_tokens, run
+from .structure import EncoderStructure
+
+
+def fisher_importance(module, structure: EncoderStructure, batches: list[dict[str, np.ndarray]], seed: int = 0):
+    """Per layer, the importance of each head and of each neuron (lists of arrays)."""
+    import torch
+
+    head_masks = [torch.ones(layer.heads, requires_grad=True) for layer in structure.layers]
+    neuron_masks = [torch.ones(layer.neurons, requires_grad=True) for layer in structure.layers]
+    generator = torch.Generator().manual_seed(seed)
+    head_fisher = [np.zeros(layer.heads) for layer in structure.layers]
+    neuron_fisher = [np.zeros(layer.neurons) for layer in structure.layers]
+    with masked(structure, head_masks, neuron_masks):
+        for batch in batches:
+            output = run(module, batch)
+            rows = torch.from_numpy(real_tokens(batch, output[..., 0].numel()).astype(np.float32))
+            probe = torch.randn(output.shape, generator=generator) * rows.reshape(*output.shape[:-1], 1)
+            grads = torch.autograd.grad((output * probe).sum(), head_masks + neuron_masks)
+            for i in range(len(structure.layers)):
+                head_fisher[i] += grads[i].double().numpy() ** 2
+                neuron_fisher[i] += grads[len(structure.layers) + i].double().numpy() ** 2
+    return head_fisher, neuron_fisher
