@@ -114,9 +114,11 @@ def main() -> None:
     run_table("int8", TVMCOMP_VARIANTS, args.model, SEQ_LEN, args.threads, args.repeat)
 
 
-def run_table(kind: str, variants: dict, model: str, seq_len: int, threads: int, repeat: int, more_ort=None) -> None:
-    """Time and evaluate the peers and each tvmcomp variant (name -> build arguments) on ``model`` at
-    b1 ``seq_len``; writes bench/results/<date>-<kind>-<model>[-s<seq_len>].json and .md."""
+def run_table(kind: str, variants: dict, model: str, seq_len: int, threads: int, repeat: int, more_ort=None,
+              onnx: bool = True) -> None:
+    """Time and evaluate the peers (PyTorch; ONNX Runtime unless ``onnx`` is False) and each tvmcomp
+    variant (name -> build arguments) on ``model`` at b1 ``seq_len``; writes
+    bench/results/<date>-<kind>-<model>[-s<seq_len>].json and .md. Pruned packages get a FLOPs column."""
     import torch
 
     from tvmcomp.bench import bench_package, time_callable
@@ -137,7 +139,8 @@ def run_table(kind: str, variants: dict, model: str, seq_len: int, threads: int,
     }
     dynamic = torch.ao.quantization.quantize_dynamic(entry.load_torch(), {torch.nn.Linear}, dtype=torch.qint8)
     engines["pytorch dynamic int8"] = (torch_runner(dynamic), torch_state_bytes(dynamic))
-    engines.update(onnx_engines(module, inputs, calibration, workdir, threads, more_ort))
+    if onnx:
+        engines.update(onnx_engines(module, inputs, calibration, workdir, threads, more_ort))
 
     rows = {}
     for name, (run, size) in engines.items():  # everything not TVM first: TVM's pool slows them afterwards
@@ -152,6 +155,9 @@ def run_table(kind: str, variants: dict, model: str, seq_len: int, threads: int,
         timing = bench_package(package, repeat=repeat, threads=threads)
         rows[name] = {"latency": timing["tvmcomp"], "bytes": timing["library_bytes"],
                       "accuracy": {k: v for k, v in evaluate_package(package).items() if k not in ("package", "variant")}}
+        pruning = json.loads((package / "metadata.json").read_text()).get("pruning")
+        if pruning is not None:
+            rows[name]["pruning"] = pruning
 
     date = datetime.date.today().isoformat()
     report = {"date": date, "model": f"{model} ({entry.description})", "batch": BATCH, "seq_len": seq_len,
@@ -161,19 +167,22 @@ def run_table(kind: str, variants: dict, model: str, seq_len: int, threads: int,
     stem = f"{date}-{kind}-{model}" + ("" if seq_len == SEQ_LEN else f"-s{seq_len}")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     torch_ms = rows["pytorch fp32"]["latency"]["median_ms"]
+    pruned = any("pruning" in row for row in rows.values())
     lines = [
         f"# {kind} benchmark: {model} b{BATCH} s{seq_len}, {threads} threads, {timing['target']}, {date}",
         "",
         f"{repeat} timed runs each, one process; accuracy vs the float PyTorch model on real text "
         f"(200 Pang & Lee sentences, 437 WordSim-353 words). bench/{kind}.py.",
         "",
-        "| engine | median ms | vs pytorch fp32 | MiB | cosine mean | cosine min | probe acc (float) | probe drop pt | WordSim rho |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| engine | median ms | vs pytorch fp32 | MiB |" + (" encoder FLOPs kept |" if pruned else "")
+        + " cosine mean | cosine min | probe acc (float) | probe drop pt | WordSim rho |",
+        "|---|---:|---:|---:|" + ("---:|" if pruned else "") + "---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         acc, ms = row["accuracy"], row["latency"]["median_ms"]
+        flops = f" {row.get('pruning', {}).get('flops_kept', 1.0):.3f} |" if pruned else ""
         lines.append(
-            f"| {name} | {ms:.2f} | {torch_ms / ms:.2f}x | {row['bytes'] / 2**20:.1f} | {acc['embedding_cosine_mean']:.4f} | "
+            f"| {name} | {ms:.2f} | {torch_ms / ms:.2f}x | {row['bytes'] / 2**20:.1f} |{flops} {acc['embedding_cosine_mean']:.4f} | "
             f"{acc['embedding_cosine_min']:.4f} | {acc['probe_accuracy_package']:.3f} ({acc['probe_accuracy_float']:.3f}) | "
             f"{acc['probe_accuracy_drop_pt']:.1f} | {acc['wordsim_spearman_float_vs_package']:.4f} |")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")

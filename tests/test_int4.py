@@ -242,3 +242,15 @@ def test_int4_flags_are_checked_before_any_work(tmp_path, capsys):
                       "--weight-rounding rounds quantized weights: add --quant int8")
     assert_user_error(capsys, ["build", "--quant", "w4a8", "--target", "rpi4", *out],
                       "w4a8 needs an int4 dot kernel")
+
+
+@pytest.mark.parametrize("scheme", ["w4a8", "w4"])
+def test_tuning_leaves_int4_kernels_to_their_default_schedules(scheme, empty_schedules):
+    from tvmcomp.build import prepare
+    from tvmcomp.tune import extract_tasks
+
+    target = _x86_preset_on("znver3")
+    fused = prepare(mlp_source(), target, QuantOptions(scheme, samples=4)).fused
+    int4_kernels = [gv.name_hint for gv, _ in fused.functions_items() if "int4" in gv.name_hint]
+    tasks = [task.task_name for task in extract_tasks(fused, target)]
+    assert len(int4_kernels) == 2 and not any("int4" in name for name in tasks)

@@ -15,7 +15,11 @@ from .masks import masked, real_tokens, run
 from .structure import EncoderStructure
 
 
-def fisher_importance(module, structure: EncoderStructure, batches: list[dict[str, np.ndarray]], seed: int = 0):
+PROBES = 4  # random probes per sample: MiniLM at 0.7 FLOPs kept cosine 0.788 with 1, 0.803 with 4
+
+
+def fisher_importance(module, structure: EncoderStructure, batches: list[dict[str, np.ndarray]], seed: int = 0,
+                      probes: int = PROBES):
     """Per layer, the importance of each head and of each neuron (lists of arrays)."""
     import torch
 
@@ -28,9 +32,11 @@ def fisher_importance(module, structure: EncoderStructure, batches: list[dict[st
         for batch in batches:
             output = run(module, batch)
             rows = torch.from_numpy(real_tokens(batch, output[..., 0].numel()).astype(np.float32))
-            probe = torch.randn(output.shape, generator=generator) * rows.reshape(*output.shape[:-1], 1)
-            grads = torch.autograd.grad((output * probe).sum(), head_masks + neuron_masks)
-            for i in range(len(structure.layers)):
-                head_fisher[i] += grads[i].double().numpy() ** 2
-                neuron_fisher[i] += grads[len(structure.layers) + i].double().numpy() ** 2
+            for probe_index in range(probes):
+                probe = torch.randn(output.shape, generator=generator) * rows.reshape(*output.shape[:-1], 1)
+                grads = torch.autograd.grad((output * probe).sum(), head_masks + neuron_masks,
+                                            retain_graph=probe_index < probes - 1)
+                for i in range(len(structure.layers)):
+                    head_fisher[i] += grads[i].double().numpy() ** 2
+                    neuron_fisher[i] += grads[len(structure.layers) + i].double().numpy() ** 2
     return head_fisher, neuron_fisher

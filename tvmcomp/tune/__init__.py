@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import TvmcompError
 from ..targets import TargetSpec
-from .default_schedules import GroupedMatmul
+from .default_schedules import keeps_its_default_schedule
 from .intrinsics import register_tensor_intrinsics
 from .space import search_space
 
@@ -57,9 +57,8 @@ def open_write_database(target: TargetSpec):
 def extract_tasks(fused_mod, target: TargetSpec):
     from tvm.s_tir import meta_schedule as ms
 
-    # int4 Linears keep their own schedule (GroupedMatmul): MetaSchedule cannot tensorize their nibble reads
     return [t for t in ms.relax_integration.extract_tasks(fused_mod, target.tvm_target())
-            if t.dispatched and not GroupedMatmul.matches(t.dispatched[0]["main"])]
+            if t.dispatched and not keeps_its_default_schedule(t.dispatched[0]["main"])]
 
 
 def tasks_without_records(tasks, database, target: TargetSpec) -> list:

@@ -293,6 +293,22 @@ class Matmul:
         return sch
 
 
+def _has_block(func, name: str) -> bool:
+    from tvm import s_tir
+
+    try:
+        s_tir.Schedule(func).get_sblock(name)
+    except Exception:  # noqa: BLE001 - no such block
+        return False
+    return True
+
+
+def keeps_its_default_schedule(func) -> bool:
+    """int4 kernels, which tuning leaves alone: MetaSchedule cannot tensorize w4a8's nibble reads,
+    and would decode w4's weights per row (the panel decode is what makes it fast)."""
+    return _has_block(func, INT4_GROUP_DOT) or _has_block(func, INT4_DECODE)
+
+
 class GroupedMatmul:
     """See the module docstring; ``dot_kernels``: the target's int4 ones (``weight_bits`` 4)."""
 
@@ -302,13 +318,7 @@ class GroupedMatmul:
     @staticmethod
     def matches(func) -> bool:
         """Whether ``func`` is an int4 Linear kernel."""
-        from tvm import s_tir
-
-        try:
-            s_tir.Schedule(func).get_sblock(INT4_GROUP_DOT)
-        except Exception:  # noqa: BLE001 - no such block
-            return False
-        return True
+        return _has_block(func, INT4_GROUP_DOT)
 
     def apply(self, func, target, _tunable):
         from tvm import s_tir
