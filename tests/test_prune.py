@@ -113,6 +113,7 @@ def test_the_budget_is_respected_and_reported():
     report = prune_encoder(module, _batches(), 0.5, SEQ)
     assert report.flops_kept <= 0.5 and report.flops_kept > 0.4
     assert len(report.heads) == 2 and all(1 <= h <= 4 for h in report.heads)
+    assert all(n % 16 == 0 and n >= 16 for n in report.neurons)  # whole blocks of the int8 dot kernels
     structure = encoder_structure(module)
     assert structure.macs(SEQ) == sum(report.heads) * 1280 + sum(report.neurons) * 64
     assert report.params_kept < 1
