@@ -65,9 +65,9 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .annotate import CONV_ROLE, QUANT_SITE, SITES_ATTR, _is_op, quant_sites
 from .balance import linear_input_steps
-from .gptq import gptq_round
 from .dot_kernels import (WEIGHT_ONLY_BLOCK, DotKernel, DotKernels, int4_decoded_matmul, int4_group_matmul,
                           pack_int4_weight, pack_operand, pack_weight, packed_matmul)
+from .gptq import gptq_round
 from .precision import output_sqnr_db
 from .schemes import Granularity, QuantScheme, TensorQuant
 from ..tune.default_schedules import REGISTER_ROWS
