@@ -6,7 +6,9 @@ Studies:
   accuracy -- measure and choose"): int8 as shipped (int8 vocabulary rows), the same with the rows
   in 4 bits (two codes a byte, tvmcomp.quant.nibbles), and with the word table left float;
 - ``pot8`` (#13): what each part of pot8 buys: power-of-two steps alone, with power-of-two
-  balancing factors, and with step search too (pot8's defaults), next to int8.
+  balancing factors, and with step search too (pot8's defaults), next to int8;
+- ``int4`` (#14): int8, w4a8 with nearest and GPTQ rounding, groups of 32 and 128, and w4
+  (weight-only): for models bench/int4.py does not take (vit-s).
 
 Run: .venv/bin/python bench/accuracy_variants.py STUDY [--model minilm]
 Writes bench/results/<date>-<study>-<model>.md.
@@ -36,6 +38,11 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
                                                                     "--observer", "minmax"],
              "pot8 + power-of-two balancing (--observer minmax)": ["--quant", "pot8", "--observer", "minmax"],
              "pot8 + balancing + step search (pot8's defaults)": ["--quant", "pot8"]},
+    "int4": {"int8": ["--quant", "int8"],
+             "w4a8 g32, nearest rounding": ["--quant", "w4a8", "--weight-rounding", "nearest"],
+             "w4a8 g32 (GPTQ)": ["--quant", "w4a8"],
+             "w4a8 g128 (GPTQ)": ["--quant", "w4a8", "--group-size", "128"],
+             "w4 g32 (GPTQ), weight-only": ["--quant", "w4"]},
 }
 
 
