@@ -69,8 +69,9 @@ def select_under_budget(structure: EncoderStructure, head_scores, neuron_scores,
 def _whole_blocks(kept: list[int], scores: np.ndarray, width: int) -> np.ndarray:
     """``kept`` cut to a multiple of :data:`NEURON_BLOCK` (the least important go), at least one block."""
     count = min(max(len(kept) // NEURON_BLOCK * NEURON_BLOCK, NEURON_BLOCK), width)
-    ranked = np.argsort(-scores, kind="stable")
-    chosen = [i for i in ranked if i in set(kept)][:count]
+    ranked, kept = np.argsort(-scores, kind="stable"), set(kept)
+    chosen = [i for i in ranked if i in kept][:count]
     if len(chosen) < count:  # a layer below one block keeps its best neurons up to one
-        chosen += [i for i in ranked if i not in set(chosen)][:count - len(chosen)]
+        taken = set(chosen)
+        chosen += [i for i in ranked if i not in taken][:count - len(chosen)]
     return np.array(sorted(chosen))
