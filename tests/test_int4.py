@@ -219,7 +219,7 @@ def test_w4a8_is_refused_for_a_target_with_no_int4_kernel(tmp_path):
     (TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=32),
      "weights with a scale per group must be 4-bit"),
     (TensorQuant(bits=4, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=48),
-     "weight groups must hold 32, 64, 128 input channels, not 48"),
+     "groups of weights must hold 32, 64, 128 channels, not 48"),
     (TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL), "with float activations, "
      "weights must be 4-bit in groups"),
 ])

@@ -93,7 +93,7 @@ def test_observer_errors():
 @pytest.mark.parametrize("changes, reason", [
     ({"weight": TensorQuant(bits=8, signed=False, symmetric=False, granularity=Granularity.PER_CHANNEL)},
      "weights must be signed and symmetric (realize has no weight zero point)"),
-    ({"weight": TensorQuant(bits=8, signed=True, symmetric=True)}, "weights must have one scale per channel"),
+    ({"weight": TensorQuant(bits=8, signed=True, symmetric=True)}, "weights must have one scale per channel or per group"),
     ({"activation": TensorQuant(bits=16, signed=False, symmetric=False)},
      "activations must fit 8 bits (int32 accumulation of a 3072-long dot product)"),
     ({"activation": TensorQuant(bits=8, signed=False, symmetric=False, granularity=Granularity.PER_CHANNEL)},

@@ -39,8 +39,10 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", default="fp32", help="compression scheme: fp32 (no compression), int8 (W8A8, "
                         "calibrated on real data), pot8 (int8 with power-of-two steps, H-ViT: the Q, K, V and "
                         "attention outputs requantized by integer shifts), w4a8 (int4 weights, two per byte, with a "
-                        "scale per group of input channels, rounded by GPTQ; int8 activations; x86 and arm) or w4 "
-                        "(the same int4 weights, float activations: batch 1, short inputs) (default: fp32)")
+                        "scale per group of input channels, rounded by GPTQ; int8 activations; x86 and arm), pwlq4 (w4a8 "
+                        "with each group split at a breakpoint into a centre and a tail region of 4-bit codes "
+                        "each, PWLQ: more accurate, two int4 accumulations, int8-sized library) or w4 "
+                        "(w4a8's int4 weights, float activations: batch 1, short inputs) (default: fp32)")
     parser.add_argument("--group-size", type=int, metavar="G", help="input channels sharing a scale in int4 "
                         f"weights: {', '.join(map(str, GROUP_SIZES))} (default 32; larger: smaller library, "
                         "coarser weights)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .grids import dequantize, weight_grid
 from .schemes import TensorQuant
 
 DAMPING = 0.01  # of the mean diagonal of H, added to it: H from a few thousand rows is near singular
@@ -25,31 +26,34 @@ BLOCK = 128  # rows per lazy batch (a multiple of every group size)
 
 def gptq_round(weight_kn: np.ndarray, gram: np.ndarray, quant: TensorQuant) -> tuple[np.ndarray, np.ndarray]:
     """Codes ``[K, N]`` and scales (``[K / group_size, N]``, or ``[N]`` per channel) of ``weight_kn``,
-    as :func:`~tvmcomp.quant.realize.quantize_weight` returns them, rounded by GPTQ with ``gram`` = H."""
+    as :func:`~tvmcomp.quant.realize.quantize_weight` returns them (a leading plane axis for a grid
+    of several planes, :mod:`.grids`), rounded by GPTQ with ``gram`` = H."""
     weight = np.array(weight_kn, np.float64)
     k_total, n = weight.shape
     group = quant.group_size or k_total  # per channel: one group of all rows
+    grid = weight_grid(quant)
     hessian = np.array(gram, np.float64)
     unseen = np.diag(hessian) == 0  # inputs that were always 0: their weights do not matter
     hessian[unseen, unseen] = 1.0
     weight[unseen] = 0.0
     hessian += DAMPING * np.mean(np.diag(hessian)) * np.eye(k_total)
     upper = np.linalg.cholesky(np.linalg.inv(hessian)).T
-    codes = np.zeros((k_total, n), np.float64)
-    scales = np.zeros((k_total // group, n), np.float32)
+    codes = np.zeros((grid.planes, k_total, n), np.float64)
+    scales = np.zeros((grid.planes, k_total // group, n), np.float32)
     for start in range(0, k_total, BLOCK):
         stop = min(start + BLOCK, k_total)
         errors = np.zeros((stop - start, n))
         for k in range(start, stop):
             if k % group == 0:
-                rows = weight[k:k + group]
-                scales[k // group] = quant.scale_zero_point(rows.min(axis=0), rows.max(axis=0))[0]
-            step = scales[k // group].astype(np.float64)
-            codes[k] = np.clip(np.round(weight[k] / step), quant.qmin, quant.qmax)
-            errors[k - start] = (weight[k] - codes[k] * step) / upper[k, k]
+                scales[:, k // group] = grid.fit(weight[k:k + group])
+            steps = scales[:, k // group].astype(np.float64)
+            codes[:, k] = grid.round(weight[k], steps)
+            errors[k - start] = (weight[k] - dequantize(codes[:, k], steps)) / upper[k, k]
             weight[k + 1:stop] -= np.outer(upper[k, k + 1:stop], errors[k - start])
         weight[stop:] -= upper[start:stop, stop:].T @ errors
-    return codes.astype(quant.dtype), (scales if quant.group_size else scales[0])
+    codes = codes.astype(quant.dtype)
+    scales = scales if quant.group_size else scales[:, 0]
+    return (codes, scales) if grid.planes > 1 else (codes[0], scales[0])
 
 
 class InputGram:

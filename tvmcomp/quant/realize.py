@@ -33,6 +33,8 @@ int4 dot kernel's block layout; the kernel sums each group in int32 and applies 
     y     = sum_g float(acc_g) * (s_x * s_w[g, n]) - sum_g s_x * s_w[g, n] * sum_{k in g} z_x Wq[k, n]
 
 the last term a constant per output channel. A Linear the kernel does not fit keeps int8 weights.
+A piecewise grid (``pwlq4``, :mod:`.grids`) has two code planes, centre and tail, each with its
+own scales: the Linear is that sum twice over the same ``xq``, once per plane, added.
 Weight-only (float activations, ``w4``): the codes, packed in 16 x 2 blocks, are decoded with
 their scales a column panel at a time inside the float matmul kernel
 (:func:`~tvmcomp.quant.dot_kernels.int4_decoded_matmul`).
@@ -68,6 +70,7 @@ from .balance import linear_input_steps
 from .dot_kernels import (WEIGHT_ONLY_BLOCK, DotKernel, DotKernels, int4_decoded_matmul, int4_group_matmul,
                           pack_int4_weight, pack_operand, pack_weight, packed_matmul)
 from .gptq import gptq_round
+from .grids import round_to_grid
 from .precision import output_sqnr_db
 from .schemes import Granularity, QuantScheme, TensorQuant
 from ..tune.default_schedules import REGISTER_ROWS
@@ -81,12 +84,10 @@ _SIGNED_SHIFT = {("uint8", "int8"): -128, ("int8", "uint8"): 128}
 def quantize_weight(weight: np.ndarray, quant: TensorQuant, channel_axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Integer weight and its scales: one per output channel along ``channel_axis`` (-1: Linear's
     [K, N]; 0: conv2d's OIHW), or with per-group granularity (Linears) one per group of
-    ``group_size`` rows of [K, N] and output channel, as [K / group_size, N]."""
+    ``group_size`` rows of [K, N] and output channel, as [K / group_size, N] (codes and scales with a
+    leading plane axis for a piecewise grid, :mod:`.grids`)."""
     if quant.granularity is Granularity.PER_GROUP:
-        k, n = weight.shape
-        grouped = weight.reshape(k // quant.group_size, quant.group_size, n)
-        scale, zero = quant.scale_zero_point(grouped.min(axis=1), grouped.max(axis=1))
-        return quant.quantize(grouped, scale[:, None], zero[:, None]).reshape(k, n), scale
+        return round_to_grid(weight, quant)
     reduced = tuple(a for a in range(weight.ndim) if a != channel_axis % weight.ndim)
     scale, zero = quant.scale_zero_point(weight.min(axis=reduced), weight.max(axis=reduced))
     shape = [-1 if a == channel_axis % weight.ndim else 1 for a in range(weight.ndim)]
@@ -99,7 +100,7 @@ def weight_quant_for(scheme: QuantScheme, kernel: DotKernel | None) -> TensorQua
     keep int8 weights per channel."""
     quant = scheme.weight
     if quant.granularity is Granularity.PER_GROUP:
-        quant = replace(quant, bits=8, granularity=Granularity.PER_CHANNEL, group_size=None)
+        quant = replace(quant, bits=8, granularity=Granularity.PER_CHANNEL, group_size=None, regions=1)
     if kernel is None or kernel.weight_bits >= quant.bits:
         return quant
     return replace(quant, bits=kernel.weight_bits)
@@ -222,16 +223,18 @@ class _Realizer(PyExprMutator):
         step, steps, zero_point, factors = self._balanced(self.ranges[site.index], weight_kn, weight_quant, activation)
         wq, w_scale = self._weight_codes(site, factors, weight_kn, weight_quant)  # w_scale: [groups, N]
         xq, zero_point = self._input_codes(x, site, activation, kernel.activation_dtype, steps, zero_point)
-        scale = np.float32(step) * w_scale
         xq, rows = self._pad_rows(xq)
-        packed = relax.const(pack_int4_weight(wq, kernel.weight_block))
-        y = self._cut_rows(self.builder_.emit_te(int4_group_matmul, xq, packed, relax.const(scale),
-                                                 weight_quant.group_size), rows)
-        # sum_g scale[g, n] * sum_{k in g} z_k Wq[k, n]: the zero-point terms, one constant per output
-        groups = scale.shape[0]
-        zero_terms = (np.broadcast_to(zero_point, (channels,))[:, None] * wq.astype(np.int64)).reshape(groups, -1, outputs)
-        correction = (zero_terms.sum(axis=1) * scale.astype(np.float64)).sum(axis=0)
-        return relax.op.subtract(y, relax.const(correction.astype(np.float32)))
+        planes = zip(wq, w_scale) if weight_quant.regions > 1 else [(wq, w_scale)]
+        y, correction = None, np.zeros(outputs)
+        for codes, plane_scale in planes:  # a piecewise grid's centre and tail: one accumulation each
+            scale = np.float32(step) * plane_scale
+            packed = relax.const(pack_int4_weight(codes, kernel.weight_block))
+            plane = self.builder_.emit_te(int4_group_matmul, xq, packed, relax.const(scale), weight_quant.group_size)
+            y = plane if y is None else self.builder_.emit(relax.op.add(y, plane))
+            # sum_g scale[g, n] * sum_{k in g} z_k Wq[k, n]: the zero-point terms, one constant per output
+            zero_terms = (np.broadcast_to(zero_point, (channels,))[:, None] * codes.astype(np.int64))
+            correction += (zero_terms.reshape(scale.shape[0], -1, outputs).sum(axis=1) * scale.astype(np.float64)).sum(0)
+        return relax.op.subtract(self._cut_rows(y, rows), relax.const(correction.astype(np.float32)))
 
     def _weight_only_linear(self, site, x, weight_kn: np.ndarray):
         """``x @ W`` on float ``x`` with the 4-bit codes decoded in the loop (module docstring); a

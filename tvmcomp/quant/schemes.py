@@ -32,6 +32,8 @@ class TensorQuant:
     granularity: Granularity = Granularity.PER_TENSOR
     power_of_two: bool = False  # steps rounded up to powers of two (H-ViT): rescaling becomes a shift
     group_size: int | None = None  # input channels sharing a scale (PER_GROUP only)
+    # 2: PWLQ's centre and tail regions, each with its own codes and scale (:mod:`.grids`; PER_GROUP only)
+    regions: int = 1
 
     @property
     def qmin(self) -> int:
@@ -104,16 +106,22 @@ def unexecutable(scheme: QuantScheme) -> list[str]:
             continue
         if not (quant.signed and quant.symmetric):
             reasons.append(f"{role} must be signed and symmetric (realize has no weight zero point)")
-        if quant.granularity is Granularity.PER_GROUP and role == "weights":
+        if quant.granularity is Granularity.PER_GROUP:
             if quant.bits != 4:
-                reasons.append("weights with a scale per group must be 4-bit (the packed int4 kernels' operand)")
+                reasons.append(f"{role} with a scale per group must be 4-bit (packed two codes per byte)")
             if quant.group_size not in GROUP_SIZES:
-                reasons.append(f"weight groups must hold {', '.join(map(str, GROUP_SIZES))} input channels, "
+                reasons.append(f"groups of {role} must hold {', '.join(map(str, GROUP_SIZES))} channels, "
                                f"not {quant.group_size}")
         elif quant.granularity is not Granularity.PER_CHANNEL:
-            reasons.append(f"{role} must have one scale per channel" + (" or per group" if role == "weights" else ""))
+            reasons.append(f"{role} must have one scale per channel or per group")
         if quant.bits > 8:
             reasons.append(f"{role} must fit int8")
+        if quant.regions not in (1, 2):
+            reasons.append(f"{role} have one region or two (PWLQ's centre and tail), not {quant.regions}")
+        if quant.regions == 2 and (role != "weights" or quant.granularity is not Granularity.PER_GROUP
+                                   or scheme.activation is None):
+            reasons.append("two regions are for 4-bit weights in groups with quantized activations (two int4 "
+                           "dot-kernel accumulations; the weight-only kernel decodes one code per weight)")
     for role, quant, bits in (("activations", scheme.activation, 8), ("wide activations", scheme.wide_activation, 12)):
         if quant is None:
             continue
@@ -201,6 +209,21 @@ register_scheme(
         embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
         attn_probs="uniform:15",
         # nearest rounding cost MiniLM 4 pt of probe accuracy, GPTQ 2 (bench/results/*-int4-minilm.md)
+        weight_rounding="gptq",
+    )
+)
+
+register_scheme(
+    QuantScheme(
+        name="pwlq4",
+        description="PWLQ: w4a8 with each group of 32 weights split at a breakpoint into a centre and a tail "
+        "region, each with its own 4-bit codes and scale, run as two int4 dot-kernel accumulations (two code "
+        "planes: the library holds 8 bits per weight); GPTQ rounding; activations, embeddings, attention int8",
+        weight=TensorQuant(bits=4, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=32,
+                           regions=2),
+        activation=TensorQuant(bits=8, signed=False, symmetric=False),
+        embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
+        attn_probs="uniform:15",
         weight_rounding="gptq",
     )
 )
