@@ -13,7 +13,7 @@ from tvmcomp.frontend import import_torch
 from tvmcomp.quant.embeddings import QuantizeEmbeddings
 from tvmcomp.quant.nibbles import pack_nibbles, unpack_nibbles
 from tvmcomp.quant.realize import quantize_weight
-from tvmcomp.quant.schemes import get_scheme
+from tvmcomp.quant.schemes import Granularity, get_scheme
 
 ROWS = get_scheme("int8").embedding
 
@@ -136,3 +136,35 @@ def test_a_model_with_a_quantized_embedding_stays_close_to_float():
     (got,) = run_imported(imported, ids)
     want = model(torch.from_numpy(ids["ids"])).detach().numpy()
     assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()
+
+
+GROUPED_NIBBLE_ROWS = replace(ROWS, bits=4, granularity=Granularity.PER_GROUP, group_size=32)
+
+
+@tvm.script.ir_module
+class WideLookup:
+    @R.function
+    def main(ids: R.Tensor((2, 3), "int64"), table: R.Tensor((12, 64), "float32")):
+        with R.dataflow():
+            rows = R.take(table, ids, axis=0)
+            R.output(rows)
+        return rows
+
+
+def test_rows_in_4_bits_with_a_scale_per_32_entries_read_back_as_numpy_rounds_them():
+    rng = np.random.default_rng(4)
+    table = (rng.standard_normal((12, 64)) * rng.uniform(0.1, 3, (12, 2)).repeat(32, axis=1)).astype(np.float32)
+    quantized = QuantizeEmbeddings({"table": table}, GROUPED_NIBBLE_ROWS, min_rows=10)(WideLookup)
+    found = []
+    relax.analysis.post_order_visit(quantized["main"], found.append)
+    constants = [e.value.numpy() for e in found if isinstance(getattr(e, "value", None), tvm.runtime.Tensor)]
+    assert sorted((c.dtype.str, c.shape) for c in constants if c.ndim == 2) == [("<f4", (12, 2)), ("|u1", (12, 32))]
+    bound = relax.transform.BindParams("main", {"table": tvm.runtime.tensor(table)})(quantized)
+    vm = relax.VirtualMachine(tvm.compile(bound, target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    ids = np.array([[11, 0, 5], [5, 3, 3]], np.int64)
+    got = vm["main"](tvm.runtime.tensor(ids)).numpy()
+
+    groups = table.reshape(12, 2, 32)
+    steps = (np.abs(groups).max(axis=2, keepdims=True) / 7).astype(np.float32)  # a step per row and 32 entries
+    want = (np.clip(np.round(groups / steps), -7, 7) * steps).reshape(12, 64)[ids]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
