@@ -115,6 +115,17 @@ def test_report_writes_markdown_json_and_plots_a_person_can_read(package, tmp_pa
     assert width == 990 and height > 200
 
 
+def test_report_shows_what_pruning_kept(tmp_path, capsys):
+    path = tmp_path / "pruned"
+    build(mlp_source(), resolve_target("x86"), path)
+    metadata = json.loads((path / "metadata.json").read_text())
+    metadata["pruning"] = {"flops_kept": 0.4962, "params_kept": 0.7731, "heads": [3, 12], "neurons": [736, 496]}
+    (path / "metadata.json").write_text(json.dumps(metadata))
+    assert run_cli(capsys, "report", str(path), "-o", str(tmp_path / "report"))[0] == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Pruning" in markdown and "| fp32 (pruned) | 0.496 | 0.773 | 3 12 | 736 496 |" in markdown
+
+
 def test_report_says_what_is_not_measured(tmp_path, capsys):
     path = tmp_path / "fresh"
     build(mlp_source(), resolve_target("x86"), path)

@@ -58,6 +58,7 @@ def package_row(path: str | Path) -> dict:
         "probe_drop_pt": (evaluation or {}).get("probe_accuracy_drop_pt"),
         "wordsim_spearman": (evaluation or {}).get("wordsim_spearman_float_vs_package"),
         "profile": (bench or {}).get("profile"),
+        "pruning": metadata.get("pruning"),
         "shapes": (bench or {}).get("shapes"),  # latency of each shape of a --seq-len / --batch list package
     }
 
@@ -157,6 +158,14 @@ def write_report(packages: list[str | Path], out_dir: str | Path) -> dict:
         lines += [f"| {r['name']} | {' '.join(f'{n} {dims}' for n, dims in shape['inputs'].items())} | "
                   f"{shape['p50_ms']:.2f} | {shape['p90_ms']:.2f} | {shape['throughput_per_s']:.1f} |"
                   for r in by_shape for shape in r["shapes"]]
+        lines.append("")
+    pruned = [r for r in rows if r["pruning"]]
+    if pruned:  # what pruning removed; the table above gives each package's accuracy cost
+        lines += ["## Pruning", "", "| package | encoder FLOPs kept | parameters kept | heads per layer | "
+                  "FFN neurons per layer |", "|---|---:|---:|---|---|"]
+        lines += [f"| {r['name']} | {r['pruning']['flops_kept']:.3f} | {r['pruning']['params_kept']:.3f} | "
+                  f"{' '.join(map(str, r['pruning']['heads']))} | {' '.join(map(str, r['pruning']['neurons']))} |"
+                  for r in pruned]
         lines.append("")
     for name, title in (("latency_accuracy", "Latency vs accuracy"), ("kernels", "Where the time goes")):
         if drawn[name]:
