@@ -7,8 +7,9 @@ import torch
 
 from tvmcomp.errors import TvmcompError
 from tvmcomp.prune import prune_encoder
-from tvmcomp.prune.importance import fisher_importance
+from tvmcomp.prune.importance import mask_gradients
 from tvmcomp.prune.masks import masked
+from tvmcomp.prune.rearrange import rearranged
 from tvmcomp.prune.search import Selection, select_under_budget
 from tvmcomp.prune.slicing import slice_encoder
 from tvmcomp.prune.structure import encoder_structure
@@ -87,13 +88,43 @@ def test_mask_search_prunes_a_head_made_useless_first():
     structure = encoder_structure(module)
     with torch.no_grad():
         structure.layers[0].attention_out.weight[:, 16:24] = 0.0  # head 2 of layer 0 writes nothing
-    heads, neurons = fisher_importance(module, structure, batches)
+    head_grads, neuron_grads = mask_gradients(module, structure, batches)
+    heads, neurons = [np.square(g).sum(axis=0) for g in head_grads], [np.square(g).sum(axis=0) for g in neuron_grads]
     assert heads[0][2] == 0.0 and min(h.min() for h in heads[1:]) > 0 and heads[0][[0, 1, 3]].min() > 0
     # a budget one head short of everything: that head goes (a neuron costs 64, a head 1280)
     total = structure.macs(SEQ)
     selection = select_under_budget(structure, heads, neurons, (total - 1280) / total, SEQ)
     assert [list(h) for h in selection.heads] == [[0, 1, 3], [0, 1, 2, 3]]
     assert [len(n) for n in selection.neurons] == [64, 64]
+
+
+def _pruned_loss(gradients, kept):
+    """sum over samples of (the pruned units' summed gradient)^2: the Fisher estimate of the loss."""
+    pruned = np.setdiff1d(np.arange(gradients.shape[1]), kept)
+    return float(np.square(gradients[:, pruned].sum(axis=1)).sum())
+
+
+def test_rearrangement_prunes_a_unit_whose_gradient_cancels_instead_of_one_that_adds_up():
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(64)
+    noise = lambda: 0.05 * rng.standard_normal(64)  # noqa: E731
+    # 0 and 1 are the quietest and point the same way: pruned together their gradients add up;
+    # 2 is a little louder but points the other way; 3 and 4 are loud
+    gradients = np.column_stack([v + noise(), v + noise(), -1.2 * v + noise(), *(3 * rng.standard_normal((2, 64)))])
+    by_diagonal = np.array([2, 3, 4])  # prune 2 of 5: the diagonal Fisher drops 0 and 1
+    kept = rearranged(by_diagonal, gradients)
+    assert len(kept) == 3 and 2 not in kept and {3, 4} <= set(kept)
+    assert _pruned_loss(gradients, kept) < 0.1 * _pruned_loss(gradients, by_diagonal)
+
+
+def test_rearrangement_keeps_the_count_and_never_raises_the_estimated_loss_of_the_diagonal_choice():
+    rng = np.random.default_rng(1)
+    gradients = rng.standard_normal((40, 8)) @ rng.standard_normal((8, 24))  # correlated units
+    for count in (1, 6, 12, 23, 24):
+        diagonal = np.sort(np.argsort(-np.square(gradients).sum(axis=0))[:count])
+        kept = rearranged(diagonal, gradients)
+        assert len(kept) == count and len(set(kept)) == count
+        assert _pruned_loss(gradients, kept) <= _pruned_loss(gradients, diagonal) + 1e-9
 
 
 def test_mask_tuning_brings_the_pruned_encoder_closer_to_the_float_one():
@@ -167,3 +198,16 @@ def test_pruning_bad_input_is_one_line(tmp_path, capsys):
     folder = _save_tiny_encoder(tmp_path / "distil", "distilbert")
     assert_user_error(capsys, ["build", "--model", str(folder), "--prune-flops", "0.5", *out],
                       "pruning needs a BERT-class PyTorch encoder")
+
+
+def test_pruning_ranks_on_the_users_text_given_with_calib_data(tmp_path, capsys):
+    from test_cli import run_cli
+    from test_hf_folder import _save_tiny_encoder
+
+    folder = _save_tiny_encoder(tmp_path / "model", "bert")
+    texts = tmp_path / "mine.txt"
+    texts.write_text("the first of my texts\nanother one\n\na third, longer text of mine\n")
+    code, _, err = run_cli(capsys, "build", "--model", str(folder), "--seq-len", "16", "--prune-flops", "0.6",
+                           "--calib-data", str(texts), "-o", str(tmp_path / "p"))
+    assert code == 0, err
+    assert f"on 3 inputs of {texts}" in err and "[prune] kept" in err

@@ -54,8 +54,9 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-data", metavar="PATH", help="your calibration inputs: an .npz with one array per model input "
                         "(named as the input, first axis = samples), a .txt with one text per line (models with a "
                         "tokenizer) or a folder of images (image models; a file's [N,3,H,W] input gets them resized "
-                        "and ImageNet-normalized); needed to quantize a model file (default for bundled models and "
-                        "folders: the bundled real text or images)")
+                        "and ImageNet-normalized); needed to quantize a model file; with --prune-flops, pruning ranks "
+                        "and tunes on it too (default for bundled models and folders: the bundled real text or "
+                        "images)")
     parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl, or search "
                         "(AOCQ's step search: each Linear input's step chosen by the error of the Linear's integer "
                         "output on the calibration data; slower calibration) (default: the scheme's, minmax)")
@@ -284,7 +285,8 @@ def _quant_options(args):
     """The quantization flags as QuantOptions, each combination checked before any work."""
     from .quant.pipeline import QuantOptions
 
-    for given, flag, meaning in ((args.calib_data, "--calib-data", "calibrates quantization"),
+    calibrates = None if args.prune_flops else args.calib_data  # pruning reads it too
+    for given, flag, meaning in ((calibrates, "--calib-data", "calibrates quantization (and pruning, with --prune-flops)"),
                                  (args.observer, "--observer", "chooses quantization ranges"),
                                  (args.balance, "--balance", "balances channels for quantization"),
                                  (args.weight_rounding, "--weight-rounding", "rounds quantized weights"),
@@ -323,7 +325,8 @@ def _load_source(args):
 
     if args.calib_data and not Path(args.calib_data).exists():
         raise TvmcompError(f"calibration data not found: {args.calib_data}")
-    source = load_source(args.model, args.batch, args.seq_len, args.input_shape, args.prune_flops, _status_stream(args))
+    source = load_source(args.model, args.batch, args.seq_len, args.input_shape, args.prune_flops, _status_stream(args),
+                         args.calib_data if args.prune_flops is not None else None)
     if args.calib_data:
         source.use_calibration_data(args.calib_data)
     return source

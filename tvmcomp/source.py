@@ -104,11 +104,13 @@ def variant_name(batch: int, seq_len: int | None) -> str:
 
 
 def load_source(model: str, batch: str | int | None = None, seq_len: str | int | None = None,
-                input_shapes: list[str] | None = None, prune_flops: float | None = None, stream=None) -> ModelSource:
+                input_shapes: list[str] | None = None, prune_flops: float | None = None, stream=None,
+                prune_data: str | Path | None = None) -> ModelSource:
     """Import ``model`` (a registry name, a Hugging Face model folder, or a .onnx/.pt2 path) with its
     example inputs. ``batch`` and ``seq_len`` may be comma lists: the model is imported at every
     combination, the largest as ``imported`` and the others as ``variants``. With ``prune_flops``,
-    the PyTorch model is pruned first (:mod:`tvmcomp.prune`) to that fraction of its encoder FLOPs."""
+    the PyTorch model is pruned first (:mod:`tvmcomp.prune`) to that fraction of its encoder FLOPs,
+    ranked and tuned on ``prune_data`` (as --calib-data takes it) or the model's bundled text."""
     from .models import find_model
 
     if prune_flops is not None and not 0 < prune_flops <= 1:
@@ -128,7 +130,7 @@ def load_source(model: str, batch: str | int | None = None, seq_len: str | int |
         module = entry.load_torch() if entry.source_file is None else None
         pruning = None
         if prune_flops is not None:
-            pruning = _prune(model, entry, module, prune_flops, seq_lens[-1], stream)
+            pruning = _prune(model, entry, module, prune_flops, seq_lens[-1], stream, prune_data)
         source = _import_entry(model, entry, module, batches[-1], seq_lens[-1])
         source.pruning = pruning
         for b in batches:
@@ -150,19 +152,28 @@ def load_source(model: str, batch: str | int | None = None, seq_len: str | int |
 PRUNE_SAMPLES = 32  # calibration sentences the importance and the mask tuning are computed on
 
 
-def _prune(model: str, entry, module, flops: float, seq_len: int | None, stream) -> dict:
-    """Prune ``module`` in place on the entry's calibration inputs; returns what was kept."""
+def _prune(model: str, entry, module, flops: float, seq_len: int | None, stream, data: str | Path | None) -> dict:
+    """Prune ``module`` in place on ``data`` (as --calib-data takes it; None: the entry's calibration
+    inputs), one input per batch; returns what was kept."""
     import sys
 
+    from .calibration_data import input_makers, read_calibration_data
     from .prune import prune_encoder
     from .prune.structure import encoder_structure
 
     if module is None or seq_len is None:
         raise TvmcompError(f"--prune-flops needs a text encoder with its PyTorch source; {model} is not one")
     encoder_structure(module)  # a model pruning cannot take is refused before any work
+    if data is None:
+        batches, where = entry.make_calibration_inputs(PRUNE_SAMPLES, 1, seq_len), "calibration inputs"
+    else:
+        inputs = [TensorSpec(name, tuple(value.shape), str(value.dtype))
+                  for name, value in entry.make_inputs(1, seq_len).items()]
+        batches = read_calibration_data(data, inputs, *input_makers(entry, inputs))[:PRUNE_SAMPLES]
+        where = f"inputs of {data}"
     stream = stream or sys.stderr
-    print(f"[prune] ranking heads and neurons of {model} on {PRUNE_SAMPLES} calibration inputs", file=stream)
-    report = prune_encoder(module, entry.make_calibration_inputs(PRUNE_SAMPLES, 1, seq_len), flops, seq_len)
+    print(f"[prune] ranking heads and neurons of {model} on {len(batches)} {where}", file=stream)
+    report = prune_encoder(module, batches, flops, seq_len)
     print(f"[prune] kept {report.flops_kept:.3f} of the encoder's FLOPs and {report.params_kept:.3f} of the "
           f"parameters: heads {report.heads}, neurons {report.neurons}", file=stream)
     return report.to_json()

@@ -1,14 +1,18 @@
 """Structured post-training pruning of BERT-class encoders (Kwon et al. 2022): heads and FFN
 neurons ranked by label-free Fisher importance (:mod:`.importance`), kept under a FLOPs budget
-(:mod:`.search`), rescaled by least squares (:mod:`.tuning`), then sliced out of the PyTorch model
-(:mod:`.slicing`) so the imported graph is smaller."""
+(:mod:`.search`), rearranged within each layer by their gradients' interactions
+(:mod:`.rearrange`), rescaled by least squares (:mod:`.tuning`), then sliced out of the PyTorch
+model (:mod:`.slicing`) so the imported graph is smaller."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .importance import fisher_importance
-from .search import select_under_budget
+import numpy as np
+
+from .importance import mask_gradients
+from .rearrange import rearranged
+from .search import Selection, select_under_budget
 from .slicing import slice_encoder
 from .structure import encoder_structure
 from .tuning import tune_masks
@@ -26,14 +30,19 @@ class PruneReport:
                 "heads": self.heads, "neurons": self.neurons}
 
 
-def prune_encoder(module, batches, flops: float, seq_len: int, tune: bool = True) -> PruneReport:
+def prune_encoder(module, batches, flops: float, seq_len: int, tune: bool = True, rearrange: bool = True) -> PruneReport:
     """Prune ``module`` (a PyTorch BERT-class encoder) in place to at most ``flops`` of its encoder
-    FLOPs per token, ranking and tuning on ``batches`` (calibration inputs by input name)."""
+    FLOPs per token, ranking and tuning on ``batches`` (calibration inputs by input name).
+    ``tune`` / ``rearrange``: whether those steps run (off: to measure what each buys)."""
     structure = encoder_structure(module)
     params = sum(p.numel() for p in module.parameters())
     macs = structure.macs(seq_len)
-    head_scores, neuron_scores = fisher_importance(module, structure, batches)
-    selection = select_under_budget(structure, head_scores, neuron_scores, flops, seq_len)
+    head_grads, neuron_grads = mask_gradients(module, structure, batches)
+    selection = select_under_budget(structure, [np.square(g).sum(axis=0) for g in head_grads],
+                                    [np.square(g).sum(axis=0) for g in neuron_grads], flops, seq_len)
+    if rearrange:
+        selection = Selection([rearranged(kept, g) for kept, g in zip(selection.heads, head_grads)],
+                              [rearranged(kept, g) for kept, g in zip(selection.neurons, neuron_grads)])
     head_scales, neuron_scales = tune_masks(module, structure, selection, batches) if tune else (None, None)
     slice_encoder(structure, selection, head_scales, neuron_scales)
     return PruneReport(structure.macs(seq_len) / macs, sum(p.numel() for p in module.parameters()) / params,

@@ -17,6 +17,9 @@ class EncoderLayer:
     ffn_in: object  # [hidden -> intermediate]
     ffn_out: object  # [intermediate -> hidden]
     head_dim: int
+    # the LayerNorms after attention_out and ffn_out: each normalizes its Linear's output + the residual
+    attention_norm: object = None
+    ffn_norm: object = None
 
     @property
     def heads(self) -> int:
@@ -50,17 +53,19 @@ class EncoderStructure:
 
 def encoder_structure(module) -> EncoderStructure:
     """The structure of ``module``'s BERT-class encoder (``encoder.layer[i].attention.self.query``...,
-    as BERT, RoBERTa, MiniLM, ELECTRA name them); other models are refused with what is needed."""
+    ``attention.output.LayerNorm``, as BERT, RoBERTa, MiniLM, ELECTRA name them); other models are
+    refused with what is needed."""
     encoder = next((m for m in module.modules() if _bert_layers(m)), None)
     if encoder is None:
         raise TvmcompError("pruning needs a BERT-class PyTorch encoder (encoder.layer[i].attention.self.query/key/"
-                           "value, attention.output.dense, intermediate.dense, output.dense: BERT, RoBERTa, "
+                           "value, attention.output.dense/LayerNorm, intermediate.dense, output.dense/LayerNorm: BERT, RoBERTa, "
                            "MiniLM); this model has none")
     layers = []
     for layer in encoder.layer:
         attention = layer.attention.self
         layers.append(EncoderLayer(attention.query, attention.key, attention.value, layer.attention.output.dense,
-                                   layer.intermediate.dense, layer.output.dense, attention.attention_head_size))
+                                   layer.intermediate.dense, layer.output.dense, attention.attention_head_size,
+                                   layer.attention.output.LayerNorm, layer.output.LayerNorm))
     return EncoderStructure(layers, layers[0].query.in_features)
 
 
@@ -69,4 +74,5 @@ def _bert_layers(module) -> bool:
     if layers is None or not hasattr(layers, "__iter__"):
         return False
     return all(hasattr(l, "attention") and hasattr(getattr(l.attention, "self", None), "query")
-               and hasattr(l, "intermediate") and hasattr(l, "output") for l in layers)
+               and hasattr(getattr(l.attention, "output", None), "LayerNorm") and hasattr(l, "intermediate")
+               and hasattr(getattr(l, "output", None), "LayerNorm") for l in layers)
