@@ -197,16 +197,19 @@ register_scheme(
     )
 )
 
+INT4_ROWS = TensorQuant(bits=4, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=32)
+
 register_scheme(
     QuantScheme(
         name="w4a8",
         description="int4 weights, symmetric, one scale per output channel and group of 32 input channels "
         "(--group-size), rounded by GPTQ, two codes per byte, on the int8 dot kernels; activations, embedding "
-        "tables and attention as int8",
+        "tables in 4 bits with a scale per 32 entries of a row; attention as int8",
         weight=TensorQuant(bits=4, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=32),
         activation=TensorQuant(bits=8, signed=False, symmetric=False),
-        # 4-bit rows cost MiniLM 0.0075 of embedding cosine (bench/results/2026-12-03-embedding-bits-minilm.md)
-        embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
+        # rows in 4 bits with a scale per 32 entries: MiniLM 18.6 -> 14.3 MiB for 0.0016 of embedding cosine
+        # (a scale per row: 13.0 MiB, 0.0072; bench/results/2026-12-05-w4a8-rows-minilm.md)
+        embedding=INT4_ROWS,
         attn_probs="uniform:15",
         # nearest rounding cost MiniLM 4 pt of probe accuracy, GPTQ 2 (bench/results/*-int4-minilm.md)
         weight_rounding="gptq",
@@ -218,11 +221,12 @@ register_scheme(
         name="pwlq4",
         description="PWLQ: w4a8 with each group of 32 weights split at a breakpoint into a centre and a tail "
         "region, each with its own 4-bit codes and scale, run as two int4 dot-kernel accumulations (two code "
-        "planes: the library holds 8 bits per weight); GPTQ rounding; activations, embeddings, attention int8",
+        "planes: the library holds 8 bits per weight); GPTQ rounding; activations and attention int8, embedding "
+        "tables as w4a8's",
         weight=TensorQuant(bits=4, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=32,
                            regions=2),
         activation=TensorQuant(bits=8, signed=False, symmetric=False),
-        embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
+        embedding=INT4_ROWS,
         attn_probs="uniform:15",
         weight_rounding="gptq",
     )
@@ -232,10 +236,10 @@ register_scheme(
     QuantScheme(
         name="w4",
         description="weight-only: int4 weights as w4a8's (groups of 32, GPTQ, two codes per byte), decoded inside "
-        "the float matmul; activations and attention float, embedding tables int8; for batch 1 and short inputs",
+        "the float matmul; activations and attention float, embedding tables as w4a8's; for batch 1 and short inputs",
         weight=TensorQuant(bits=4, signed=True, symmetric=True, granularity=Granularity.PER_GROUP, group_size=32),
         activation=None,
-        embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
+        embedding=INT4_ROWS,
         weight_rounding="gptq",
     )
 )
