@@ -9,9 +9,9 @@ Studies:
   balancing factors, and with step search too (pot8's defaults), next to int8;
 - ``int4`` (#14): int8, w4a8 with nearest and GPTQ rounding, groups of 32 and 128, and w4
   (weight-only): for models bench/int4.py does not take (vit-s);
-- ``w4a8-rows`` (#14 item 3 again, for w4a8, whose library the int8 word table dominates): w4a8
-  with int8 rows (shipped), 4-bit rows with a scale per row, and 4-bit rows with a scale per 32
-  or 64 entries of a row;
+- ``w4a8-rows`` (#14 item 3 again, for w4a8, whose library an int8 word table dominates): w4a8
+  with int8 rows, 4-bit rows with a scale per row, and 4-bit rows with a scale per 64 or (shipped
+  since 2026-12-05) 32 entries of a row;
 - ``pwlq4`` (#14: "pwlq4 more accurate than w4a8 at the same group size"): w4a8 and pwlq4 side by
   side at groups of 32 and 128, each rounded to nearest and by GPTQ, next to int8.
 
@@ -50,10 +50,10 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
              "w4a8 g32 (GPTQ)": ["--quant", "w4a8"],
              "w4a8 g128 (GPTQ)": ["--quant", "w4a8", "--group-size", "128"],
              "w4 g32 (GPTQ), weight-only": ["--quant", "w4"]},
-    "w4a8-rows": {"w4a8, rows int8 (shipped)": ["--quant", "w4a8"],
+    "w4a8-rows": {"w4a8, rows int8": ["--quant", "w4a8-rows8"],
                   "w4a8, rows in 4 bits, a scale per row": ["--quant", "w4a8-rows4"],
                   "w4a8, rows in 4 bits, a scale per 64 entries": ["--quant", "w4a8-rows4g64"],
-                  "w4a8, rows in 4 bits, a scale per 32 entries": ["--quant", "w4a8-rows4g32"]},
+                  "w4a8, rows in 4 bits, a scale per 32 entries (shipped)": ["--quant", "w4a8"]},
     "pwlq4": {"int8": ["--quant", "int8"],
               "w4a8 g32, nearest rounding": ["--quant", "w4a8", "--weight-rounding", "nearest"],
               "pwlq4 g32, nearest rounding": ["--quant", "pwlq4", "--weight-rounding", "nearest"],
@@ -72,19 +72,18 @@ def main() -> None:
 
     from tvmcomp.cli import main as tvmcomp_main
     from tvmcomp.evaluate import evaluate_package
-    from tvmcomp.quant.schemes import Granularity, get_scheme, register_scheme
+    from tvmcomp.quant.schemes import get_scheme, register_scheme
     from tvmcomp.targets import host_cpu
 
     int8 = get_scheme("int8")
     register_scheme(replace(int8, name="int8-rows4", description="int8, vocabulary rows in 4 bits",
                             embedding=replace(int8.embedding, bits=4)))
-    w4a8 = get_scheme("w4a8")
-    register_scheme(replace(w4a8, name="w4a8-rows4", description="w4a8, vocabulary rows in 4 bits",
-                            embedding=replace(w4a8.embedding, bits=4)))
-    for group in (32, 64):
-        register_scheme(replace(w4a8, name=f"w4a8-rows4g{group}", description=f"w4a8, rows in 4 bits by {group}",
-                                embedding=replace(w4a8.embedding, bits=4, granularity=Granularity.PER_GROUP,
-                                                  group_size=group)))
+    w4a8, int8_rows = get_scheme("w4a8"), int8.embedding
+    register_scheme(replace(w4a8, name="w4a8-rows8", description="w4a8, vocabulary rows int8", embedding=int8_rows))
+    register_scheme(replace(w4a8, name="w4a8-rows4", description="w4a8, vocabulary rows in 4 bits, a scale per row",
+                            embedding=replace(int8_rows, bits=4)))
+    register_scheme(replace(w4a8, name="w4a8-rows4g64", description="w4a8, rows in 4 bits by 64",
+                            embedding=replace(w4a8.embedding, group_size=64)))
     lines = [f"# Accuracy variants, {args.study}: {args.model} ({host_cpu()}, {datetime.date.today()})", "",
              f"bench/accuracy_variants.py {args.study} --model {args.model}: one build each, default schedules where "
              "records lack; accuracy against the float model (tvmcomp.evaluate; text: embeddings of real sentences, "
