@@ -3,7 +3,7 @@
 Engines: the peers of bench/int8.py (PyTorch fp32 and dynamic int8, ONNX Runtime fp32, dynamic and
 static int8) and ONNX Runtime's int4 ``MatMulNBits`` (its matmul_nbits_quantizer: symmetric, blocks
 of 32, accuracy level 4 = int8 compute); tvmcomp fp32, int8 (also balanced, and rounded by GPTQ),
-w4a8 with groups of 32 (GPTQ, as shipped; nearest rounding; balanced) and 128, weight-only w4. For each: latency,
+w4a8 with groups of 32 (GPTQ, as shipped; nearest rounding; balanced) and 128, pwlq4, weight-only w4. For each: latency,
 size on disk, accuracy against the float model on real text. Latency comparisons between two
 tvmcomp packages belong to bench/interleaved.py (this machine's timing noise is ~20%).
 
@@ -33,6 +33,7 @@ TVMCOMP_VARIANTS = {
     "tvmcomp w4a8 g32 --weight-rounding nearest": ["--quant", "w4a8", "--weight-rounding", "nearest"],
     "tvmcomp w4a8 g128 (GPTQ)": ["--quant", "w4a8", "--group-size", "128"],
     "tvmcomp w4a8 g32 (GPTQ) --balance": ["--quant", "w4a8", "--balance"],
+    "tvmcomp pwlq4 g32 (GPTQ)": ["--quant", "pwlq4"],
     "tvmcomp w4 g32 (GPTQ), weight-only": ["--quant", "w4"],
 }
 

@@ -74,8 +74,7 @@ class PiecewiseGrid:
 
     def round(self, values: np.ndarray, scales: np.ndarray) -> np.ndarray:
         centre_step, tail_step = scales[0], scales[1]
-        breakpoint = self.levels * centre_step
-        tail = np.abs(values) > breakpoint
+        tail = np.abs(values) > self.levels * centre_step  # beyond the breakpoint p
         centre = np.where(tail, np.sign(values) * self.levels,
                           np.clip(np.round(values / centre_step), -self.levels, self.levels))
         # a tail step of 0 (no tail chosen): GPTQ's updates may still push a value past p; it keeps +-L
