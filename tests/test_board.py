@@ -157,7 +157,8 @@ def test_rpc_tuning_measures_on_the_board_and_writes_records(board, empty_schedu
 
 
 @pytest.mark.parametrize("preset, scheme", [("arm", "int8"), ("rpi4", "int8"),  # sdot, and NEON without dotprod
-                                            ("arm", "w4a8")])  # nibbles unpacked into sdot
+                                            ("arm", "w4a8"),  # nibbles unpacked into sdot
+                                            ("arm", "pwlq4")])  # two planes of nibbles, two sdot accumulations
 def test_quantized_on_default_schedules_runs_on_the_board_and_agrees_with_the_host(board, tmp_path, empty_schedules,
                                                                                    preset, scheme):
     """No records, no tuning: the default schedules' tensorized kernels run on the (emulated) device."""
