@@ -82,3 +82,36 @@ def test_minilm_pot8_is_on_par_with_int8(tmp_path):
         results[scheme] = evaluate_package(tmp_path / scheme)
     assert results["pot8"]["embedding_cosine_mean"] >= results["int8"]["embedding_cosine_mean"] - 0.002
     assert round(results["pot8"]["probe_accuracy_drop_pt"], 6) <= 2.0
+
+
+@pytest.mark.slow
+def test_minilm_w4a8_and_pwlq4_meet_their_size_and_accuracy_bounds(tmp_path):
+    """#14's bounds on real text: w4a8 (4-bit weights and vocabulary rows) at most 0.2x the float
+    weights and a probe drop of at most 2 pt (measured 14.3 MiB, 0.166x, cosine 0.9620, drop 1);
+    pwlq4 more accurate than w4a8 at the same group size (measured 0.9857)."""
+    from tvmcomp.evaluate import evaluate_package
+
+    results = {}
+    for scheme in ("w4a8", "pwlq4"):
+        assert main(["build", "--model", "minilm", "--target", "x86", "--quant", scheme, "-o", str(tmp_path / scheme)]) == 0
+        results[scheme] = evaluate_package(tmp_path / scheme)
+    w4a8 = tvmcomp.load(tmp_path / "w4a8").metadata
+    assert w4a8["library_bytes"] <= 0.2 * w4a8["float_weight_bytes"]
+    assert round(results["w4a8"]["probe_accuracy_drop_pt"], 6) <= 2.0 and results["w4a8"]["embedding_cosine_mean"] > 0.95
+    assert results["pwlq4"]["embedding_cosine_mean"] > results["w4a8"]["embedding_cosine_mean"] + 0.01
+
+
+@pytest.mark.slow
+def test_minilm_pruned_to_half_its_flops_then_int8_keeps_its_measured_accuracy(tmp_path):
+    """#15 on real text: --prune-flops 0.5 --quant int8 keeps at most half the encoder's FLOPs, runs
+    integer kernels, and stays where bench/prune.py measured it (cosine 0.7398 against the unpruned
+    float model). Kwon et al.'s <= 1 pt drop is not reached on MiniLM (docs/pruning.md)."""
+    from tvmcomp.evaluate import evaluate_package
+
+    path = tmp_path / "p50"
+    assert main(["build", "--model", "minilm", "--target", "x86", "--prune-flops", "0.5", "--quant", "int8",
+                 "--dump-code", "relax", "-o", str(path)]) == 0
+    metadata = tvmcomp.load(path).metadata
+    assert 0.45 < metadata["pruning"]["flops_kept"] <= 0.5
+    assert (path / "code" / "model.relax.py").read_text().count("call_tir(fused_packed_matmul") >= 24
+    assert evaluate_package(path)["embedding_cosine_mean"] > 0.72
