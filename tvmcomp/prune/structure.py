@@ -18,8 +18,8 @@ class EncoderLayer:
     ffn_out: object  # [intermediate -> hidden]
     head_dim: int
     # the LayerNorms after attention_out and ffn_out: each normalizes its Linear's output + the residual
-    attention_norm: object = None
-    ffn_norm: object = None
+    attention_norm: object
+    ffn_norm: object
 
     @property
     def heads(self) -> int:
@@ -58,8 +58,8 @@ def encoder_structure(module) -> EncoderStructure:
     encoder = next((m for m in module.modules() if _bert_layers(m)), None)
     if encoder is None:
         raise TvmcompError("pruning needs a BERT-class PyTorch encoder (encoder.layer[i].attention.self.query/key/"
-                           "value, attention.output.dense/LayerNorm, intermediate.dense, output.dense/LayerNorm: BERT, RoBERTa, "
-                           "MiniLM); this model has none")
+                           "value, attention.output.dense/LayerNorm, intermediate.dense, output.dense/LayerNorm: "
+                           "BERT, RoBERTa, MiniLM); this model has none")
     layers = []
     for layer in encoder.layer:
         attention = layer.attention.self

@@ -13,8 +13,9 @@ what the float (unpruned) model feeds the same LayerNorm. So each layer also mak
 errors the earlier ones left in its inputs and residual, as Kwon et al. tune against the unpruned
 model's layer outputs. ``LN'`` is the LayerNorm's linearization at ``t``: per token, centred over
 channels, times gamma, over the token's standard deviation. Without it the fit chases the few
-channels with large pre-LayerNorm values, which LayerNorm then scales down: MiniLM at 0.5 FLOPs
-lost embedding cosine to tuning (0.716 to 0.625), with it gains (to 0.739). The normal equations
+channels with large pre-LayerNorm values, which LayerNorm then scales down: in an exploratory run
+on MiniLM at 0.5 FLOPs tuning then cost embedding cosine; with it, tuning raises it from 0.716 to
+0.740 (bench/results/2026-12-05-prune-steps-minilm.md). The normal equations
 are ``kept x kept``, solved in float64 with a ridge that pulls scales towards 1.
 """
 
@@ -31,7 +32,7 @@ RIDGE = 1e-2  # of the normal equations' mean diagonal, pulling each scale towar
 
 def _record(module, batches, head_masks, neuron_masks, structure: EncoderStructure, modules) -> list[np.ndarray]:
     """The first input of each of ``modules`` (for a masked Linear: before its mask applies), over
-    the real tokens of every batch, as rows; the masks are applied if ``structure`` is given."""
+    the real tokens of every batch, as rows, with ``head_masks`` / ``neuron_masks`` applied."""
     import torch
 
     seen = [[] for _ in modules]
