@@ -41,7 +41,7 @@ def save_mlp_pt2(path):
 def int8_linear_reference(x, weight_nk, bias, scale, zero_point, activation, weight_quant):
     """What a realized Linear must compute, in NumPy integers: quantize x (round half to even),
     u8 x s8 -> s32 matmul, subtract the zero-point term, rescale, add the bias."""
-    from tvmcomp.quant.realize import quantize_weight
+    from tvmcomp.quant.grids import quantize_weight
 
     xq = activation.quantize(x, np.float32(scale), zero_point)
     wq, w_scale = quantize_weight(np.ascontiguousarray(weight_nk.T), weight_quant)

@@ -17,7 +17,8 @@ from tvmcomp.quant.pipeline import QuantOptions
 from tvmcomp.build import build
 from tvmcomp.errors import TvmcompError
 from tvmcomp.quant.dot_kernels import dot_kernel_for, pack_weight
-from tvmcomp.quant.realize import quantize_weight, weight_quant_for
+from tvmcomp.quant.grids import quantize_weight
+from tvmcomp.quant.ops.linear import weight_quant_for
 from tvmcomp.quant.schemes import get_scheme
 from tvmcomp.frontend.torch_frontend import torch_reference
 from tvmcomp.targets import resolve_target

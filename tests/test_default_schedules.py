@@ -134,7 +134,8 @@ def test_default_vnni_linear_matches_the_integer_reference_exactly(empty_schedul
     from tvmcomp.lowering import fuse_for_tuning
     from tvmcomp.quant.calibrate import SiteRange
     from tvmcomp.quant.dot_kernels import DotKernels, dot_kernel_for
-    from tvmcomp.quant.realize import quantize_weight, Realize
+    from tvmcomp.quant.grids import quantize_weight
+    from tvmcomp.quant.realize import Realize
     from tvmcomp.targets import resolve_target
 
     target = resolve_target("x86-znver4")

@@ -123,7 +123,9 @@ def test_tensorized_avx2_linear_matches_the_integer_reference_only_with_7_bit_we
     from tvmcomp.build import compile_with_database
     from tvmcomp.lowering import fuse_for_tuning
     from tvmcomp.quant.calibrate import SiteRange
-    from tvmcomp.quant.realize import quantize_weight, Realize, weight_quant_for
+    from tvmcomp.quant.grids import quantize_weight
+    from tvmcomp.quant.ops.linear import weight_quant_for
+    from tvmcomp.quant.realize import Realize
 
     target = _x86_preset_on(AVX2_CPU)
     kernel = dataclasses.replace(dot_kernel_for(_x86_preset_on("znver3")), weight_bits=weight_bits)

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 
 from tvmcomp.quant.gptq import gptq_round
-from tvmcomp.quant.realize import quantize_weight
+from tvmcomp.quant.grids import quantize_weight
 from tvmcomp.quant.schemes import get_scheme
 
 W4 = get_scheme("w4a8").weight  # 4-bit, groups of 32

@@ -49,3 +49,9 @@ def test_installed_build_writes_records_to_the_users_folder(installed, tmp_path)
     mine = list((tmp_path / "cache" / "tvmcomp" / "schedules").glob("x86-*/database_tuning_record.json"))
     assert len(mine) == 1 and mine[0].stat().st_size > 0
     assert sorted(p.name for p in (installed / "tvmcomp" / "_schedules").iterdir()) == shipped
+
+
+def test_wheel_ships_every_module_of_the_checkout(installed):
+    # a subpackage missing from pyproject's list ships only if setuptools picks its files up as package data
+    modules = {path.relative_to(REPO) for path in (REPO / "tvmcomp").rglob("*.py")}
+    assert modules <= {path.relative_to(installed) for path in (installed / "tvmcomp").rglob("*.py")}

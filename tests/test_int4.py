@@ -20,7 +20,8 @@ from tvmcomp.errors import TvmcompError
 from tvmcomp.quant.calibrate import SiteRange
 from tvmcomp.quant.dot_kernels import DotKernels, dot_kernels_for, pack_int4_weight
 from tvmcomp.quant.pipeline import QuantOptions
-from tvmcomp.quant.realize import Realize, quantize_weight
+from tvmcomp.quant.grids import quantize_weight
+from tvmcomp.quant.realize import Realize
 from tvmcomp.quant.schemes import Granularity, QuantScheme, TensorQuant, get_scheme, register_scheme
 from tvmcomp.targets import resolve_target
 

@@ -13,8 +13,8 @@ from test_int4 import WideLinear, _constants, _wide_linear_inputs
 from tvmcomp.errors import TvmcompError
 from tvmcomp.quant.dot_kernels import dot_kernels_for, pack_int4_weight
 from tvmcomp.quant.gptq import gptq_round
-from tvmcomp.quant.grids import BREAKPOINTS
-from tvmcomp.quant.realize import Realize, quantize_weight
+from tvmcomp.quant.grids import BREAKPOINTS, quantize_weight
+from tvmcomp.quant.realize import Realize
 from tvmcomp.quant.schemes import get_scheme, register_scheme
 
 PWLQ4 = replace(get_scheme("pwlq4"), weight_rounding="nearest")

@@ -1,4 +1,4 @@
-"""quantize_embeddings: the rewrite of a table lookup, and the rows it reads against NumPy."""
+"""The embedding-lookup op rule: the rewrite of a table lookup, and the rows it reads against NumPy."""
 
 from dataclasses import replace
 
@@ -10,12 +10,19 @@ from tvm.script import relax as R
 
 from conftest import run_imported
 from tvmcomp.frontend import import_torch
-from tvmcomp.quant.embeddings import QuantizeEmbeddings
+from tvmcomp.quant.grids import quantize_weight
 from tvmcomp.quant.nibbles import pack_nibbles, unpack_nibbles
-from tvmcomp.quant.realize import quantize_weight
+from tvmcomp.quant.ops.embedding import EmbeddingLookup
+from tvmcomp.quant.realize import Realize
 from tvmcomp.quant.schemes import Granularity, get_scheme
 
 ROWS = get_scheme("int8").embedding
+
+
+def QuantizeEmbeddings(params, rows, skip=None, min_rows=1024):
+    """Realize with the embedding-lookup rule only, tables of ``min_rows`` or more in ``rows``' codes."""
+    return Realize(params, {}, replace(get_scheme("int8"), embedding=rows), skip=skip,
+                   rules=[EmbeddingLookup(min_rows)])
 
 
 @tvm.script.ir_module

@@ -11,10 +11,12 @@ from conftest import run_imported
 from models_for_tests import int8_linear_reference
 from tvmcomp.errors import TvmcompError
 from tvmcomp.frontend import TensorSpec, import_torch
-from tvmcomp.quant.annotate import _is_op, Annotate, quant_sites
+from tvmcomp.quant.annotate import Annotate, quant_sites
+from tvmcomp.quant.ops import is_op
 from tvmcomp.quant.calibrate import SiteRange, calibrate
 from tvmcomp.quant.dot_kernels import DotKernel, DotKernels, pack_weight
-from tvmcomp.quant.realize import quantize_weight, Realize
+from tvmcomp.quant.grids import quantize_weight
+from tvmcomp.quant.realize import Realize
 from tvmcomp.quant.schemes import get_scheme
 
 INT8 = get_scheme("int8")
@@ -211,7 +213,7 @@ def test_realized_conv2d_matches_the_numpy_integer_reference_exactly():
     weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32) + 0.5
     realized = Realize({"w": weight}, {0: SiteRange(0.014, 110, -1.5, 2.0)}, INT8)(ConvAnnotated)
-    conv = [b.value for b in realized["main"].body.blocks[0].bindings if _is_op(b.value, "relax.nn.conv2d")][0]
+    conv = [b.value for b in realized["main"].body.blocks[0].bindings if is_op(b.value, "relax.nn.conv2d")][0]
     assert [str(a.ty.dtype) for a in conv.args] == ["int16", "int16"] and str(conv.attrs.out_dtype) == "int32"
     bound = relax.transform.BindParams("main", {"w": tvm.runtime.tensor(weight)})(realized)
     executable = tvm.compile(bound, target=tvm.target.Target({"kind": "llvm"}))
@@ -235,7 +237,7 @@ def test_a_patch_embedding_runs_as_a_linear_over_the_patches_on_the_int8_dot_ker
         bb.emit_func_output(y)
     realized = Realize({"w": weight}, {0: SiteRange(0.014, 110, -1.5, 2.0)}, INT8,
                        DotKernels(linear=VNNI))(Annotate(["w"])(bb.get()))
-    assert not any(_is_op(b.value, "relax.nn.conv2d") for b in realized["main"].body.blocks[0].bindings)
+    assert not any(is_op(b.value, "relax.nn.conv2d") for b in realized["main"].body.blocks[0].bindings)
     assert "packed_int8_matmul" in realized.script()
     bound = relax.transform.BindParams("main", {"w": tvm.runtime.tensor(weight)})(realized)
     got = relax.VirtualMachine(tvm.compile(bound, target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())["main"](

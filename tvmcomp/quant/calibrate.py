@@ -15,7 +15,8 @@ import numpy as np
 from ..console import progress_step
 from ..errors import TvmcompError
 from ..lowering import fuse_for_tuning
-from .annotate import BMM_ROLES, QUANT_SITE, quant_sites
+from .annotate import QUANT_SITE, quant_sites
+from .ops.attention import PROBS_ROLE
 from .gptq import InputGram
 from .observers import make_observer
 from .schemes import QuantScheme
@@ -84,7 +85,7 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     channels = {site.index: [np.inf, -np.inf, 0.0, 0] for site in sites if channel_ranges and site.is_linear}
     grams = {site.index: InputGram() for site in sites if input_grams and site.is_linear}
     prob_observers = {site.index: probs.observer() for site in sites
-                      if probs is not None and probs.calibrates and site.role == BMM_ROLES[0]}
+                      if probs is not None and probs.calibrates and site.role == PROBS_ROLE}
 
     real_rows = None  # the current sample's real-token rows (set per sample below)
 

@@ -26,7 +26,7 @@ BLOCK = 128  # rows per lazy batch (a multiple of every group size)
 
 def gptq_round(weight_kn: np.ndarray, gram: np.ndarray, quant: TensorQuant) -> tuple[np.ndarray, np.ndarray]:
     """Codes ``[K, N]`` and scales (``[K / group_size, N]``, or ``[N]`` per channel) of ``weight_kn``,
-    as :func:`~tvmcomp.quant.realize.quantize_weight` returns them (a leading plane axis for a grid
+    as :func:`~tvmcomp.quant.grids.quantize_weight` returns them (a leading plane axis for a grid
     of several planes, :mod:`.grids`), rounded by GPTQ with ``gram`` = H."""
     weight = np.array(weight_kn, np.float64)
     k_total, n = weight.shape

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .schemes import TensorQuant
+from .schemes import Granularity, TensorQuant
 
 BREAKPOINTS = np.linspace(0.25, 1.0, 16)  # candidate p / max|w|; 1.0: no tail (the uniform grid)
 
@@ -102,3 +102,16 @@ def round_to_grid(weight_kn: np.ndarray, quant: TensorQuant) -> tuple[np.ndarray
     scales = grid.fit(grouped)
     codes = grid.round(grouped, scales[:, :, None, :]).reshape(grid.planes, k, n).astype(quant.dtype)
     return (codes, scales) if grid.planes > 1 else (codes[0], scales[0])
+
+
+def quantize_weight(weight: np.ndarray, quant: TensorQuant, channel_axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Integer weight and its scales: one per output channel along ``channel_axis`` (-1: Linear's
+    [K, N]; 0: conv2d's OIHW), or with per-group granularity (Linears) one per group of
+    ``group_size`` rows of [K, N] and output channel, as [K / group_size, N] (codes and scales with a
+    leading plane axis for a piecewise grid)."""
+    if quant.granularity is Granularity.PER_GROUP:
+        return round_to_grid(weight, quant)
+    reduced = tuple(a for a in range(weight.ndim) if a != channel_axis % weight.ndim)
+    scale, zero = quant.scale_zero_point(weight.min(axis=reduced), weight.max(axis=reduced))
+    shape = [-1 if a == channel_axis % weight.ndim else 1 for a in range(weight.ndim)]
+    return quant.quantize(weight, scale.reshape(shape), zero.reshape(shape)), scale

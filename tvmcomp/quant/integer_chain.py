@@ -33,7 +33,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .annotate import _is_op
+from .ops import is_op
 
 _LAYOUT = ("relax.reshape", "relax.permute_dims", "relax.broadcast_to")
 MULTIPLIER_BITS = 15
@@ -80,29 +80,29 @@ class _IntegerChain(PyExprMutator):
         first) of the float value ``y``, or None where ``y`` is not such a chain."""
         layout, scale = [], 1.0
         call = self._bound(y)
-        while call is not None and (any(_is_op(call, op) for op in _LAYOUT) or _is_op(call, "relax.multiply")):
-            if _is_op(call, "relax.multiply"):
+        while call is not None and (any(is_op(call, op) for op in _LAYOUT) or is_op(call, "relax.multiply")):
+            if is_op(call, "relax.multiply"):
                 c = _uniform(self._constant(call.args[1]))
                 below = self._bound(call.args[0])
-                if c is None or below is None or _is_op(below, "relax.astype"):  # that is the dequantize
+                if c is None or below is None or is_op(below, "relax.astype"):  # that is the dequantize
                     break
                 scale *= c
             else:
                 layout.append(call)
             call = self._bound(call.args[0])
         bias = None
-        if call is not None and _is_op(call, "relax.add"):
+        if call is not None and is_op(call, "relax.add"):
             first, second = call.args  # the bias on either side (torch's decompositions put it first)
             bias, value = (self._constant(first), second) if self._constant(first) is not None else \
                 (self._constant(second), first)
             if bias is None or bias.ndim != 1:
                 return None
             call = self._bound(value)
-        if call is None or not _is_op(call, "relax.multiply"):
+        if call is None or not is_op(call, "relax.multiply"):
             return None
         step = self._constant(call.args[1])
         cast = self._bound(call.args[0])
-        if step is None or step.ndim > 1 or cast is None or not _is_op(cast, "relax.astype"):
+        if step is None or step.ndim > 1 or cast is None or not is_op(cast, "relax.astype"):
             return None
         acc = cast.args[0]
         if acc.ty.dtype != "int32" or (bias is not None and bias.shape[0] != int(acc.ty.shape.values[-1])):
@@ -111,7 +111,7 @@ class _IntegerChain(PyExprMutator):
 
     def visit_call_(self, call):
         call = self.visit_expr_post_order(call)
-        if not _is_op(call, "relax.quantize"):
+        if not is_op(call, "relax.quantize"):
             return call
         chain = self._chain(call.args[0])
         steps, zero = self._constant(call.args[1]), _uniform(self._constant(call.args[2]))

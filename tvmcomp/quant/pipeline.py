@@ -1,5 +1,5 @@
-"""The quantization step of a build: annotate -> calibrate (or reuse a saved calibration) -> realize,
-then quantize the embedding tables."""
+"""The quantization step of a build: annotate -> calibrate (or reuse a saved calibration) -> realize
+(-> requantize in integers, for schemes that keep codes integer between ops)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from .attn_probs import parse_attn_probs
 from .balance import OFF
 from .calibrate import SEARCH, SiteRange, calibrate
 from .dot_kernels import DotKernels
-from .embeddings import QuantizeEmbeddings
 from .integer_chain import IntegerChain
 from .realize import Realize
 from .schemes import FLOAT, get_scheme
@@ -119,16 +118,13 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         if [f"{site.name}:{site.role}" for site in quant_sites(shape_annotated)] != settings["sites"]:
             raise TvmcompError(f"{source.name} quantizes different layers at another shape: build one shape per package")
         realize = Realize(shape_imported.params, ranges, scheme, kernels, options.balancing(scheme),
-                          options.wide_below_db, probs)
+                          options.wide_below_db, probs, skip=keep_float)
         shape_imported.mod = realize(shape_annotated)
         counts = dict(realize.counts)
         if scheme.requantize == "integer":
             chain = IntegerChain(shape_imported.params)
             shape_imported.mod = chain(shape_imported.mod)
             counts["integer_chains"] = chain.rewritten
-        if scheme.embedding is not None:
-            shape_imported.mod = QuantizeEmbeddings(shape_imported.params, scheme.embedding,
-                                                    keep_float)(shape_imported.mod)
     _say_what_options_changed(options, counts, stream)
     if scheme.requantize == "integer":
         print(f"[quant] {scheme.name}: {counts['integer_chains']} requantizations between quantized ops stay integer",

@@ -1,0 +1,198 @@
+"""The Linear rule: ``R.matmul(x, W)`` or ``R.matmul(x, R.permute_dims(W))`` with ``W`` a 2-D
+weight parameter. Its activation ``x`` is quantized (a site named after ``W``, role ``"N"``, or
+``"T"`` where ``W`` is read transposed: PyTorch's [N, K]); ``W`` is quantized here, at realize.
+
+With activation scale ``s_x`` / zero point ``z_x`` and ``W`` ([K, N] after any transpose)
+quantized per output channel to int8 ``Wq`` with scales ``s_w``::
+
+    xq  = R.quantize(x, s_x, z_x, axis=-1)                 # uint8, round half to even
+    acc = R.matmul(xq, Wq, out_dtype="int32")              # u8 x s8 -> s32
+    y   = R.astype(acc - z_x * colsum(Wq), "float32") * (s_x * s_w)
+
+``z_x * colsum(Wq)`` and ``s_x * s_w`` are constants computed here; FuseOps puts the subtract,
+cast and multiply (and the bias add that follows) into the matmul kernel's epilogue. The float
+weight is no longer used and is not bound into the library.
+
+Given the target's dot-product kernel (:mod:`tvmcomp.quant.dot_kernels`), the matmul instead reads
+``Wq`` pre-packed in that instruction's block layout, and ``xq`` is stored in the instruction's
+activation dtype: uint8 codes become int8 by subtracting 128 from codes and zero point alike,
+which changes no value of ``xq - z_x``. A kernel that needs narrower weights (AVX2: 7 bits) gets
+them: still stored as int8, quantized to [-63, 63].
+
+With ``--wide-inputs`` (:mod:`..precision`), a Linear whose int8 output is estimated too noisy
+quantizes its input to 12-bit codes in int16 and multiplies them with its int8 weights widened to
+int16 on the target's int16 dot kernel (packed as an attention operand is), same formula.
+
+With channel balancing (:mod:`..balance`), ``s_x`` is a vector ``a * f`` over input channels,
+``z_x`` a vector too, and the weight quantized is ``f[:, None] * W``; the correction is
+``z_x @ Wq`` and the rescale ``a * s_w``.
+
+With 4-bit weights in groups (``w4a8``), ``W`` is quantized with one scale per output channel and
+group of ``G`` input channels, ``s_w[g, n]``, and stored two codes per byte in the int4 dot
+kernel's block layout; the kernel sums each group in int32 and applies its scale::
+
+    acc_g = sum_{k in g} xq_k * Wq[k, n]                   # int32, on the int8 dot instruction
+    y     = sum_g float(acc_g) * (s_x * s_w[g, n]) - sum_g s_x * s_w[g, n] * sum_{k in g} z_x Wq[k, n]
+
+the last term a constant per output channel. A Linear the kernel does not fit keeps int8 weights.
+A piecewise grid (``pwlq4``, :mod:`..grids`) has two code planes, centre and tail, each with its
+own scales: the Linear is that sum twice over the same ``xq``, once per plane, added.
+
+Weight-only (float activations, ``w4``): the codes, packed in 16 x 2 blocks, are decoded with
+their scales a column panel at a time inside the float matmul kernel
+(:func:`~tvmcomp.quant.dot_kernels.int4_decoded_matmul`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from tvm import relax
+
+from ..balance import linear_input_steps
+from ..dot_kernels import (WEIGHT_ONLY_BLOCK, DotKernel, int4_decoded_matmul, int4_group_matmul, pack_int4_weight,
+                           pack_weight, packed_matmul)
+from ..gptq import gptq_round
+from ..grids import quantize_weight
+from ..precision import output_sqnr_db
+from ..schemes import Granularity, QuantScheme, TensorQuant
+from .registry import Operand, OpRule, is_op, register_op_rule
+
+LINEAR_ROLES = ("T", "N")  # the weight is read transposed ([N, K], PyTorch's layout) or not
+
+
+def weight_quant_for(scheme: QuantScheme, kernel: DotKernel | None) -> TensorQuant:
+    """How weights are quantized for a matmul realized with the int8 ``kernel`` (None: a plain
+    matmul). A scheme's 4-bit groups are for its int4 kernel: the other Linears and convolutions
+    keep int8 weights per channel."""
+    quant = scheme.weight
+    if quant.granularity is Granularity.PER_GROUP:
+        quant = replace(quant, bits=8, granularity=Granularity.PER_CHANNEL, group_size=None, regions=1)
+    if kernel is None or kernel.weight_bits >= quant.bits:
+        return quant
+    return replace(quant, bits=kernel.weight_bits)
+
+
+class Linear(OpRule):
+    name, ops, roles = "linear", ("relax.matmul",), LINEAR_ROLES
+
+    def match(self, graph, call):
+        lhs, rhs = call.args
+        transposed = False
+        bound = graph.lookup_binding(rhs) if isinstance(rhs, relax.Var) else None
+        if bound is not None and is_op(bound, "relax.permute_dims") and isinstance(bound.args[0], relax.Var):
+            rhs, transposed = bound.args[0], True
+        if not graph.is_weight(rhs, 2):
+            return None
+        return [Operand(0, rhs.name, "T" if transposed else "N")]
+
+    def realize(self, ctx, call, operands):
+        site, x = operands[0]
+        weight = ctx.params[site.name]
+        return self.linear(ctx, site, x, np.ascontiguousarray(weight.T if site.transposed else weight, np.float32))
+
+    def linear(self, ctx, site, x, weight_kn: np.ndarray):
+        """``x @ weight_kn`` ([K, N]) on integers, ``x`` calibrated at ``site`` (convolutions run as
+        Linears call this too)."""
+        scheme = ctx.scheme
+        if scheme.activation is None:
+            return _weight_only(ctx, site, x, weight_kn)
+        if scheme.weight.granularity is Granularity.PER_GROUP:
+            int4 = _int4(ctx, site, x, weight_kn)
+            if int4 is not None:
+                return int4
+        channels, outputs = weight_kn.shape
+        act = ctx.ranges[site.index]
+        if _wide(ctx, act, weight_kn):  # 12-bit codes in int16, on the int16 kernel
+            ctx.counts["wide_linears"] += 1
+            activation, kernel, name = scheme.wide_activation, ctx.kernels.batched, "packed_int16_matmul"
+        else:
+            activation, kernel, name = scheme.activation, ctx.kernels.linear, "packed_int8_matmul"
+        packed = kernel is not None and kernel.fits(channels, outputs)
+        weight_quant = weight_quant_for(scheme, kernel if packed else None)
+        step, steps, zero_point, factors = _balanced(ctx, act, weight_kn, weight_quant, activation)
+        wq, w_scale = _weight_codes(ctx, site, factors, weight_kn, weight_quant)
+        wq = wq.astype(activation.dtype) if activation.bits > 8 else wq  # the int16 kernel multiplies int16 pairs
+        xq, zero_point = ctx.input_codes(x, site, activation, kernel.activation_dtype if packed else None, steps,
+                                         zero_point)
+        if packed:
+            xq, rows = ctx.pad_rows(xq)
+            acc = ctx.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, kernel.weight_block)), name=name)
+            acc = ctx.cut_rows(acc, rows)
+        else:
+            acc = ctx.builder_.emit(relax.op.matmul(xq, relax.const(wq), out_dtype="int32"))
+        # sum_j z_j Wq_jn: one zero point for all channels, or one per channel (balanced)
+        correction = (np.broadcast_to(zero_point, (channels,)) @ wq.astype(np.int64)).astype(np.int32)
+        shifted = ctx.builder_.emit(relax.op.subtract(acc, relax.const(correction)))
+        return ctx.dequantize(shifted, np.float32(step) * w_scale)
+
+
+def _balanced(ctx, act, weight_kn: np.ndarray, weight_quant: TensorQuant, activation: TensorQuant):
+    return linear_input_steps(act, weight_kn, weight_quant.qmax, activation, ctx.balance,
+                              calibrated=activation == ctx.scheme.activation)
+
+
+def _weight_codes(ctx, site, factors: np.ndarray, weight_kn: np.ndarray, weight_quant: TensorQuant):
+    """Codes and scales of the balanced weight ``factors[:, None] * W``: rounded to nearest, or by
+    GPTQ (:mod:`..gptq`) where the scheme says so and calibration kept the inputs' ``sum x^T x``
+    (for the balanced inputs ``x / f``: ``H / (f f^T)``)."""
+    gram = ctx.ranges[site.index].input_gram
+    balanced = factors[:, None] * weight_kn
+    if ctx.scheme.weight_rounding != "gptq" or gram is None or gram.shape[0] != len(weight_kn):
+        return quantize_weight(balanced, weight_quant)
+    return gptq_round(balanced, gram / np.outer(factors, factors), weight_quant)
+
+
+def _wide(ctx, act, weight_kn: np.ndarray) -> bool:
+    """Whether this Linear's int8 output is estimated noisier than ``wide_below_db`` (:mod:`..precision`)."""
+    scheme = ctx.scheme
+    if ctx.wide_below_db is None or act.channel_rms is None or scheme.wide_activation is None:
+        return False
+    weight_quant = weight_quant_for(scheme, ctx.kernels.linear)
+    *_, factors = _balanced(ctx, act, weight_kn, weight_quant, scheme.activation)
+    return output_sqnr_db(act, weight_kn, scheme.activation, weight_quant.qmax, factors) < ctx.wide_below_db
+
+
+def _int4(ctx, site, x, weight_kn: np.ndarray):
+    """``x @ W`` with 4-bit weights in groups on the int4 dot kernel (module docstring), or None
+    where the kernel does not fit the shape (that Linear keeps int8 weights)."""
+    kernel, weight_quant = ctx.kernels.int4, ctx.scheme.weight
+    channels, outputs = weight_kn.shape
+    if kernel is None or not kernel.fits(channels, outputs) or channels % weight_quant.group_size:
+        return None
+    ctx.counts["int4_linears"] += 1
+    activation = ctx.scheme.activation
+    step, steps, zero_point, factors = _balanced(ctx, ctx.ranges[site.index], weight_kn, weight_quant, activation)
+    wq, w_scale = _weight_codes(ctx, site, factors, weight_kn, weight_quant)  # w_scale: [groups, N]
+    xq, zero_point = ctx.input_codes(x, site, activation, kernel.activation_dtype, steps, zero_point)
+    xq, rows = ctx.pad_rows(xq)
+    planes = zip(wq, w_scale) if weight_quant.regions > 1 else [(wq, w_scale)]
+    y, correction = None, np.zeros(outputs)
+    for codes, plane_scale in planes:  # a piecewise grid's centre and tail: one accumulation each
+        scale = np.float32(step) * plane_scale
+        packed = relax.const(pack_int4_weight(codes, kernel.weight_block))
+        plane = ctx.builder_.emit_te(int4_group_matmul, xq, packed, relax.const(scale), weight_quant.group_size)
+        y = plane if y is None else ctx.builder_.emit(relax.op.add(y, plane))
+        # sum_g scale[g, n] * sum_{k in g} z_k Wq[k, n]: the zero-point terms, one constant per output
+        zero_terms = (np.broadcast_to(zero_point, (channels,))[:, None] * codes.astype(np.int64))
+        correction += (zero_terms.reshape(scale.shape[0], -1, outputs).sum(axis=1) * scale.astype(np.float64)).sum(0)
+    return relax.op.subtract(ctx.cut_rows(y, rows), relax.const(correction.astype(np.float32)))
+
+
+def _weight_only(ctx, site, x, weight_kn: np.ndarray):
+    """``x @ W`` on float ``x`` with the 4-bit codes decoded in the loop (module docstring); a
+    Linear whose shape the kernel does not take stays float."""
+    channels, outputs = weight_kn.shape
+    quant = ctx.scheme.weight
+    if channels % quant.group_size or outputs % WEIGHT_ONLY_BLOCK[0]:
+        return relax.op.matmul(x, relax.const(weight_kn))
+    ctx.counts["int4_linears"] += 1
+    wq, w_scale = _weight_codes(ctx, site, np.ones(channels, np.float32), weight_kn, quant)
+    x, rows = ctx.pad_rows(x)
+    y = ctx.builder_.emit_te(int4_decoded_matmul, x, relax.const(pack_int4_weight(wq, WEIGHT_ONLY_BLOCK)),
+                             relax.const(w_scale), quant.group_size)
+    return ctx.cut_rows(y, rows)
+
+
+LINEAR = register_op_rule(Linear())
