@@ -74,6 +74,45 @@ def test_sliced_encoder_computes_what_the_masked_one_does():
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+class ToyMPNet(torch.nn.Module):
+    """MPNet (relative position bias per head, shared by the layers) with ToyEncoder's sizes."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        from transformers import MPNetConfig, MPNetModel
+
+        torch.manual_seed(seed)
+        config = MPNetConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, max_position_embeddings=SEQ + 2)
+        self.encoder = MPNetModel(config, add_pooling_layer=False).eval()
+        with torch.no_grad():  # a position bias that differs by head, as a trained one does
+            self.encoder.encoder.relative_attention_bias.weight.normal_(0, 1)
+
+    def forward(self, input_ids, attention_mask):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def test_a_sliced_mpnet_keeps_each_layers_heads_of_the_shared_position_bias_and_exports():
+    from conftest import run_imported
+    from tvmcomp.frontend import import_torch
+
+    module, batches = ToyMPNet(), _batches()
+    structure = encoder_structure(module)
+    selection = Selection([np.array([1, 3]), np.array([0, 2, 3])], [np.arange(0, 64, 2), np.arange(0, 64, 4)])
+    head_masks = [torch.zeros(4).index_fill_(0, torch.as_tensor(h), 1.0) for h in selection.heads]
+    neuron_masks = [torch.zeros(64).index_fill_(0, torch.as_tensor(n), 1.0) for n in selection.neurons]
+    with masked(structure, head_masks, neuron_masks):
+        want = _outputs(module, batches)
+    slice_encoder(structure, selection)
+    attention = module.encoder.encoder.layer[0].attention.attn
+    assert tuple(attention.q.weight.shape) == (16, 32) and attention.all_head_size == 16
+    for got, expected in zip(_outputs(module, batches), want):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    imported = import_torch(module, batches[0])
+    (got,) = run_imported(imported, batches[0])
+    np.testing.assert_allclose(got, want[0], atol=1e-4)
+
+
 def test_flops_of_a_pruned_encoder_match_a_hand_count():
     structure = encoder_structure(ToyEncoder())
     # per token: a head 4 projections x 32 x 8 + scores and context 2 x 16 x 8; a neuron 2 x 32
@@ -157,7 +196,7 @@ def test_a_budget_below_one_head_and_neuron_per_layer_is_refused():
 
 
 def test_a_model_without_bert_layers_is_refused():
-    with pytest.raises(TvmcompError, match="pruning needs a BERT-class PyTorch encoder"):
+    with pytest.raises(TvmcompError, match=r"pruning needs a BERT-class PyTorch encoder .*MPNet: attention.attn.q"):
         encoder_structure(torch.nn.Sequential(torch.nn.Linear(4, 4)))
 
 

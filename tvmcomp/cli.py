@@ -89,7 +89,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune-flops", type=float, metavar="F", help="structured pruning first (Kwon et al. 2022): "
                         "keep at most F (0 < F <= 1) of the encoder's FLOPs, removing the attention heads and FFN "
                         "neurons that matter least to the outputs on calibration text, the rest rescaled to make up "
-                        "for them; BERT-class text models (minilm, Hugging Face BERT/RoBERTa folders)")
+                        "for them; BERT-class text models (minilm, mpnet-base, Hugging Face BERT/RoBERTa/MPNet folders)")
     parser.add_argument("--records", metavar="DIR", help="your tuning-records folder: searched before the shipped records, new records written there (default: schedules/ in a checkout, ~/.cache/tvmcomp/schedules when installed)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr (for scripts); errors still print")
 

@@ -1,15 +1,47 @@
 """The prunable structure of a BERT-class encoder: per layer, its attention heads and FFN neurons,
-the Linears that hold them, and what each costs (Kwon et al. 2022's per-head and per-neuron MACs)."""
+the Linears that hold them, and what each costs (Kwon et al. 2022's per-head and per-neuron MACs).
+
+Where those Linears live in a layer is data (:data:`NAMINGS`), one entry per family of encoders
+that name them alike."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 from ..errors import TvmcompError
 
 
+@dataclass(frozen=True)
+class Naming:
+    """Attribute paths, from one layer of ``encoder.layer``, of what pruning slices and reads."""
+
+    family: str  # the models that name their layers this way
+    attention: str  # the self-attention module: it holds the Q, K, V projections and the head count
+    query: str  # relative to ``attention``
+    key: str
+    value: str
+    attention_out: str  # from the layer, as the rest
+    attention_norm: str
+    ffn_in: str
+    ffn_out: str
+    ffn_norm: str
+    # an argument of the self-attention's forward holding a bias per head on axis 1 (MPNet's relative
+    # position bias, computed once for all layers): sliced to the heads a layer keeps
+    head_bias: str | None = None
+
+
+NAMINGS = (
+    Naming("BERT, RoBERTa, MiniLM, ELECTRA", "attention.self", "query", "key", "value", "attention.output.dense",
+           "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"),
+    Naming("MPNet", "attention.attn", "q", "k", "v", "attention.attn.o", "attention.LayerNorm", "intermediate.dense",
+           "output.dense", "output.LayerNorm", head_bias="position_bias"),
+)
+
+
 @dataclass
 class EncoderLayer:
+    attention: object  # the self-attention module
     query: object  # torch.nn.Linear [hidden -> heads * head_dim]
     key: object
     value: object
@@ -20,6 +52,7 @@ class EncoderLayer:
     # the LayerNorms after attention_out and ffn_out: each normalizes its Linear's output + the residual
     attention_norm: object
     ffn_norm: object
+    head_bias: str | None  # see Naming.head_bias
 
     @property
     def heads(self) -> int:
@@ -52,27 +85,35 @@ class EncoderStructure:
 
 
 def encoder_structure(module) -> EncoderStructure:
-    """The structure of ``module``'s BERT-class encoder (``encoder.layer[i].attention.self.query``...,
-    ``attention.output.LayerNorm``, as BERT, RoBERTa, MiniLM, ELECTRA name them); other models are
-    refused with what is needed."""
-    encoder = next((m for m in module.modules() if _bert_layers(m)), None)
-    if encoder is None:
-        raise TvmcompError("pruning needs a BERT-class PyTorch encoder (encoder.layer[i].attention.self.query/key/"
-                           "value, attention.output.dense/LayerNorm, intermediate.dense, output.dense/LayerNorm: "
-                           "BERT, RoBERTa, MiniLM); this model has none")
-    layers = []
-    for layer in encoder.layer:
-        attention = layer.attention.self
-        layers.append(EncoderLayer(attention.query, attention.key, attention.value, layer.attention.output.dense,
-                                   layer.intermediate.dense, layer.output.dense, attention.attention_head_size,
-                                   layer.attention.output.LayerNorm, layer.output.LayerNorm))
-    return EncoderStructure(layers, layers[0].query.in_features)
+    """The structure of ``module``'s encoder (a module with a ``layer`` list named as one of
+    :data:`NAMINGS`); other models are refused with what is needed."""
+    for naming in NAMINGS:
+        encoder = next((m for m in module.modules() if _named(m, naming)), None)
+        if encoder is not None:
+            return EncoderStructure([_layer(layer, naming) for layer in encoder.layer],
+                                    attrgetter(f"{naming.attention}.{naming.query}")(encoder.layer[0]).in_features)
+    paths = "; ".join(f"{n.family}: {n.attention}.{n.query}/{n.key}/{n.value}, {n.attention_out}, {n.ffn_in}, "
+                      f"{n.ffn_out}" for n in NAMINGS)
+    raise TvmcompError(f"pruning needs a BERT-class PyTorch encoder whose layers (encoder.layer[i]) hold ({paths}); "
+                       "this model has none")
 
 
-def _bert_layers(module) -> bool:
+def _layer(layer, naming: Naming) -> EncoderLayer:
+    attention = attrgetter(naming.attention)(layer)
+    query, key, value = (getattr(attention, name) for name in (naming.query, naming.key, naming.value))
+    attention_out, attention_norm, ffn_in, ffn_out, ffn_norm = attrgetter(
+        naming.attention_out, naming.attention_norm, naming.ffn_in, naming.ffn_out, naming.ffn_norm)(layer)
+    return EncoderLayer(attention, query, key, value, attention_out, ffn_in, ffn_out, attention.attention_head_size,
+                        attention_norm, ffn_norm, naming.head_bias)
+
+
+def _named(module, naming: Naming) -> bool:
     layers = getattr(module, "layer", None)
     if layers is None or not hasattr(layers, "__iter__"):
         return False
-    return all(hasattr(l, "attention") and hasattr(getattr(l.attention, "self", None), "query")
-               and hasattr(getattr(l.attention, "output", None), "LayerNorm") and hasattr(l, "intermediate")
-               and hasattr(getattr(l, "output", None), "LayerNorm") for l in layers)
+    paths = [f"{naming.attention}.{naming.query}", naming.attention_out, naming.attention_norm, naming.ffn_in,
+             naming.ffn_out, naming.ffn_norm]
+    try:
+        return all(attrgetter(path)(layer) is not None for layer in layers for path in paths)
+    except AttributeError:
+        return False
