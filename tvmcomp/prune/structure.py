@@ -52,7 +52,8 @@ class EncoderLayer:
     # the LayerNorms after attention_out and ffn_out: each normalizes its Linear's output + the residual
     attention_norm: object
     ffn_norm: object
-    head_bias: str | None  # see Naming.head_bias
+    module: object  # the layer itself, in which ``naming``'s paths lead to the above
+    naming: Naming
 
     @property
     def heads(self) -> int:
@@ -104,7 +105,7 @@ def _layer(layer, naming: Naming) -> EncoderLayer:
     attention_out, attention_norm, ffn_in, ffn_out, ffn_norm = attrgetter(
         naming.attention_out, naming.attention_norm, naming.ffn_in, naming.ffn_out, naming.ffn_norm)(layer)
     return EncoderLayer(attention, query, key, value, attention_out, ffn_in, ffn_out, attention.attention_head_size,
-                        attention_norm, ffn_norm, naming.head_bias)
+                        attention_norm, ffn_norm, layer, naming)
 
 
 def _named(module, naming: Naming) -> bool:

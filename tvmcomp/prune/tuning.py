@@ -73,6 +73,8 @@ def tune_masks(module, structure: EncoderStructure, selection: Selection, batche
         for linear, norm, masks, kept, width in (
                 (layer.attention_out, layer.attention_norm, head_masks, selection.heads[i], layer.head_dim),
                 (layer.ffn_out, layer.ffn_norm, neuron_masks, selection.neurons[i], 1)):
+            if len(kept) == 0:  # a block removed whole: nothing to rescale
+                continue
             inputs, norm_inputs = _record(module, batches, head_masks, neuron_masks, structure, [linear, norm])
             weight = linear.weight.detach().double().numpy()  # [out, in]: unit u's inputs are u*width .. (u+1)*width
             mask = masks[i].repeat_interleave(width).double().numpy()
