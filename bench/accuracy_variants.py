@@ -13,10 +13,14 @@ Studies:
   with int8 rows, 4-bit rows with a scale per row, and 4-bit rows with a scale per 64 or (shipped
   since 2026-12-05) 32 entries of a row;
 - ``pwlq4`` (#14: "pwlq4 more accurate than w4a8 at the same group size"): w4a8 and pwlq4 side by
-  side at groups of 32 and 128, each rounded to nearest and by GPTQ, next to int8.
+  side at groups of 32 and 128, each rounded to nearest and by GPTQ, next to int8;
+- ``schemes`` (#13's scheme table, accuracy only: for models bench/int8.py is too slow to time here,
+  mpnet-base): int8, pot8, each with log2:4 attention probabilities, and int8 with log2:3.
 
-Run: .venv/bin/python bench/accuracy_variants.py STUDY [--model minilm]
-Writes bench/results/<date>-<study>-<model>.md.
+Run: .venv/bin/python bench/accuracy_variants.py STUDY [--model minilm] [--balance auto]
+``--balance A`` is added to every build of the study, before its own arguments, which win (mpnet-base's
+FFN outputs need balancing in 8 bits).
+Writes bench/results/<date>-<study>-<model>[-balance-A].md.
 """
 
 from __future__ import annotations
@@ -61,6 +65,11 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
               "pwlq4 g32 (GPTQ)": ["--quant", "pwlq4"],
               "w4a8 g128 (GPTQ)": ["--quant", "w4a8", "--group-size", "128"],
               "pwlq4 g128 (GPTQ)": ["--quant", "pwlq4", "--group-size", "128"]},
+    "schemes": {"int8": ["--quant", "int8"],
+                "pot8": ["--quant", "pot8"],
+                "int8 --attn-probs log2:4": ["--quant", "int8", "--attn-probs", "log2:4"],
+                "pot8 --attn-probs log2:4": ["--quant", "pot8", "--attn-probs", "log2:4"],
+                "int8 --attn-probs log2:3": ["--quant", "int8", "--attn-probs", "log2:3"]},
 }
 
 
@@ -68,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", choices=sorted(STUDIES))
     parser.add_argument("--model", default="minilm")
+    parser.add_argument("--balance", help="channel balancing for every build: an alpha or 'auto'")
     args = parser.parse_args()
 
     from tvmcomp.cli import main as tvmcomp_main
@@ -84,8 +94,10 @@ def main() -> None:
                             embedding=replace(int8_rows, bits=4)))
     register_scheme(replace(w4a8, name="w4a8-rows4g64", description="w4a8, rows in 4 bits by 64",
                             embedding=replace(w4a8.embedding, group_size=64)))
+    common = ["--balance", args.balance] if args.balance else []
     lines = [f"# Accuracy variants, {args.study}: {args.model} ({host_cpu()}, {datetime.date.today()})", "",
-             f"bench/accuracy_variants.py {args.study} --model {args.model}: one build each, default schedules where "
+             f"bench/accuracy_variants.py {args.study} --model {args.model} {' '.join(common)}: one build each "
+             f"{'with ' + ' '.join(common) + ', ' if common else ''}default schedules where "
              "records lack; accuracy against the float model (tvmcomp.evaluate; text: embeddings of real sentences, "
              "images: held-out digits).", "",
              "| build | library MiB | output cosine mean | output SQNR dB | embedding cosine mean / min | probe (float) |",
@@ -94,7 +106,7 @@ def main() -> None:
         for i, (name, build_args) in enumerate(STUDIES[args.study].items()):
             package = Path(work) / f"p{i}"
             with redirect_stderr(io.StringIO()):
-                assert tvmcomp_main(["build", "--model", args.model, "--target", "x86", "-q", *build_args,
+                assert tvmcomp_main(["build", "--model", args.model, "--target", "x86", "-q", *common, *build_args,
                                      "-o", str(package)]) == 0
                 result = evaluate_package(package)
             library = sum(f.stat().st_size for f in package.glob("*.so")) / 2**20
@@ -103,7 +115,8 @@ def main() -> None:
             lines.append(f"| {name} | {library:.1f} | {result['output_cosine_mean']:.4f} | {result['sqnr_db']:.1f} | "
                          f"{embedding} | {result['probe_accuracy_package']:.3f} ({result['probe_accuracy_float']:.3f}) |")
             print(lines[-1], flush=True)
-    out = REPO / "bench" / "results" / f"{datetime.date.today()}-{args.study}-{args.model}.md"
+    suffix = f"-balance-{args.balance}" if args.balance else ""
+    out = REPO / "bench" / "results" / f"{datetime.date.today()}-{args.study}-{args.model}{suffix}.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 

@@ -4,7 +4,12 @@ packages under the same conditions where one-after-another runs do not.
 Each package is timed the way a user calls it (``tvmcomp.load(p).run``, no thread setting) on its
 own example inputs, ``--runs`` times a round; the median of each round is reported, round by round.
 
+With ``--torch MODEL``, the bundled model's float PyTorch module (``torch.inference_mode``, as many
+threads as the packages get) runs in every round too, on the first package's inputs, and each
+package's speedup over it is given round by round.
+
 Run: .venv/bin/python bench/interleaved.py NAME=PACKAGE [NAME=PACKAGE ...] --title TITLE [--rounds 4] [--runs 15]
+     [--torch MODEL]
 Writes bench/results/<date>-interleaved-<slug of TITLE>.md.
 """
 
@@ -19,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# bench/ off sys.path: its kernels.py would hide the `kernels` package transformers imports (--torch)
+sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO))
 
 
@@ -28,19 +35,23 @@ def main() -> None:
     parser.add_argument("--title", required=True)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--torch", metavar="MODEL", help="also time this bundled model's float PyTorch module")
     args = parser.parse_args()
 
     import tvmcomp
-    from tvmcomp.bench import time_callable
+    from tvmcomp.bench import reference_torch_module, time_callable
     from tvmcomp.targets import host_cores, host_cpu
 
     packages = {name: tvmcomp.load(path) for name, path in (entry.split("=", 1) for entry in args.packages)}
-    feeds = {name: package.example_inputs() for name, package in packages.items()}
-    medians = {name: [] for name in packages}
+    runners = {name: lambda p=package, f=package.example_inputs(): p.run(**f) for name, package in packages.items()}
+    if args.torch:
+        runners[f"pytorch fp32 ({args.torch})"] = _torch_runner(reference_torch_module(args.torch),
+                                                               next(iter(packages.values())).example_inputs(),
+                                                               host_cores())
+    medians = {name: [] for name in runners}
     for _ in range(args.rounds):
-        for name, package in packages.items():
-            times = time_callable(lambda p=package, f=feeds[name]: p.run(**f), args.runs)
-            medians[name].append(float(np.median(times)) * 1000)
+        for name, run in runners.items():
+            medians[name].append(float(np.median(time_callable(run, args.runs))) * 1000)
     date = datetime.date.today().isoformat()
     lines = [f"# {args.title} ({host_cpu()}, {host_cores()} threads, {date})", "",
              f"bench/interleaved.py: {args.rounds} rounds, each package {args.runs} runs a round "
@@ -48,10 +59,30 @@ def main() -> None:
              "| package | " + " | ".join(f"round {i + 1}" for i in range(args.rounds)) + " |",
              "|---|" + "---:|" * args.rounds]
     lines += [f"| {name} | " + " | ".join(f"{m:.3g}" for m in values) + " |" for name, values in medians.items()]
+    if args.torch:
+        torch_ms = medians[f"pytorch fp32 ({args.torch})"]
+        lines += ["", "Speedup over PyTorch fp32 in the same round:", "",
+                  "| package | " + " | ".join(f"round {i + 1}" for i in range(args.rounds)) + " |",
+                  "|---|" + "---:|" * args.rounds]
+        lines += [f"| {name} | " + " | ".join(f"{t / m:.2f}x" for t, m in zip(torch_ms, medians[name])) + " |"
+                  for name in packages]
     slug = re.sub(r"[^a-z0-9]+", "-", args.title.lower()).strip("-")[:60]
     out = REPO / "bench" / "results" / f"{date}-interleaved-{slug}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _torch_runner(module, inputs: dict, threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in inputs.items()}
+
+    def run():
+        with torch.inference_mode():
+            module(**tensors)
+
+    return run
 
 
 if __name__ == "__main__":
