@@ -97,3 +97,30 @@ def test_an_observer_is_checked_before_any_work(tmp_path, capsys):
                       "--observer chooses quantization ranges: add --quant int8")
     assert_user_error(capsys, ["build", "--quant", "int8", "--observer", "serch", "-o", str(tmp_path / "p")],
                       "unknown observer 'serch'; available: minmax, percentile, mse, kl, search")
+
+
+def test_the_search_models_the_weights_realize_builds_on_the_targets_kernels():
+    from tvmcomp.quant.dot_kernels import DotKernel, DotKernels
+    from tvmcomp.quant.ops.linear import weight_quant_of
+
+    avx2 = DotKernels(linear=DotKernel("avx2", "dot_8x4_avx2", (8, 4), "uint8", weight_bits=7),
+                      int4=DotKernel("avx2", "dot_8x8_w4_avx2", (8, 8), "uint8", weight_bits=4))
+    w4a8 = get_scheme("w4a8")
+    assert weight_quant_of(INT8, avx2, 64, 32).bits == 7  # AVX2's vpmaddubsw pairs: 7-bit weights
+    assert weight_quant_of(INT8, DotKernels(), 64, 32) == INT8.weight  # no kernel: a plain int8 matmul
+    assert weight_quant_of(w4a8, avx2, 64, 32) == w4a8.weight  # 4-bit groups on the int4 kernel
+    assert weight_quant_of(w4a8, avx2, 48, 32).bits == 7  # 48 input channels: not whole groups of 32
+
+    rows, weight, site = _wide_channel_linear()
+    scale, zero = w4a8.activation.scale_zero_point(np.float64(site.lo), np.float64(site.hi))
+    site = SiteRange(float(scale), int(zero), site.lo, site.hi)
+    got = output_error(rows, weight, site, w4a8.activation, w4a8.weight, balance=None)
+    s = np.float32((max(site.hi, 0) - min(site.lo, 0)) / 255)
+    z = np.clip(np.round(-min(site.lo, 0) / s), 0, 255)
+    x_hat = (np.clip(np.round(rows / s) + z, 0, 255) - z) * s
+    # 4-bit symmetric, a scale per output channel and group of 32 input channels: s_g = max|W[g, n]| / 7
+    groups = weight.reshape(2, 32, 32)
+    s_g = np.abs(groups).max(axis=1, keepdims=True) / np.float32(7)
+    w_hat = (np.clip(np.round(groups / s_g), -7, 7) * s_g).reshape(64, 32)
+    want = np.sum((x_hat @ w_hat - rows @ weight).astype(np.float64) ** 2)
+    np.testing.assert_allclose(got, want, rtol=1e-3)

@@ -16,6 +16,8 @@ from ..console import progress_step
 from ..errors import TvmcompError
 from ..lowering import fuse_for_tuning
 from .annotate import QUANT_SITE, quant_sites
+from .dot_kernels import DotKernels
+from .ops.linear import weight_quant_of
 from .ops.attention import PROBS_ROLE
 from .gptq import InputGram
 from .observers import make_observer
@@ -63,12 +65,13 @@ def check_samples(samples: list[dict[str, np.ndarray]], input_specs) -> None:
 
 def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantScheme, observer: str | None = None,
               stream=None, channel_ranges: bool = False, probs=None, balance=None,
-              input_grams: bool = False) -> dict[int, SiteRange]:
+              input_grams: bool = False, kernels: DotKernels = DotKernels()) -> dict[int, SiteRange]:
     """Activation ranges of every quant site of ``annotated_mod`` over ``samples``; with
     ``channel_ranges``, each Linear site's per-input-channel min and max too; with ``probs`` (an
     attention-probability quantizer that calibrates), its parameters at every batched matmul's left
     operand that held probabilities only. With the ``search`` observer, Linear sites' steps are then
-    searched (:mod:`.step_search`) for the Linears as realize will build them, balanced by ``balance``.
+    searched (:mod:`.step_search`) for the Linears as realize will build them on the target's dot
+    ``kernels`` (their weights' bits and groups), balanced by ``balance``.
     With ``input_grams``, each Linear site's ``sum x^T x`` is kept too (for GPTQ, :mod:`.gptq`)."""
     import tvm
     from tvm import relax
@@ -143,7 +146,8 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
         ranges[index] = SiteRange(float(scale), int(zero), float(lo), float(hi), **per_channel)
     for done, site in enumerate((site for site in sites if site.index in kept_rows), 1):
         weight = np.asarray(params[site.name], np.float32)
-        ranges[site.index] = search_step(kept_rows[site.index].array(), weight.T if site.transposed else weight,
-                                         ranges[site.index], scheme.activation, scheme.weight, balance)
+        weight_kn = weight.T if site.transposed else weight
+        ranges[site.index] = search_step(kept_rows[site.index].array(), weight_kn, ranges[site.index],
+                                         scheme.activation, weight_quant_of(scheme, kernels, *weight_kn.shape), balance)
         progress_step(stream, "[calibrate] step search, Linear", done, len(kept_rows))
     return ranges

@@ -115,3 +115,12 @@ def quantize_weight(weight: np.ndarray, quant: TensorQuant, channel_axis: int = 
     scale, zero = quant.scale_zero_point(weight.min(axis=reduced), weight.max(axis=reduced))
     shape = [-1 if a == channel_axis % weight.ndim else 1 for a in range(weight.ndim)]
     return quant.quantize(weight, scale.reshape(shape), zero.reshape(shape)), scale
+
+
+def restored_weight(weight_kn: np.ndarray, quant: TensorQuant) -> np.ndarray:
+    """The float values ``W[K, N]`` stands for once quantized by ``quant`` (symmetric: no zero point)."""
+    codes, scales = quantize_weight(weight_kn, quant)
+    if quant.granularity is not Granularity.PER_GROUP:
+        return codes.astype(np.float32) * scales
+    values = codes.astype(np.float32) * np.repeat(scales, quant.group_size, axis=-2)
+    return values.sum(axis=0) if quant.regions > 1 else values

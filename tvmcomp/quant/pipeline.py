@@ -98,8 +98,9 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
                 "data": source.calibration_key(), "channel_ranges": options.channel_ranges(scheme),
                 "attn_probs": probs.spec if probs is not None and probs.calibrates else None,
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
-    if settings["observer"] == SEARCH:  # the steps searched are the balanced Linears' best
+    if settings["observer"] == SEARCH:  # the steps searched are the best for the Linears balanced, on these kernels
         settings["balance"] = options.balancing(scheme)
+        settings["weight_kernels"] = [kernel.intrinsic for kernel in (kernels.linear, kernels.int4) if kernel]
     gptq = scheme.weight_rounding == "gptq"  # its inputs' second moments are not saved: calibrate again
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package and not gptq else None
     if ranges is None:
@@ -109,7 +110,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
               f"({settings['observer']} observer)", file=stream)
         ranges = calibrate(annotated, imported.params, imported.inputs, batches, scheme, options.observer,
                            stream=stream, channel_ranges=options.channel_ranges(scheme), probs=probs,
-                           balance=options.balancing(scheme), input_grams=gptq)
+                           balance=options.balancing(scheme), input_grams=gptq, kernels=kernels)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
     for shape_imported in source.shapes().values():  # every shape reuses the ranges calibrated at the largest

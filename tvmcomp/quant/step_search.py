@@ -21,6 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from .balance import linear_input_steps
+from .grids import restored_weight
 
 SHRINK = tuple(np.geomspace(1.0, 0.25, 13))  # the range factors tried, from the full observed range down
 ROWS = 512  # input rows a Linear site keeps for the search
@@ -67,9 +68,7 @@ def output_error(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation
     codes = np.clip(np.round(rows / (np.float32(step) if steps is None else steps)) + zero, activation.qmin,
                     activation.qmax)
     restored_x = (codes - zero) * np.float32(step)
-    balanced = factors[:, None] * weight_kn
-    w_scale, w_zero = weight_quant.scale_zero_point(balanced.min(axis=0), balanced.max(axis=0))
-    restored_w = (weight_quant.quantize(balanced, w_scale, w_zero).astype(np.float32) - w_zero) * w_scale
+    restored_w = restored_weight(factors[:, None] * weight_kn, weight_quant)
     return float(np.sum((restored_x.astype(np.float32) @ restored_w - rows @ weight_kn) ** 2))
 
 

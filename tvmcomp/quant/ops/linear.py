@@ -51,7 +51,7 @@ import numpy as np
 from tvm import relax
 
 from ..balance import linear_input_steps
-from ..dot_kernels import (WEIGHT_ONLY_BLOCK, DotKernel, int4_decoded_matmul, int4_group_matmul, pack_int4_weight,
+from ..dot_kernels import (WEIGHT_ONLY_BLOCK, DotKernel, DotKernels, int4_decoded_matmul, int4_group_matmul, pack_int4_weight,
                            pack_weight, packed_matmul)
 from ..gptq import gptq_round
 from ..grids import quantize_weight
@@ -72,6 +72,22 @@ def weight_quant_for(scheme: QuantScheme, kernel: DotKernel | None) -> TensorQua
     if kernel is None or kernel.weight_bits >= quant.bits:
         return quant
     return replace(quant, bits=kernel.weight_bits)
+
+
+def int4_fits(kernels: DotKernels, scheme: QuantScheme, channels: int, outputs: int) -> bool:
+    """Whether a [channels, outputs] Linear takes the scheme's 4-bit groups on the int4 dot kernel."""
+    kernel, quant = kernels.int4, scheme.weight
+    return (quant.granularity is Granularity.PER_GROUP and kernel is not None and kernel.fits(channels, outputs)
+            and channels % quant.group_size == 0)
+
+
+def weight_quant_of(scheme: QuantScheme, kernels: DotKernels, channels: int, outputs: int) -> TensorQuant:
+    """How realize quantizes the weight of a [channels, outputs] Linear with the scheme's activations
+    (not wide ones), on the target's ``kernels``: what calibration's step search models too."""
+    if int4_fits(kernels, scheme, channels, outputs):
+        return scheme.weight
+    kernel = kernels.linear
+    return weight_quant_for(scheme, kernel if kernel is not None and kernel.fits(channels, outputs) else None)
 
 
 class Linear(OpRule):
@@ -98,10 +114,9 @@ class Linear(OpRule):
         scheme = ctx.scheme
         if scheme.activation is None:
             return _weight_only(ctx, site, x, weight_kn)
-        if scheme.weight.granularity is Granularity.PER_GROUP:
-            int4 = _int4(ctx, site, x, weight_kn)
-            if int4 is not None:
-                return int4
+        int4 = _int4(ctx, site, x, weight_kn)
+        if int4 is not None:
+            return int4
         channels, outputs = weight_kn.shape
         act = ctx.ranges[site.index]
         if _wide(ctx, act, weight_kn):  # 12-bit codes in int16, on the int16 kernel
@@ -110,7 +125,7 @@ class Linear(OpRule):
         else:
             activation, kernel, name = scheme.activation, ctx.kernels.linear, "packed_int8_matmul"
         packed = kernel is not None and kernel.fits(channels, outputs)
-        weight_quant = weight_quant_for(scheme, kernel if packed else None)
+        weight_quant = weight_quant_for(scheme, kernel if packed else None)  # weight_quant_of's, for this kernel
         step, steps, zero_point, factors = _balanced(ctx, act, weight_kn, weight_quant, activation)
         wq, w_scale = _weight_codes(ctx, site, factors, weight_kn, weight_quant)
         wq = wq.astype(activation.dtype) if activation.bits > 8 else wq  # the int16 kernel multiplies int16 pairs
@@ -159,7 +174,7 @@ def _int4(ctx, site, x, weight_kn: np.ndarray):
     where the kernel does not fit the shape (that Linear keeps int8 weights)."""
     kernel, weight_quant = ctx.kernels.int4, ctx.scheme.weight
     channels, outputs = weight_kn.shape
-    if kernel is None or not kernel.fits(channels, outputs) or channels % weight_quant.group_size:
+    if not int4_fits(ctx.kernels, ctx.scheme, channels, outputs):
         return None
     ctx.counts["int4_linears"] += 1
     activation = ctx.scheme.activation
