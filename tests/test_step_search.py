@@ -22,16 +22,19 @@ def _wide_channel_linear():
     return rows, weight, SiteRange(scale=0.0, zero_point=0, lo=float(rows.min()), hi=float(rows.max()))
 
 
+def _uint8_restored(rows, site):
+    """uint8 asymmetric per tensor: x ~ (clip(round(x / s) + z, 0, 255) - z) * s."""
+    s = np.float32((max(site.hi, 0) - min(site.lo, 0)) / 255)
+    z = np.clip(np.round(-min(site.lo, 0) / s), 0, 255)
+    return (np.clip(np.round(rows / s) + z, 0, 255) - z) * s
+
+
 def test_output_error_is_the_integer_linears_error_spelled_out():
     rows, weight, site = _wide_channel_linear()
     scale, zero = INT8.activation.scale_zero_point(np.float64(site.lo), np.float64(site.hi))
     site = SiteRange(float(scale), int(zero), site.lo, site.hi)
     got = output_error(rows, weight, site, INT8.activation, INT8.weight, balance=None)
-
-    # uint8 asymmetric per tensor: x ~ (clip(round(x / s) + z, 0, 255) - z) * s
-    s = np.float32((max(site.hi, 0) - min(site.lo, 0)) / 255)
-    z = np.clip(np.round(-min(site.lo, 0) / s), 0, 255)
-    x_hat = (np.clip(np.round(rows / s) + z, 0, 255) - z) * s
+    x_hat = _uint8_restored(rows, site)
     # int8 symmetric per output channel: W ~ clip(round(W / s_w), -127, 127) * s_w, s_w = max|W[:, n]| / 127
     s_w = np.abs(weight).max(axis=0) / np.float32(127)
     w_hat = np.clip(np.round(weight / s_w), -127, 127) * s_w
@@ -115,9 +118,7 @@ def test_the_search_models_the_weights_realize_builds_on_the_targets_kernels():
     scale, zero = w4a8.activation.scale_zero_point(np.float64(site.lo), np.float64(site.hi))
     site = SiteRange(float(scale), int(zero), site.lo, site.hi)
     got = output_error(rows, weight, site, w4a8.activation, w4a8.weight, balance=None)
-    s = np.float32((max(site.hi, 0) - min(site.lo, 0)) / 255)
-    z = np.clip(np.round(-min(site.lo, 0) / s), 0, 255)
-    x_hat = (np.clip(np.round(rows / s) + z, 0, 255) - z) * s
+    x_hat = _uint8_restored(rows, site)
     # 4-bit symmetric, a scale per output channel and group of 32 input channels: s_g = max|W[g, n]| / 7
     groups = weight.reshape(2, 32, 32)
     s_g = np.abs(groups).max(axis=1, keepdims=True) / np.float32(7)
