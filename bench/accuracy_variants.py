@@ -17,9 +17,10 @@ Studies:
 - ``schemes`` (#13's scheme table, accuracy only: for models bench/int8.py is too slow to time here,
   mpnet-base): int8, pot8, each with log2:4 attention probabilities, and int8 with log2:3.
 
-Run: .venv/bin/python bench/accuracy_variants.py STUDY [--model minilm] [--balance auto]
+Run: .venv/bin/python bench/accuracy_variants.py STUDY [--model minilm] [--balance auto] [--skip PATTERN ...]
 ``--balance A`` is added to every build of the study, before its own arguments, which win (mpnet-base's
-FFN outputs need balancing in 8 bits).
+FFN outputs need balancing in 8 bits). ``--skip`` leaves out the variants whose names match (fnmatch),
+for models too slow to build them all.
 Writes bench/results/<date>-<study>-<model>[-balance-A].md.
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fnmatch
 import io
 import sys
 import tempfile
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("study", choices=sorted(STUDIES))
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--balance", help="channel balancing for every build: an alpha or 'auto'")
+    parser.add_argument("--skip", nargs="+", default=[], metavar="PATTERN", help="variants left out (fnmatch)")
     args = parser.parse_args()
 
     from tvmcomp.cli import main as tvmcomp_main
@@ -95,15 +98,19 @@ def main() -> None:
     register_scheme(replace(w4a8, name="w4a8-rows4g64", description="w4a8, rows in 4 bits by 64",
                             embedding=replace(w4a8.embedding, group_size=64)))
     common = ["--balance", args.balance] if args.balance else []
+    skipped = ["--skip", *(f"'{pattern}'" for pattern in args.skip)] if args.skip else []
     lines = [f"# Accuracy variants, {args.study}: {args.model} ({host_cpu()}, {datetime.date.today()})", "",
-             f"bench/accuracy_variants.py {args.study} --model {args.model} {' '.join(common)}: one build each "
+             f"bench/accuracy_variants.py {args.study} --model {args.model} {' '.join(common + skipped)}: one build "
+             "each "
              f"{'with ' + ' '.join(common) + ', ' if common else ''}default schedules where "
              "records lack; accuracy against the float model (tvmcomp.evaluate; text: embeddings of real sentences, "
              "images: held-out digits).", "",
              "| build | library MiB | output cosine mean | output SQNR dB | embedding cosine mean / min | probe (float) |",
              "|---|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as work:
-        for i, (name, build_args) in enumerate(STUDIES[args.study].items()):
+        variants = {name: build_args for name, build_args in STUDIES[args.study].items()
+                    if not any(fnmatch.fnmatch(name, pattern) for pattern in args.skip)}
+        for i, (name, build_args) in enumerate(variants.items()):
             package = Path(work) / f"p{i}"
             with redirect_stderr(io.StringIO()):
                 assert tvmcomp_main(["build", "--model", args.model, "--target", "x86", "-q", *common, *build_args,
