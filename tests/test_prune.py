@@ -13,7 +13,6 @@ from tvmcomp.prune.rearrange import rearranged
 from tvmcomp.prune.search import Selection, select_under_budget
 from tvmcomp.prune.slicing import slice_encoder
 from tvmcomp.prune.structure import encoder_structure
-from tvmcomp.prune.tuning import tune_masks
 
 SEQ = 16
 
