@@ -17,8 +17,8 @@ from ..errors import TvmcompError
 from ..lowering import fuse_for_tuning
 from .annotate import QUANT_SITE, quant_sites
 from .dot_kernels import DotKernels
-from .ops.linear import weight_quant_of
 from .ops.attention import PROBS_ROLE
+from .ops.linear import weight_quant_of
 from .gptq import InputGram
 from .observers import make_observer
 from .schemes import QuantScheme
@@ -68,8 +68,8 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
               input_grams: bool = False, kernels: DotKernels = DotKernels()) -> dict[int, SiteRange]:
     """Activation ranges of every quant site of ``annotated_mod`` over ``samples``; with
     ``channel_ranges``, each Linear site's per-input-channel min and max too; with ``probs`` (an
-    attention-probability quantizer that calibrates), its parameters at every batched matmul's left
-    operand that held probabilities only. With the ``search`` observer, Linear sites' steps are then
+    attention-probability quantizer that calibrates), its parameters at every ``P @ V``'s probabilities
+    (the ``probs`` sites, :mod:`.ops.attention`). With the ``search`` observer, Linear sites' steps are then
     searched (:mod:`.step_search`) for the Linears as realize will build them on the target's dot
     ``kernels`` (their weights' bits and groups), balanced by ``balance``.
     With ``input_grams``, each Linear site's ``sum x^T x`` is kept too (for GPTQ, :mod:`.gptq`)."""
