@@ -39,15 +39,14 @@ def main() -> None:
     args = parser.parse_args()
 
     import tvmcomp
-    from tvmcomp.bench import reference_torch_module, time_callable
+    from tvmcomp.bench import reference_torch_module, time_callable, torch_call
     from tvmcomp.targets import host_cores, host_cpu
 
     packages = {name: tvmcomp.load(path) for name, path in (entry.split("=", 1) for entry in args.packages)}
     runners = {name: lambda p=package, f=package.example_inputs(): p.run(**f) for name, package in packages.items()}
     if args.torch:
-        runners[f"pytorch fp32 ({args.torch})"] = _torch_runner(reference_torch_module(args.torch),
-                                                               next(iter(packages.values())).example_inputs(),
-                                                               host_cores())
+        runners[f"pytorch fp32 ({args.torch})"] = torch_call(reference_torch_module(args.torch),
+                                                            next(iter(packages.values())).example_inputs(), host_cores())
     medians = {name: [] for name in runners}
     for _ in range(args.rounds):
         for name, run in runners.items():
@@ -70,19 +69,6 @@ def main() -> None:
     out = REPO / "bench" / "results" / f"{date}-interleaved-{slug}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _torch_runner(module, inputs: dict, threads: int):
-    import torch
-
-    torch.set_num_threads(threads)
-    tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in inputs.items()}
-
-    def run():
-        with torch.inference_mode():
-            module(**tensors)
-
-    return run
 
 
 if __name__ == "__main__":

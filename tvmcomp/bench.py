@@ -50,15 +50,25 @@ def reference_torch_module(model: str):
 
 def bench_torch(module, inputs: dict[str, np.ndarray], threads: int, repeat: int,
                 batch: int = 1) -> tuple[dict, list[np.ndarray]]:
-    import torch
-
     from .frontend.torch_frontend import torch_reference
+
+    samples = time_callable(torch_call(module, inputs, threads), repeat)
+    return latency_stats(samples, batch), torch_reference(module, inputs)
+
+
+def torch_call(module, inputs: dict[str, np.ndarray], threads: int):
+    """One timed run of a PyTorch ``module`` on ``inputs``, as a no-argument call: ``threads`` threads,
+    inference mode."""
+    import torch
 
     torch.set_num_threads(threads)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
-    with torch.inference_mode():
-        samples = time_callable(lambda: module(**tensors), repeat)
-    return latency_stats(samples, batch), torch_reference(module, inputs)
+
+    def run():
+        with torch.inference_mode():
+            return module(**tensors)
+
+    return run
 
 
 def bench_remote(path: str | Path, remote: RemoteSpec, repeat: int) -> dict:

@@ -91,8 +91,8 @@ def encoder_structure(module) -> EncoderStructure:
     for naming in NAMINGS:
         encoder = next((m for m in module.modules() if _named(m, naming)), None)
         if encoder is not None:
-            return EncoderStructure([_layer(layer, naming) for layer in encoder.layer],
-                                    attrgetter(f"{naming.attention}.{naming.query}")(encoder.layer[0]).in_features)
+            layers = [_layer(layer, naming) for layer in encoder.layer]
+            return EncoderStructure(layers, layers[0].query.in_features)
     paths = "; ".join(f"{n.family}: {n.attention}.{n.query}/{n.key}/{n.value}, {n.attention_out}, {n.ffn_in}, "
                       f"{n.ffn_out}" for n in NAMINGS)
     raise TvmcompError(f"pruning needs a BERT-class PyTorch encoder whose layers (encoder.layer[i]) hold ({paths}); "
