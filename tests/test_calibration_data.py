@@ -10,6 +10,7 @@ import tvmcomp
 from models_for_tests import mlp_source, save_mlp_pt2
 from test_cli import assert_user_error, run_cli
 from tvmcomp.calibration_data import input_makers, read_calibration_data
+from tvmcomp.errors import TvmcompError
 from tvmcomp.frontend import TensorSpec
 
 
@@ -80,6 +81,33 @@ def test_text_is_tokenized_by_the_models_tokenizer_into_batches(tmp_path):
     assert len(batches) == 3 and all(b["input_ids"].shape == (1, 16) for b in batches)
     assert all(b["input_ids"][0, 0] == 101 for b in batches)  # [CLS]: each line is one sample
     assert batches[2]["attention_mask"].sum() < batches[1]["attention_mask"].sum()  # "Third." is shorter
+
+
+def test_a_labelled_tsv_gives_the_texts_as_a_txt_does_and_class_indices_in_the_same_order(tmp_path):
+    from tvmcomp.calibration_data import read_labels
+    from tvmcomp.models.minilm import tokenize
+
+    (tmp_path / "c.tsv").write_text("pos\tThe first sentence.\n\nneg\tA second one, after a blank line.\npos\tThird.\n")
+    (tmp_path / "c.txt").write_text("The first sentence.\nA second one, after a blank line.\nThird.\n")
+    specs = [TensorSpec("input_ids", (1, 16), "int64"), TensorSpec("attention_mask", (1, 16), "int64")]
+    from_tsv, from_txt = (read_calibration_data(tmp_path / name, specs, lambda lines: tokenize(lines, 16))
+                          for name in ("c.tsv", "c.txt"))
+    assert len(from_tsv) == 3 and all((a["input_ids"] == b["input_ids"]).all() for a, b in zip(from_tsv, from_txt))
+    labels, classes = read_labels(tmp_path / "c.tsv")
+    assert classes == ["neg", "pos"] and labels.tolist() == [1, 0, 1]
+    assert read_labels(tmp_path / "c.txt") is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("pos\tgood\nno tab on this line\n", "c.tsv line 2: a .tsv line is LABEL<TAB>TEXT, not 'no tab on this line'"),
+    ("pos\tgood\npos\tfine\n", "the labels name a task's classes, at least two; found ['pos']"),
+])
+def test_a_bad_labelled_tsv_is_one_line_naming_the_problem(tmp_path, text, message):
+    from tvmcomp.calibration_data import read_labels
+
+    (tmp_path / "c.tsv").write_text(text)
+    with pytest.raises(TvmcompError, match=re.escape(message)):
+        read_labels(tmp_path / "c.tsv")
 
 
 def _save_images(folder, count: int, size=(20, 30)):

@@ -136,6 +136,44 @@ def test_mask_search_prunes_a_head_made_useless_first():
     assert [len(n) for n in selection.neurons] == [64, 64]
 
 
+def test_task_loss_gradients_are_the_derivatives_of_a_fitted_linear_heads_cross_entropy():
+    """With labels, each text's row is d/dmask of -log p(label) under a logistic regression fitted on
+    the float model's mean-pooled outputs; checked by central differences of that loss, written here
+    (in float64: the toy's gradients are too small for float32 differences)."""
+    from sklearn.linear_model import LogisticRegression
+
+    module, batches = ToyEncoder().double(), _batches(12)
+    structure = encoder_structure(module)
+    with torch.no_grad():
+        structure.layers[1].attention_out.weight[:, 0:8] = 0.0  # head 0 of layer 1 writes nothing
+    labels = np.array([0, 1] * 6)
+
+    def pooled(outputs):
+        return np.stack([(o[0] * b["attention_mask"][0, :, None]).sum(0) / b["attention_mask"].sum()
+                         for o, b in zip(outputs, batches)])
+
+    head = LogisticRegression(max_iter=2000).fit(pooled(_outputs(module, batches)), labels)
+
+    def losses(head_masks, neuron_masks):  # binary cross-entropy of the logit z = w . e + b, per text
+        with masked(structure, head_masks, neuron_masks):
+            z = pooled(_outputs(module, batches)) @ head.coef_[0] + head.intercept_[0]
+        return np.logaddexp(0, np.where(labels == 1, -z, z))
+
+    head_grads, neuron_grads = mask_gradients(module, structure, batches, labels)
+    assert head_grads[0].shape == (12, 4) and neuron_grads[1].shape == (12, 64)  # one row per text
+    assert np.abs(head_grads[1][:, 0]).max() == 0.0
+    eps = 1e-2
+    for kind, layer, unit, grads in (("head", 0, 2, head_grads), ("head", 1, 3, head_grads),
+                                     ("neuron", 0, 7, neuron_grads), ("neuron", 1, 40, neuron_grads)):
+        shifted = []
+        for sign in (1, -1):
+            masks = {"head": [torch.ones(4), torch.ones(4)], "neuron": [torch.ones(64), torch.ones(64)]}
+            masks[kind][layer][unit] += sign * eps
+            shifted.append(losses(masks["head"], masks["neuron"]))
+        numeric = (shifted[0] - shifted[1]) / (2 * eps)
+        np.testing.assert_allclose(grads[layer][:, unit], numeric, rtol=1e-3, atol=1e-4 * np.abs(numeric).max())
+
+
 def _pruned_loss(gradients, kept):
     """sum over samples of (the pruned units' summed gradient)^2: the Fisher estimate of the loss."""
     pruned = np.setdiff1d(np.arange(gradients.shape[1]), kept)
@@ -266,14 +304,19 @@ def test_pruning_bad_input_is_one_line(tmp_path, capsys):
                       "pruning needs a BERT-class PyTorch encoder")
 
 
-def test_pruning_ranks_on_the_users_text_given_with_calib_data(tmp_path, capsys):
+@pytest.mark.parametrize("name, text, ranked_on", [
+    ("mine.txt", "the first of my texts\nanother one\n\na third, longer text of mine\n", "on 3 inputs of {}, label-free"),
+    ("reviews.tsv", "good\ta fine film\nbad\ta dull film\ngood\tgreat acting\nbad\tno plot at all\n",
+     "on 4 labelled texts of {}, by the task loss of a linear head on 2 classes"),
+])
+def test_pruning_ranks_on_the_users_texts_given_with_calib_data(tmp_path, capsys, name, text, ranked_on):
     from test_cli import run_cli
     from test_hf_folder import _save_tiny_encoder
 
     folder = _save_tiny_encoder(tmp_path / "model", "bert")
-    texts = tmp_path / "mine.txt"
-    texts.write_text("the first of my texts\nanother one\n\na third, longer text of mine\n")
+    texts = tmp_path / name
+    texts.write_text(text)
     code, _, err = run_cli(capsys, "build", "--model", str(folder), "--seq-len", "16", "--prune-flops", "0.6",
                            "--calib-data", str(texts), "-o", str(tmp_path / "p"))
     assert code == 0, err
-    assert f"on 3 inputs of {texts}" in err and "[prune] kept" in err
+    assert ranked_on.format(texts) in err and "[prune] kept" in err

@@ -6,6 +6,8 @@ Three forms:
   ``np.savez("calib.npz", input_ids=ids[N, 128], attention_mask=mask[N, 128])`` for a model whose
   inputs are ``[B, 128]``. Samples are grouped into batches of the model's ``B``.
 - ``.txt``: one text per line, turned into inputs by the model's tokenizer (text models).
+- ``.tsv``: one labelled text per line, ``LABEL<TAB>TEXT``: the texts as a ``.txt``'s; the labels
+  (:func:`read_labels`) make pruning rank by the task's loss instead of a label-free one.
 - a folder of images (PNG, JPEG, ...), turned into inputs by the model's image processor; a model
   file with one ``[N, 3, H, W]`` float input and no processor gets its images resized to ``H x W``
   and normalized with ImageNet's mean and standard deviation (for other preprocessing, an ``.npz``).
@@ -27,7 +29,8 @@ import numpy as np
 from .errors import TvmcompError
 from .frontend import TensorSpec
 
-FORMS = "an .npz (one array per model input, first axis = samples), a .txt (one text per line) or a folder of images"
+FORMS = ("an .npz (one array per model input, first axis = samples), a .txt (one text per line), a .tsv (LABEL<TAB>TEXT "
+         "per line) or a folder of images")
 Tokenize = Callable[[list[str]], dict[str, np.ndarray]]
 PreprocessImages = Callable[[list[np.ndarray]], dict[str, np.ndarray]]
 
@@ -59,8 +62,10 @@ def read_calibration_data(path: str | Path, inputs: list[TensorSpec], tokenize: 
         suffix = path.suffix.lower()
         if path.is_dir():
             samples = _from_images(path, preprocess_images)
-        elif suffix in (".npz", ".txt"):
-            samples = _from_text(path, tokenize) if suffix == ".txt" else _from_npz(path)
+        elif suffix in (".txt", ".tsv"):
+            samples = _from_text(path, tokenize)
+        elif suffix == ".npz":
+            samples = _from_npz(path)
         else:
             raise TvmcompError(f"{path}: give {FORMS}")
         return _batches(path, samples, inputs)
@@ -89,10 +94,36 @@ def _from_text(path: Path, tokenize) -> dict[str, np.ndarray]:
     if tokenize is None:
         raise TvmcompError(f"{path}: text needs the model's tokenizer, and this model has none; "
                            "give an .npz of input arrays instead")
-    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    lines = [text for _, text in _labelled_lines(path)] if path.suffix.lower() == ".tsv" else \
+        [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     if not lines:
         raise TvmcompError(f"{path} has no text (one text per line)")
     return tokenize(lines)
+
+
+def _labelled_lines(path: Path) -> list[tuple[str, str]]:
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab or not label.strip() or not text.strip():
+            raise TvmcompError(f"{path} line {number}: a .tsv line is LABEL<TAB>TEXT, not {line[:40]!r}")
+        rows.append((label.strip(), text.strip()))
+    return rows
+
+
+def read_labels(path: str | Path) -> tuple[np.ndarray, list[str]] | None:
+    """The labels of a ``.tsv`` (``LABEL<TAB>TEXT`` lines), as class indices in the order of
+    :func:`read_calibration_data`'s samples, and the class names they index; None for another form."""
+    path = Path(path)
+    if path.suffix.lower() != ".tsv" or path.is_dir():
+        return None
+    labels = [label for label, _ in _labelled_lines(path)]
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise TvmcompError(f"{path}: the labels name a task's classes, at least two; found {classes}")
+    return np.array([classes.index(label) for label in labels]), classes
 
 
 def _batches(path: Path, samples: dict[str, np.ndarray], inputs: list[TensorSpec]) -> list[dict]:

@@ -53,10 +53,10 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-samples", type=int, default=32, help="batches of inputs to calibrate activation ranges on (default: 32)")
     parser.add_argument("--calib-data", metavar="PATH", help="your calibration inputs: an .npz with one array per model input "
                         "(named as the input, first axis = samples), a .txt with one text per line (models with a "
-                        "tokenizer) or a folder of images (image models; a file's [N,3,H,W] input gets them resized "
-                        "and ImageNet-normalized); needed to quantize a model file; with --prune-flops, pruning ranks "
-                        "and tunes on it too (default for bundled models and folders: the bundled real text or "
-                        "images)")
+                        "tokenizer), a .tsv with LABEL<TAB>TEXT per line, or a folder of images (image models; a file's "
+                        "[N,3,H,W] input gets them resized and ImageNet-normalized); needed to quantize a model file; "
+                        "with --prune-flops, pruning ranks and tunes on it too, and a .tsv's labels make it rank by "
+                        "your task's loss (default for bundled models and folders: the bundled real text or images)")
     parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl, or search "
                         "(AOCQ's step search: each Linear input's step chosen by the error of the Linear's integer "
                         "output on the calibration data; slower calibration) (default: the scheme's, minmax)")
@@ -88,8 +88,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2", help="static shape of an ONNX input (repeatable)")
     parser.add_argument("--prune-flops", type=float, metavar="F", help="structured pruning first (Kwon et al. 2022): "
                         "keep at most F (0 < F <= 1) of the encoder's FLOPs, removing the attention heads and FFN "
-                        "neurons that matter least to the outputs on calibration text, the rest rescaled to make up "
-                        "for them; BERT-class text models (minilm, mpnet-base, Hugging Face BERT/RoBERTa/MPNet folders)")
+                        "neurons that matter least to the outputs on calibration text (to your task, if --calib-data "
+                        "is a labelled .tsv), the rest rescaled to make up for them; BERT-class text models (minilm, "
+                        "mpnet-base, Hugging Face BERT/RoBERTa/MPNet folders)")
     parser.add_argument("--records", metavar="DIR", help="your tuning-records folder: searched before the shipped records, new records written there (default: schedules/ in a checkout, ~/.cache/tvmcomp/schedules when installed)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr (for scripts); errors still print")
 

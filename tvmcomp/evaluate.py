@@ -32,6 +32,11 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
 
 
+def probe_training_half(count: int) -> np.ndarray:
+    """Which of ``count`` Pang & Lee sentences the probe is fitted on (every other one); the rest score it."""
+    return np.arange(count) % 2 == 0
+
+
 def _embed(run, tokenize, sentences: list[str], batch: int, seq_len: int) -> np.ndarray:
     out = []
     for start in range(0, len(sentences), batch):
@@ -58,7 +63,7 @@ def accuracy_against_float(run_float, run_other, tokenize, batch: int, seq_len: 
     other_emb = _embed(run_other, tokenize, sentences, batch, seq_len)
     cosine = (float_emb * other_emb).sum(1) / np.linalg.norm(float_emb, axis=1) / np.linalg.norm(other_emb, axis=1)
 
-    train = np.arange(len(sentences)) % 2 == 0
+    train = probe_training_half(len(sentences))
     probe = LogisticRegression(max_iter=2000).fit(float_emb[train], labels[train])
     float_acc = probe.score(float_emb[~train], labels[~train])
     other_acc = probe.score(other_emb[~train], labels[~train])
@@ -78,6 +83,7 @@ def accuracy_against_float(run_float, run_other, tokenize, batch: int, seq_len: 
     return {
         "embedding_cosine_mean": float(cosine.mean()),
         "embedding_cosine_min": float(cosine.min()),
+        "embedding_cosine_mean_scoring_half": float(cosine[~train].mean()),  # sentences the probe did not see
         "probe_accuracy_float": float(float_acc),
         "probe_accuracy_package": float(other_acc),
         "probe_accuracy_drop_pt": float((float_acc - other_acc) * 100),

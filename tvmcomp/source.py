@@ -149,31 +149,39 @@ def load_source(model: str, batch: str | int | None = None, seq_len: str | int |
     return ModelSource(str(model), imported, synthetic_inputs(imported.inputs), torch_module)
 
 
-PRUNE_SAMPLES = 32  # calibration sentences the importance and the mask tuning are computed on
+PRUNE_SAMPLES = 32  # calibration sentences the label-free importance and the mask tuning are computed on
+LABELLED_PRUNE_SAMPLES = 256  # labelled texts: one gradient each, and a linear head to fit on them
 
 
 def _prune(model: str, entry, module, flops: float, seq_len: int | None, stream, data: str | Path | None) -> dict:
-    """Prune ``module`` in place on ``data`` (as --calib-data takes it; None: the entry's calibration
-    inputs), one input per batch; returns what was kept."""
+    """Prune ``module`` in place on ``data`` (as --calib-data takes it, a .tsv's labels giving the
+    task loss; None: the entry's calibration inputs), one input per batch; returns what was kept."""
     import sys
 
-    from .calibration_data import input_makers, read_calibration_data
+    from .calibration_data import input_makers, read_calibration_data, read_labels
     from .prune import prune_encoder
     from .prune.structure import encoder_structure
 
     if module is None or seq_len is None:
         raise TvmcompError(f"--prune-flops needs a text encoder with its PyTorch source; {model} is not one")
     encoder_structure(module)  # a model pruning cannot take is refused before any work
+    labels = None
     if data is None:
-        batches, where = entry.make_calibration_inputs(PRUNE_SAMPLES, 1, seq_len), "calibration inputs"
+        batches, where = entry.make_calibration_inputs(PRUNE_SAMPLES, 1, seq_len), "calibration inputs, label-free"
     else:
         inputs = [TensorSpec(name, tuple(value.shape), str(value.dtype))
                   for name, value in entry.make_inputs(1, seq_len).items()]
-        batches = read_calibration_data(data, inputs, *input_makers(entry, inputs))[:PRUNE_SAMPLES]
-        where = f"inputs of {data}"
+        batches = read_calibration_data(data, inputs, *input_makers(entry, inputs))
+        labelled = read_labels(data)
+        if labelled is None:
+            batches, where = batches[:PRUNE_SAMPLES], f"inputs of {data}, label-free"
+        else:
+            batches = batches[:LABELLED_PRUNE_SAMPLES]
+            labels, classes = labelled[0][:len(batches)], labelled[1]
+            where = f"labelled texts of {data}, by the task loss of a linear head on {len(classes)} classes"
     stream = stream or sys.stderr
     print(f"[prune] ranking heads and neurons of {model} on {len(batches)} {where}", file=stream)
-    report = prune_encoder(module, batches, flops, seq_len)
+    report = prune_encoder(module, batches, flops, seq_len, labels=labels)
     print(f"[prune] kept {report.flops_kept:.3f} of the encoder's FLOPs and {report.params_kept:.3f} of the "
           f"parameters: heads {report.heads}, neurons {report.neurons}", file=stream)
     return report.to_json()

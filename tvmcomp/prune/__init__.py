@@ -1,5 +1,5 @@
 """Structured post-training pruning of BERT-class encoders (Kwon et al. 2022): heads and FFN
-neurons ranked by label-free Fisher importance (:mod:`.importance`), kept under a FLOPs budget
+neurons ranked by Fisher importance, of the task's loss or a label-free one (:mod:`.importance`), kept under a FLOPs budget
 (:mod:`.search`), rearranged within each layer by their gradients' interactions
 (:mod:`.rearrange`), rescaled by least squares (:mod:`.tuning`), then sliced out of the PyTorch
 model (:mod:`.slicing`) so the imported graph is smaller."""
@@ -30,14 +30,16 @@ class PruneReport:
                 "heads": self.heads, "neurons": self.neurons}
 
 
-def prune_encoder(module, batches, flops: float, seq_len: int, tune: bool = True, rearrange: bool = True) -> PruneReport:
+def prune_encoder(module, batches, flops: float, seq_len: int, tune: bool = True, rearrange: bool = True,
+                  labels: np.ndarray | None = None) -> PruneReport:
     """Prune ``module`` (a PyTorch BERT-class encoder) in place to at most ``flops`` of its encoder
-    FLOPs per token, ranking and tuning on ``batches`` (calibration inputs by input name).
-    ``tune`` / ``rearrange``: whether those steps run (off: to measure what each buys)."""
+    FLOPs per token, ranking and tuning on ``batches`` (calibration inputs by input name); with
+    ``labels`` (a class index per sample), ranking by the task's loss. ``tune`` / ``rearrange``:
+    whether those steps run (off: to measure what each buys)."""
     structure = encoder_structure(module)
     params = sum(p.numel() for p in module.parameters())
     macs = structure.macs(seq_len)
-    head_grads, neuron_grads = mask_gradients(module, structure, batches)
+    head_grads, neuron_grads = mask_gradients(module, structure, batches, labels)
     selection = select_under_budget(structure, [np.square(g).sum(axis=0) for g in head_grads],
                                     [np.square(g).sum(axis=0) for g in neuron_grads], flops, seq_len)
     if rearrange:
