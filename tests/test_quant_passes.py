@@ -11,7 +11,7 @@ from conftest import run_imported
 from models_for_tests import int8_linear_reference
 from tvmcomp.errors import TvmcompError
 from tvmcomp.frontend import TensorSpec, import_torch
-from tvmcomp.quant.annotate import Annotate, quant_sites
+from tvmcomp.quant.annotate import QUANT_SITE, Annotate, quant_sites
 from tvmcomp.quant.ops import is_op
 from tvmcomp.quant.calibrate import SiteRange, calibrate
 from tvmcomp.quant.dot_kernels import DotKernel, DotKernels, pack_weight
@@ -329,6 +329,7 @@ def test_calibrated_int8_model_stays_close_to_float():
     annotated = Annotate(imported.params)(imported.mod)
     ranges = calibrate(annotated, imported.params, imported.inputs, calibration, INT8)
     assert sorted(ranges) == [0, 1] and ranges[1].lo >= -0.2  # GELU output: nearly non-negative
+    assert tvm.get_global_func(QUANT_SITE, allow_missing=True) is None  # nothing registered outside the graph
     imported.mod = Realize(imported.params, ranges, INT8)(annotated)
     for sample in held_out:
         (got,) = run_imported(imported, sample)
@@ -336,6 +337,26 @@ def test_calibrated_int8_model_stays_close_to_float():
         assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()
         cosine = (got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want)
         assert cosine > 0.999
+
+
+@tvm.script.ir_module
+class LinearObserved:
+    @R.function
+    def main(x: R.Tensor((2, 8), "float32"), w: R.Tensor((16, 8), "float32"), b: R.Tensor((16,), "float32")
+             ) -> R.Tuple(R.Tensor((2, 16), "float32"), R.Tuple(R.Tensor((2, 8), "float32"))):
+        R.func_attr({"num_input": 1, "tvmcomp.quant_sites": ["w:T"]})
+        with R.dataflow():
+            wt = R.permute_dims(w, axes=[1, 0])
+            y = R.matmul(x, wt, out_dtype="float32")
+            z = R.add(b, y)
+            R.output(z)
+        return (z, (x,))
+
+
+def test_calibration_observes_each_site_as_an_output_of_the_graph():
+    from tvmcomp.quant.calibrate import SitesAsOutputs
+
+    tvm.ir.assert_structural_equal(SitesAsOutputs()(LinearAnnotated), LinearObserved)
 
 
 def test_calibration_errors():

@@ -7,9 +7,9 @@ Which ops, and which of their operands, the op rules say (:mod:`.ops`): a Linear
 
     x_site = R.call_pure_packed("tvmcomp.quant_site", x, R.prim_value(i), ...)  # identity
 
-A site is an identity at run time; calibration registers ``tvmcomp.quant_site`` to observe the
-values flowing through it, and realize replaces each site and its op by integer compute, by the
-rule its role names. ``skip`` patterns (fnmatch, on site names) keep ops in float:
+A site is an identity; calibration observes the values flowing through it (made outputs of the
+graph, :class:`~tvmcomp.quant.calibrate.SitesAsOutputs`), and realize replaces each site and its op
+by integer compute, by the rule its role names. ``skip`` patterns (fnmatch, on site names) keep ops in float:
 ``"*layer_0*"`` a layer's Linears, ``"bmm_*"`` every attention matmul.
 """
 

@@ -1,8 +1,9 @@
 """Calibrate: run the annotated float graph on sample inputs and record each quant site's range.
 
-``tvmcomp.quant_site`` is registered here as an identity that feeds the site's observer, so the
-graph that is calibrated is the graph that is realized. The result (one scale and zero point per
-site) is plain JSON, saved with the package so that a rebuild does not recalibrate.
+The graph calibrated is the graph realized: :class:`SitesAsOutputs` turns each quant site into an
+identity whose value ``main`` also returns, and each site's observer reads it off the outputs. The
+result (one scale and zero point per site) is plain JSON, saved with the package so that a rebuild
+does not recalibrate.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import sys
 from dataclasses import dataclass, field
 
 import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..console import progress_step
 from ..errors import TvmcompError
 from ..lowering import fuse_for_tuning
 from .annotate import QUANT_SITE, quant_sites
+from .ops import is_op
 from .dot_kernels import DotKernels
 from .ops.attention import PROBS_ROLE
 from .ops.linear import weight_quant_of
@@ -73,9 +78,6 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     searched (:mod:`.step_search`) for the Linears as realize will build them on the target's dot
     ``kernels`` (their weights' bits and groups), balanced by ``balance``.
     With ``input_grams``, each Linear site's ``sum x^T x`` is kept too (for GPTQ, :mod:`.gptq`)."""
-    import tvm
-    from tvm import relax
-
     stream = stream or sys.stderr
     check_samples(samples, input_specs)
     sites = quant_sites(annotated_mod)
@@ -90,28 +92,21 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     prob_observers = {site.index: probs.observer() for site in sites
                       if probs is not None and probs.calibrates and site.role == PROBS_ROLE}
 
-    real_rows = None  # the current sample's real-token rows (set per sample below)
-
-    def observe(tensor, index):
-        array = tensor.numpy()
-        observers[int(index)].observe(array)
-        if int(index) in prob_observers:
-            prob_observers[int(index)].observe(array)
-        if int(index) in kept_rows:
-            kept_rows[int(index)].observe(array, real_rows)
-        if int(index) in grams:
-            grams[int(index)].observe(token_rows(array, real_rows))
-        if int(index) in channels:
-            rows, stats = array.reshape(-1, array.shape[-1]).astype(np.float64), channels[int(index)]
+    def observe(array, index, real_rows):
+        observers[index].observe(array)
+        if index in prob_observers:
+            prob_observers[index].observe(array)
+        if index in kept_rows:
+            kept_rows[index].observe(array, real_rows)
+        if index in grams:
+            grams[index].observe(token_rows(array, real_rows))
+        if index in channels:
+            rows, stats = array.reshape(-1, array.shape[-1]).astype(np.float64), channels[index]
             stats[0], stats[1] = np.minimum(stats[0], rows.min(axis=0)), np.maximum(stats[1], rows.max(axis=0))
             stats[2], stats[3] = stats[2] + (rows * rows).sum(axis=0), stats[3] + len(rows)
-        # a new tensor, never the argument: Relax takes this call for a pure function returning a fresh
-        # value, so the memory planner may reuse the argument's storage while the result is still read
-        # (returning the argument corrupted every later activation of MiniLM and ViT-S: errors of 3.0)
-        return tvm.runtime.tensor(array)
 
-    tvm.register_global_func(QUANT_SITE, observe, override=True)
-    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(annotated_mod)
+    observed = SitesAsOutputs()(annotated_mod)
+    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(observed)
     # lowered as the deployed graph is (same GELU, same clamped lookups), on this CPU with default
     # schedules: unscheduled, calibrating ViT-S on 32 images took 4 minutes
     from ..runtime import use_physical_cores
@@ -126,8 +121,10 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     vm = relax.VirtualMachine(executable, tvm.cpu())
     for i, sample in enumerate(samples):
         mask = sample.get(ATTENTION_MASK)
-        real_rows = None if mask is None else np.asarray(mask).reshape(-1) != 0  # read by observe
-        vm["main"](*[tvm.runtime.tensor(sample[spec.name]) for spec in input_specs])
+        real_rows = None if mask is None else np.asarray(mask).reshape(-1) != 0
+        _, values = vm["main"](*[tvm.runtime.tensor(sample[spec.name]) for spec in input_specs])
+        for site, value in zip(sites, values):
+            observe(value.numpy(), site.index, real_rows)
         progress_step(stream, "[calibrate] sample", i + 1, len(samples))
     ranges = {}
     for index, obs in observers.items():
@@ -151,3 +148,38 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
                                          scheme.activation, weight_quant_of(scheme, kernels, *weight_kn.shape), balance)
         progress_step(stream, "[calibrate] step search, Linear", done, len(kept_rows))
     return ranges
+
+
+@tvm.transform.module_pass(opt_level=0, name="SitesAsOutputs")
+class SitesAsOutputs:
+    """Rewrite ``main`` so that each quant site is the identity it stands for and ``main`` returns
+    ``(its outputs, (site 0's value, site 1's, ...))``: what calibration observes, with no function
+    registered outside the graph."""
+
+    def transform_module(self, mod, _ctx):
+        func = relax.transform.ToNonDataflow()(mod)["main"]
+        unwrapped = _SiteUnwrapper(mod)
+        body = unwrapped.visit_expr(func.body)
+        values = relax.Tuple([unwrapped.values[i] for i in range(len(unwrapped.values))])
+        returned = unwrapped.builder_.normalize(relax.SeqExpr(body.blocks, relax.Tuple([body.body, values])))
+        observed = relax.Function(func.params, returned, attrs=func.attrs)
+        mod = tvm.IRModule({**{gv: f for gv, f in mod.functions.items() if gv.name_hint != "main"}},
+                           attrs=mod.attrs)
+        mod["main"] = observed
+        return relax.transform.ConvertToDataflow()(relax.transform.Normalize()(mod))
+
+
+@mutator
+class _SiteUnwrapper(PyExprMutator):
+    """Each quant site ``call_pure_packed("tvmcomp.quant_site", x, i)`` becomes ``x``, kept as ``values[i]``."""
+
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.values = {}
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if is_op(call, "relax.call_pure_packed") and str(call.args[0].global_symbol) == QUANT_SITE:
+            self.values[int(call.args[2].value)] = call.args[1]
+            return call.args[1]
+        return call
