@@ -14,6 +14,8 @@ Studies:
   since 2026-12-05) 32 entries of a row;
 - ``pwlq4`` (#14: "pwlq4 more accurate than w4a8 at the same group size"): w4a8 and pwlq4 side by
   side at groups of 32 and 128, each rounded to nearest and by GPTQ, next to int8;
+- ``wide4`` (#14, mpnet-base's 4-bit gap): w4a8 and pwlq4 with ``--wide-inputs``, whose Linears
+  estimated too noisy in int8 take 12-bit inputs and int8 weights, next to w4a8 and int8 with it;
 - ``schemes`` (#13's scheme table, accuracy only: for models bench/int8.py is too slow to time here,
   mpnet-base): int8, pot8, each with log2:4 attention probabilities, and int8 with log2:3.
 
@@ -67,6 +69,10 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
               "pwlq4 g32 (GPTQ)": ["--quant", "pwlq4"],
               "w4a8 g128 (GPTQ)": ["--quant", "w4a8", "--group-size", "128"],
               "pwlq4 g128 (GPTQ)": ["--quant", "pwlq4", "--group-size", "128"]},
+    "wide4": {"int8 --wide-inputs": ["--quant", "int8", "--wide-inputs"],
+              "w4a8": ["--quant", "w4a8"],
+              "w4a8 --wide-inputs": ["--quant", "w4a8", "--wide-inputs"],
+              "pwlq4 --wide-inputs": ["--quant", "pwlq4", "--wide-inputs"]},
     "schemes": {"int8": ["--quant", "int8"],
                 "pot8": ["--quant", "pot8"],
                 "int8 --attn-probs log2:4": ["--quant", "int8", "--attn-probs", "log2:4"],

@@ -39,6 +39,21 @@ def _run(realized, params, x):
     return np.concatenate([vm["main"](tvm.runtime.tensor(x[i:i + 2])).numpy() for i in range(0, len(x), 2)])
 
 
+def _wide_reference(x, params):
+    """12-bit asymmetric codes in int16 over the calibrated [lo, hi] (0 included), round half to
+    even; int8 weights per output channel; the integer dot product, scaled, plus the bias."""
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    step64 = (hi - lo) / 4095
+    z = int(np.clip(np.round(-2048 - lo / step64), -2048, 2047))
+    s = np.float32(step64)
+    xq = np.clip(np.round(x / s) + z, -2048, 2047).astype(np.int64)
+    w_kn = params["w"].T
+    s_w = (np.abs(w_kn).max(axis=0).astype(np.float64) / 127).astype(np.float32)  # int8 weights, as for int8 inputs
+    wq = np.clip(np.round(w_kn / s_w), -127, 127).astype(np.int64)
+    acc = xq @ wq - z * wq.sum(axis=0)
+    return acc.astype(np.float32) * (s * s_w) + params["b"]
+
+
 @pytest.mark.parametrize("kernel", [None, AVX2_I16], ids=["plain", "int16-dot-layout"])
 def test_a_noisy_linear_runs_12_bit_codes_and_matches_the_numpy_integer_reference_exactly(kernel):
     params, x = _linear_params(3), _outlier_inputs()
@@ -51,24 +66,38 @@ def test_a_noisy_linear_runs_12_bit_codes_and_matches_the_numpy_integer_referenc
         assert "packed_int16_matmul" in text
         assert 'T.Buffer((T.int64(2), T.int64(4), T.int64(8), T.int64(2)), "int16")' in text
     got = _run(realized, params, x)
-
-    # 12-bit asymmetric codes in int16 over the calibrated [lo, hi] (0 included), round half to even
-    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-    step64 = (hi - lo) / 4095
-    z = int(np.clip(np.round(-2048 - lo / step64), -2048, 2047))
-    s = np.float32(step64)
-    xq = np.clip(np.round(x / s) + z, -2048, 2047).astype(np.int64)
-    w_kn = params["w"].T
-    s_w = (np.abs(w_kn).max(axis=0).astype(np.float64) / 127).astype(np.float32)  # int8 weights, as for int8 inputs
-    wq = np.clip(np.round(w_kn / s_w), -127, 127).astype(np.int64)
-    acc = xq @ wq - z * wq.sum(axis=0)
-    want = acc.astype(np.float32) * (s * s_w) + params["b"]
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, _wide_reference(x, params))
 
     exact = x @ params["w"].T + params["b"]
     int8 = _run(realize_linear(LinearAnnotated, params, ranges, None, wide_below_db=None), params, x)
     # 16x finer input steps: what is left is mostly the int8 weights' rounding
     assert ((got - exact) ** 2).sum() < ((int8 - exact) ** 2).sum() / 4, (((got - exact) ** 2).sum(), ((int8 - exact) ** 2).sum())
+
+
+@pytest.mark.parametrize("scheme", ["w4a8", "pwlq4"])
+def test_a_noisy_linear_of_a_4_bit_scheme_takes_int8_weights_and_12_bit_inputs(scheme):
+    """Its 4-bit groups would hold the outliers balancing moves into the weights worst: the Linear
+    --wide-inputs picks runs as int8's wide one does, with no 4-bit code left."""
+    from dataclasses import replace
+
+    from test_int4 import WideLinear
+    from test_dot_kernels import _x86_preset_on
+    from tvmcomp.quant.dot_kernels import dot_kernels_for
+    from tvmcomp.quant.realize import Realize
+    from tvmcomp.quant.schemes import get_scheme
+
+    rng = np.random.default_rng(5)
+    params = {"w": rng.standard_normal((32, 64)).astype(np.float32), "b": rng.standard_normal(32).astype(np.float32)}
+    x = rng.standard_normal((6, 64)).astype(np.float32)
+    x[::3, 10] *= 40
+    four_bit, kernels = replace(get_scheme(scheme), weight_rounding="nearest"), dot_kernels_for(_x86_preset_on("znver4"))
+    assert "int4_group_matmul" in Realize(params, {0: _site_range(x)}, four_bit, kernels)(WideLinear).script()
+    realized = Realize(params, {0: _site_range(x)}, four_bit, kernels, wide_below_db=100.0)(WideLinear)
+    text = realized.script()
+    assert "packed_int16_matmul" in text and "int4_group_matmul" not in text
+    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized)
+    vm = relax.VirtualMachine(tvm.compile(bound, target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), _wide_reference(x, params))
 
 
 def test_a_quiet_linear_stays_int8():

@@ -140,7 +140,7 @@ def _say_what_options_changed(options: QuantOptions, counts: dict, stream) -> No
     """One line for --wide-inputs and --attn-probs: how many layers they changed (0 is worth knowing)."""
     if options.wide_below_db is not None:
         print(f"[quant] --wide-inputs {options.wide_below_db:g}: {counts['wide_linears']} Linears estimated below "
-              f"{options.wide_below_db:g} dB in int8 take 12-bit inputs", file=stream)
+              f"{options.wide_below_db:g} dB in int8 take 12-bit inputs and int8 weights", file=stream)
     if options.attn_probs is not None:
         found, kind = counts["prob_matmuls"], options.attn_probs.partition(":")[0]
         print(f"[quant] --attn-probs {options.attn_probs}: " + (

@@ -168,6 +168,8 @@ def get_scheme(name: str) -> QuantScheme:
     return SCHEMES[name]
 
 
+WIDE_INPUTS = TensorQuant(bits=12, signed=True, symmetric=False)  # --wide-inputs: 12-bit codes on the int16 kernel
+
 register_scheme(
     QuantScheme(
         name="int8",
@@ -176,7 +178,7 @@ register_scheme(
         weight=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
         activation=TensorQuant(bits=8, signed=False, symmetric=False),
         embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
-        wide_activation=TensorQuant(bits=12, signed=True, symmetric=False),
+        wide_activation=WIDE_INPUTS,
         attn_probs="uniform:15",
     )
 )
@@ -210,6 +212,7 @@ register_scheme(
         # rows in 4 bits with a scale per 32 entries: MiniLM 18.6 -> 14.3 MiB for 0.0016 of embedding cosine
         # (a scale per row: 13.0 MiB, 0.0072; bench/results/2026-12-05-w4a8-rows-minilm.md)
         embedding=INT4_ROWS,
+        wide_activation=WIDE_INPUTS,  # --wide-inputs: those Linears keep int8 weights
         attn_probs="uniform:15",
         # nearest rounding cost MiniLM 4 pt of probe accuracy, GPTQ 2 (bench/results/*-int4-minilm.md)
         weight_rounding="gptq",
@@ -227,6 +230,7 @@ register_scheme(
                            regions=2),
         activation=TensorQuant(bits=8, signed=False, symmetric=False),
         embedding=INT4_ROWS,
+        wide_activation=WIDE_INPUTS,  # --wide-inputs: those Linears keep int8 weights
         attn_probs="uniform:15",
         weight_rounding="gptq",
     )

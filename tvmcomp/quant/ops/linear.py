@@ -21,7 +21,9 @@ them: still stored as int8, quantized to [-63, 63].
 
 With ``--wide-inputs`` (:mod:`..precision`), a Linear whose int8 output is estimated too noisy
 quantizes its input to 12-bit codes in int16 and multiplies them with its int8 weights widened to
-int16 on the target's int16 dot kernel (packed as an attention operand is), same formula.
+int16 on the target's int16 dot kernel (packed as an attention operand is), same formula. In the
+4-bit schemes such a Linear takes int8 weights per channel too: its inputs' outliers are what
+4-bit groups hold worst once balancing moves them into the weights.
 
 With channel balancing (:mod:`..balance`), ``s_x`` is a vector ``a * f`` over input channels,
 ``z_x`` a vector too, and the weight quantized is ``f[:, None] * W``; the correction is
@@ -114,12 +116,13 @@ class Linear(OpRule):
         scheme = ctx.scheme
         if scheme.activation is None:
             return _weight_only(ctx, site, x, weight_kn)
-        int4 = _int4(ctx, site, x, weight_kn)
-        if int4 is not None:
-            return int4
         channels, outputs = weight_kn.shape
         act = ctx.ranges[site.index]
-        if _wide(ctx, act, weight_kn):  # 12-bit codes in int16, on the int16 kernel
+        wide = _wide(ctx, act, weight_kn)  # 12-bit codes in int16 and int8 weights, on the int16 kernel
+        int4 = None if wide else _int4(ctx, site, x, weight_kn)
+        if int4 is not None:
+            return int4
+        if wide:
             ctx.counts["wide_linears"] += 1
             activation, kernel, name = scheme.wide_activation, ctx.kernels.batched, "packed_int16_matmul"
         else:
@@ -164,7 +167,9 @@ def _wide(ctx, act, weight_kn: np.ndarray) -> bool:
     scheme = ctx.scheme
     if ctx.wide_below_db is None or act.channel_rms is None or scheme.wide_activation is None:
         return False
-    weight_quant = weight_quant_for(scheme, ctx.kernels.linear)
+    kernel = ctx.kernels.linear
+    # the int8 weights this Linear would otherwise get: the int8 kernel's bits where it fits the shape
+    weight_quant = weight_quant_for(scheme, kernel if kernel is not None and kernel.fits(*weight_kn.shape) else None)
     *_, factors = _balanced(ctx, act, weight_kn, weight_quant, scheme.activation)
     return output_sqnr_db(act, weight_kn, scheme.activation, weight_quant.qmax, factors) < ctx.wide_below_db
 
