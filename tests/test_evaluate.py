@@ -47,3 +47,24 @@ def test_an_onnx_fp32_package_against_onnx_runtime(tmp_path, capsys, empty_sched
     result = json.loads((tmp_path / "pkg" / "eval.json").read_text())
     assert result["reference"] == "onnxruntime" and result["data"].startswith("the example inputs")
     assert result["output_cosine_min"] > 0.99999 and result["sqnr_db"] > 90  # fp32: summation order only
+
+
+def test_eval_with_labelled_texts_scores_the_users_task_with_a_probe_on_float_embeddings(tmp_path, capsys):
+    from test_hf_folder import _save_tiny_encoder
+
+    folder = _save_tiny_encoder(tmp_path / "model", "bert")
+    assert run_cli(capsys, "build", "--model", str(folder), "--seq-len", "16", "-o", str(tmp_path / "pkg"))[0] == 0
+    words = ["good", "fine", "great", "bad", "dull", "poor"]
+    texts = tmp_path / "reviews.tsv"
+    texts.write_text("".join(f"{'pos' if i % 6 < 3 else 'neg'}\ta {words[i % 6]} film, take {i}\n" for i in range(24)))
+    code, out, err = run_cli(capsys, "eval", str(tmp_path / "pkg"), "--data", str(texts))
+    assert code == 0, err
+    result = json.loads((tmp_path / "pkg" / "eval.json").read_text())
+    assert result["task_probe_texts"] == 24
+    # fp32: the package's embeddings are the float model's up to summation order, so the probe agrees
+    assert result["task_probe_package"] == result["task_probe_float"] and result["task_probe_drop_pt"] == 0.0
+    assert "your task (24 labelled texts; a linear probe fitted on the float embeddings of every other one" in out
+
+    texts.write_text("pos\ta good film\nneg\ta bad film\npos\tgreat\nneg\tpoor\n")  # the fitted half: pos, pos
+    code, _, err = run_cli(capsys, "eval", str(tmp_path / "pkg"), "--data", str(texts))
+    assert code != 0 and "a task probe needs every class among the texts it is fitted on" in err

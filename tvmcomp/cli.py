@@ -218,14 +218,16 @@ def _parser() -> argparse.ArgumentParser:
         "measure a package's accuracy against the float model",
         "Compare any package with its float model (PyTorch; ONNX Runtime for an ONNX file): cosine and SQNR of "
         "its outputs per sample. For a text encoder also its embeddings on real text: cosine and a polarity probe on "
-        "the Pang & Lee sentences, Spearman on WordSim-353 word similarities. The result is kept in the package "
-        "(eval.json) for `tvmcomp report`.",
+        "the Pang & Lee sentences, Spearman on WordSim-353 word similarities; with labelled texts (--data texts.tsv), "
+        "the accuracy cost on your task too. The result is kept in the package (eval.json) for `tvmcomp report`.",
         "tvmcomp eval out/minilm-int8 --json out/minilm-int8/eval.json",
     )
     evaluate.add_argument("package", help="package folder written by `tvmcomp build`")
     evaluate.add_argument("--data", metavar="PATH", help="evaluation inputs, as --calib-data takes them (.npz by input name, "
-                          ".txt for a text model, a folder of images for an image model); default: held-out real "
-                          "text or digits, else the package's example inputs")
+                          ".txt for a text model, a folder of images for an image model); a .tsv of LABEL<TAB>TEXT lines "
+                          "also scores your task: a linear probe fitted on the float model's embeddings of every other "
+                          "text, scored on the rest with the package's; default: held-out real text or digits, else "
+                          "the package's example inputs")
 
     report = _command(
         sub,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .calibration_data import read_labels
 from .data import pang_lee_polarity, wordsim353_pairs
 from .errors import TvmcompError
 from .runtime import Package
@@ -37,6 +38,34 @@ def probe_training_half(count: int) -> np.ndarray:
     return np.arange(count) % 2 == 0
 
 
+def probe_accuracy(float_emb: np.ndarray, other_emb: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """A linear probe (logistic regression) fitted on the float embeddings of the training half
+    (:func:`probe_training_half`), scored on the other half with float and with the other embeddings."""
+    from sklearn.linear_model import LogisticRegression
+
+    train = probe_training_half(len(labels))
+    probe = LogisticRegression(max_iter=2000).fit(float_emb[train], labels[train])
+    return float(probe.score(float_emb[~train], labels[~train])), float(probe.score(other_emb[~train], labels[~train]))
+
+
+def labelled_task_accuracy(run_float, run_package, batches: list[dict], labels: np.ndarray) -> dict:
+    """For labelled texts (``--data texts.tsv``): :func:`probe_accuracy` on the mean-pooled outputs,
+    a linear head read off the float embeddings of every other text, as pruning fits its own."""
+    embeddings = [np.concatenate([mean_pool(run(batch), batch["attention_mask"]) for batch in batches])
+                  for run in (run_float, run_package)]
+    labels = labels[:len(embeddings[0])]  # batches hold whole batches only
+    float_acc, package_acc = probe_accuracy(*embeddings, labels)
+    return {"task_probe_float": float_acc, "task_probe_package": package_acc,
+            "task_probe_drop_pt": (float_acc - package_acc) * 100, "task_probe_texts": len(labels)}
+
+
+def _check_probe_labels(labels: np.ndarray) -> None:
+    half = probe_training_half(len(labels))
+    if len(set(labels[half].tolist())) < 2 or not (~half).any():
+        raise TvmcompError("--data: a task probe needs every class among the texts it is fitted on (every other "
+                           "text) and texts left to score it; give more labelled texts")
+
+
 def _embed(run, tokenize, sentences: list[str], batch: int, seq_len: int) -> np.ndarray:
     out = []
     for start in range(0, len(sentences), batch):
@@ -52,7 +81,6 @@ def accuracy_against_float(run_float, run_other, tokenize, batch: int, seq_len: 
     on inputs made by the model's ``tokenize(sentences, seq_len)`` (``input_ids``, ``attention_mask``)
     of the given fixed shape."""
     from scipy.stats import spearmanr
-    from sklearn.linear_model import LogisticRegression
 
     stream = stream or sys.stderr
     pairs = pang_lee_polarity()
@@ -64,9 +92,7 @@ def accuracy_against_float(run_float, run_other, tokenize, batch: int, seq_len: 
     cosine = (float_emb * other_emb).sum(1) / np.linalg.norm(float_emb, axis=1) / np.linalg.norm(other_emb, axis=1)
 
     train = probe_training_half(len(sentences))
-    probe = LogisticRegression(max_iter=2000).fit(float_emb[train], labels[train])
-    float_acc = probe.score(float_emb[~train], labels[~train])
-    other_acc = probe.score(other_emb[~train], labels[~train])
+    float_acc, other_acc = probe_accuracy(float_emb, other_emb, labels)
 
     word_pairs = wordsim353_pairs()
     words = sorted({w for a, b, _ in word_pairs for w in (a, b)})
@@ -193,7 +219,8 @@ def _batch_and_seq_len(package: Package) -> tuple[int, int | None]:
 
 
 def evaluate_package(path: str | Path, data: str | Path | None = None, stream=None) -> dict:
-    """Output agreement with the float model for any package; task measures for a text encoder."""
+    """Output agreement with the float model for any package; task measures for a text encoder, and
+    the accuracy of a probe on the user's task where ``data`` is a labelled ``.tsv``."""
     from .models import find_model
 
     package = Package(path)
@@ -201,11 +228,16 @@ def evaluate_package(path: str | Path, data: str | Path | None = None, stream=No
     entry = None if Path(model).suffix.lower() in (".onnx", ".pt2") else find_model(model)
     reference, run_float = float_reference(model, entry)
     described, batches = evaluation_batches(package, entry, data)
+    labelled = read_labels(data) if data is not None else None
+    if labelled is not None:
+        _check_probe_labels(labelled[0][:sum(len(b["attention_mask"]) for b in batches)])
     run_package = lambda inputs: package.run(**inputs)[0]  # noqa: E731
     result = {"package": str(path), "variant": package.metadata["variant"], "reference": reference,
               "data": described, **output_agreement(run_float, run_package, batches)}
     if entry is not None and entry.task_metrics is not None:
         result |= entry.task_metrics(run_float, run_package, *_batch_and_seq_len(package), stream=stream)
+    if labelled is not None:
+        result |= labelled_task_accuracy(run_float, run_package, batches, labelled[0])
     return result
 
 
@@ -213,4 +245,8 @@ def format_eval(result: dict) -> str:
     lines = [f"accuracy of {result['package']} ({result['variant']}) vs the float model in {result['reference']}",
              f"  outputs on {result['data']} ({result['samples']} samples): cosine mean "
              f"{result['output_cosine_mean']:.4f}, min {result['output_cosine_min']:.4f}, SQNR {result['sqnr_db']:.1f} dB"]
+    if "task_probe_float" in result:
+        lines.append(f"  your task ({result['task_probe_texts']} labelled texts; a linear probe fitted on the float "
+                     f"embeddings of every other one, scored on the rest): float {result['task_probe_float']:.3f}, "
+                     f"package {result['task_probe_package']:.3f} (drop {result['task_probe_drop_pt']:.1f} pt)")
     return "\n".join(lines + [f"  {line}" for line in result.get("task_summary", [])])
