@@ -59,6 +59,8 @@ def package_row(path: str | Path) -> dict:
         "wordsim_spearman": (evaluation or {}).get("wordsim_spearman_float_vs_package"),
         "profile": (bench or {}).get("profile"),
         "pruning": metadata.get("pruning"),
+        "task": {key: evaluation[key] for key in ("task_probe_texts", "task_probe_float", "task_probe_package",
+                                                  "task_probe_drop_pt")} if evaluation and "task_probe_float" in evaluation else None,
         "shapes": (bench or {}).get("shapes"),  # latency of each shape of a --seq-len / --batch list package
     }
 
@@ -158,6 +160,13 @@ def write_report(packages: list[str | Path], out_dir: str | Path) -> dict:
         lines += [f"| {r['name']} | {' '.join(f'{n} {dims}' for n, dims in shape['inputs'].items())} | "
                   f"{shape['p50_ms']:.2f} | {shape['p90_ms']:.2f} | {shape['throughput_per_s']:.1f} |"
                   for r in by_shape for shape in r["shapes"]]
+        lines.append("")
+    tasks = [r for r in rows if r["task"]]
+    if tasks:  # eval --data texts.tsv: the user's own task
+        lines += ["## Your task (eval --data, labelled texts)", "", "| package | labelled texts | probe accuracy, float | "
+                  "probe accuracy, package | drop pt |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['name']} | {r['task']['task_probe_texts']} | {r['task']['task_probe_float']:.3f} | "
+                  f"{r['task']['task_probe_package']:.3f} | {r['task']['task_probe_drop_pt']:.1f} |" for r in tasks]
         lines.append("")
     pruned = [r for r in rows if r["pruning"]]
     if pruned:  # what pruning removed; the table above gives each package's accuracy cost
