@@ -214,3 +214,36 @@ def test_a_convolution_vectorizes_its_innermost_output_axis_under_the_reduction(
     want = (patches @ w.reshape(8, 8).T).T.reshape(1, 8, 4, 4)
     np.testing.assert_allclose(_run(_schedule(patch_conv), x, w, np.zeros((1, 8, 4, 4), np.float32)), want,
                                rtol=1e-5, atol=1e-5)
+
+
+def _row_kernel(kind: str, shape=(12, 128, 128)):
+    """A layer norm over the last axis, or the softmax the graph is lowered with (fast exponential)."""
+    from tvm import te, topi
+
+    x = te.placeholder(shape, "float32", name="x")
+    if kind == "layer_norm":
+        gamma, beta = te.placeholder(shape[-1:], "float32"), te.placeholder(shape[-1:], "float32")
+        return te.create_prim_func([x, gamma, beta, topi.nn.layer_norm(x, gamma, beta, axis=[-1], epsilon=1e-12)])
+    return te.create_prim_func([x, topi.nn.fast_softmax(x, axis=-1)])
+
+
+@pytest.mark.parametrize("kind", ["layer_norm", "softmax"])
+def test_row_reductions_sum_into_vectors_of_partial_sums_in_parallel_rows(kind):
+    """Each row's sums (and softmax's max) run as 8 partial results in one AVX2 vector, added up at
+    the end, instead of one chain of scalar adds; the result is the row formula's."""
+    after = _schedule(_row_kernel(kind))["main"]
+    text = after.script()
+    assert text.count("_rf = T.sblock_alloc_buffer") == 2  # mean and variance sums / max and exp sum
+    assert _loops(after)[0] == ("parallel", 12 * 128)
+    assert len(re.findall(r"in T\.vectorized\(8\):\n\s+with T\.sblock\(\"\w+_rf\"\)", text)) == 2
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((12, 128, 128)).astype(np.float32) * 3
+    if kind == "layer_norm":
+        gamma, beta = rng.standard_normal(128).astype(np.float32), rng.standard_normal(128).astype(np.float32)
+        got = _run(tvm.IRModule({"main": after}), x, gamma, beta, np.zeros_like(x))
+        want = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12) * gamma + beta
+    else:
+        got = _run(tvm.IRModule({"main": after}), x, np.zeros_like(x))
+        e = np.exp(x - x.max(-1, keepdims=True))
+        want = e / e.sum(-1, keepdims=True)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

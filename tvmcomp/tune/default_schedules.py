@@ -14,8 +14,8 @@ instead of a refusal or untuned scalar loops (~100x slower). The rules, tried in
   the same register tiles, each group's dot products on the target's int4 dot instruction in int32,
   then added to the float tile with the group's scales. It is not tuned: MetaSchedule cannot
   tensorize the nibble reads, and a tuned scalar kernel would be slower than this one.
-- :class:`RowReduction`, dlight's CPU ``Reduction`` rule: softmax and layer norm (row reductions,
-  then elementwise).
+- :class:`RowReduction`: softmax and layer norm (row reductions, then elementwise): rows in
+  parallel, sums into vectors of partial sums.
 - :class:`Elementwise`: everything else (reshapes, quantize, gathers, masks, convolutions):
   producers inlined, loops fused, vectorized innermost, parallel across cores when big enough.
 
@@ -377,44 +377,67 @@ class GroupedMatmul:
 class RowReduction:
     """Softmax and norms: reductions over one axis per row, then elementwise stages.
 
-    Rows that divide into vectors get dlight's CPU ``Reduction`` rule (explicit vectors and
-    unrolled reductions). Others (ViT's 257 tokens) run whole rows in parallel, every stage
-    computed per row, their loops left to LLVM's vectorizer: dlight's split into vectors and a
-    predicated tail was slower there than no schedule at all. A convolution (several reduction
-    axes) is not a row reduction: :class:`Elementwise` takes it.
+    Rows run in parallel, every stage computed per row. Where a reduction's axis divides into
+    vectors, it first sums into a vector of partial sums (rfactor: ``lanes`` running sums along
+    the row, added up at the end), so the adds are vector adds instead of one chain of scalar adds,
+    each waiting for the last; the elementwise stages are vectorized too. On MiniLM's shapes
+    (Emerald Rapids, 2 threads, one contended run) that took layer norm from 0.140 to 0.015 ms and
+    the attention softmax from 0.495 to 0.144 ms against dlight's CPU ``Reduction`` rule (scalar,
+    unrolled), which this replaces. Rows that do not divide into vectors (ViT's 257 tokens) leave
+    their loops to LLVM's vectorizer: dlight's split into vectors and a predicated tail was slower
+    there than no schedule at all. A convolution (several reduction axes) is not a row reduction:
+    :class:`Elementwise` takes it, as it takes a reduction with no elementwise stage after it.
     """
 
-    def __init__(self):
-        from tvm.s_tir import dlight
-
-        self.rule = dlight.cpu.Reduction()
-
-    def apply(self, func, target, tunable):
+    def apply(self, func, target, _tunable):
         from tvm import s_tir
 
         sch = s_tir.Schedule(func)
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         reductions = [b for b in blocks if REDUCE in _iter_kinds(sch, b)]
-        if not reductions or any(_iter_kinds(sch, b).count(REDUCE) > 1 for b in reductions):
+        if not reductions or any(_iter_kinds(sch, b).count(REDUCE) > 1 for b in reductions) \
+                or REDUCE in _iter_kinds(sch, blocks[-1]):
             return None
-        lanes = _vector_lanes(target, _output_bits(sch, blocks[-1]))
-        if all((_extent(sch, sch.get_loops(b)[-1]) or 1) % lanes == 0 for b in reductions):
-            return self.rule.apply(func, target, tunable)
-        try:
-            return self._rows_in_parallel(sch, blocks, reductions)
-        except Exception:  # noqa: BLE001 - stages that do not share their rows: not this kind of kernel
-            return None
+        for vector_sums in (True, False):
+            try:
+                return self._rows_in_parallel(s_tir.Schedule(func), target, vector_sums)
+            except Exception:  # noqa: BLE001 - stages that do not share their rows, or sums that do not split
+                continue
+        return None
 
     @staticmethod
-    def _rows_in_parallel(sch, blocks, reductions):
+    def _rows_in_parallel(sch, target, vector_sums: bool):
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        reductions = [b for b in blocks if REDUCE in _iter_kinds(sch, b)]
         rows = min(_iter_kinds(sch, b).index(REDUCE) for b in reductions)
+        partial_sums = []
+        if vector_sums:
+            for block in reductions:
+                lanes = _vector_lanes(target, _output_bits(sch, block))
+                axis = sch.get_loops(block)[-1]
+                if (_extent(sch, axis) or 1) % lanes:
+                    raise ValueError("the reduction does not divide into vectors")
+                partial_sums.append((sch.rfactor(sch.split(axis, factors=[None, lanes])[1], factor_axis=0), lanes))
         loops = sch.get_loops(blocks[-1])
-        if REDUCE in _iter_kinds(sch, blocks[-1]) or len(loops) <= rows:
-            return None
+        if len(loops) <= rows:
+            raise ValueError("no row loop to share")
         row = sch.fuse(*loops[:rows]) if rows > 1 else loops[0]
         sch.parallel(row)
-        for block in reversed(blocks[:-1]):
+        for block in reversed(sch.get_child_blocks(sch.get_sblock("root"))[:-1]):
             sch.compute_at(block, row, preserve_unit_loops=True)
+        if not vector_sums:
+            return sch
+        for block, lanes in partial_sums:  # the lane loop innermost, vectorized
+            inner = sch.get_loops(block)[1:]
+            lane = next(loop for loop in inner if _extent(sch, loop) == lanes)
+            sch.reorder(*[loop for loop in inner if loop != lane], lane)
+            sch.vectorize(lane)
+        done = {sch.get(block).name_hint for block, _ in partial_sums}
+        for block in sch.get_child_blocks(row):
+            inner = sch.get_loops(block)[1:]
+            if inner and sch.get(block).name_hint not in done and REDUCE not in _iter_kinds(sch, block):
+                _vectorize(sch, sch.fuse(*inner) if len(inner) > 1 else inner[0],
+                           _vector_lanes(target, _output_bits(sch, block)))
         return sch
 
 
