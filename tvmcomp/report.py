@@ -59,10 +59,17 @@ def package_row(path: str | Path) -> dict:
         "wordsim_spearman": (evaluation or {}).get("wordsim_spearman_float_vs_package"),
         "profile": (bench or {}).get("profile"),
         "pruning": metadata.get("pruning"),
-        "task": {key: evaluation[key] for key in ("task_probe_texts", "task_probe_float", "task_probe_package",
-                                                  "task_probe_drop_pt")} if evaluation and "task_probe_float" in evaluation else None,
+        "task": _task_probe(evaluation),
         "shapes": (bench or {}).get("shapes"),  # latency of each shape of a --seq-len / --batch list package
     }
+
+
+def _task_probe(evaluation: dict | None) -> dict | None:
+    """What eval measured on the user's labelled texts (``--data texts.tsv``), if it did."""
+    if not evaluation or "task_probe_float" not in evaluation:
+        return None
+    return {key: evaluation[key] for key in ("task_probe_texts", "task_probe_float", "task_probe_package",
+                                             "task_probe_drop_pt")}
 
 
 def _fmt(value, spec: str, missing: str = "-") -> str:
