@@ -31,6 +31,9 @@ def _save_tiny_encoder(folder, kind: str):
     else:
         model = DistilBertModel(DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64,
                                                  max_position_embeddings=64))
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # its bar on stderr would read as a second line of a one-line error
     model.eval().save_pretrained(folder)
     _tokenizer(_model_dir()).save_pretrained(folder)
     return folder

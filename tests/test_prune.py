@@ -302,6 +302,10 @@ def test_pruning_bad_input_is_one_line(tmp_path, capsys):
     folder = _save_tiny_encoder(tmp_path / "distil", "distilbert")
     assert_user_error(capsys, ["build", "--model", str(folder), "--prune-flops", "0.5", *out],
                       "pruning needs a BERT-class PyTorch encoder")
+    sorted_labels = tmp_path / "sorted.tsv"
+    sorted_labels.write_text("pos\tgood\n" * 256 + "neg\tbad\n")
+    assert_user_error(capsys, ["build", "--prune-flops", "0.5", "--calib-data", str(sorted_labels), *out],
+                      "pruning reads its first 256 texts, and they hold one class (pos); mix the classes in the file")
 
 
 @pytest.mark.parametrize("name, text, ranked_on", [

@@ -178,6 +178,9 @@ def _prune(model: str, entry, module, flops: float, seq_len: int | None, stream,
         else:
             batches = batches[:LABELLED_PRUNE_SAMPLES]
             labels, classes = labelled[0][:len(batches)], labelled[1]
+            if len(set(labels.tolist())) < 2:
+                raise TvmcompError(f"--calib-data {data}: pruning reads its first {LABELLED_PRUNE_SAMPLES} texts, and "
+                                   f"they hold one class ({classes[labels[0]]}); mix the classes in the file")
             where = f"labelled texts of {data}, by the task loss of a linear head on {len(classes)} classes"
     stream = stream or sys.stderr
     print(f"[prune] ranking heads and neurons of {model} on {len(batches)} {where}", file=stream)
