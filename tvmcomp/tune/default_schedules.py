@@ -429,13 +429,13 @@ class RowReduction:
             return sch
         for block, lanes in partial_sums:  # the lane loop innermost, vectorized
             inner = sch.get_loops(block)[1:]
+            # factor_axis=0 made the lane the partial sums' first axis, so its loop comes first
             lane = next(loop for loop in inner if _extent(sch, loop) == lanes)
             sch.reorder(*[loop for loop in inner if loop != lane], lane)
             sch.vectorize(lane)
-        done = {sch.get(block).name_hint for block, _ in partial_sums}
-        for block in sch.get_child_blocks(row):
+        for block in sch.get_child_blocks(row):  # the elementwise stages (partial sums still reduce)
             inner = sch.get_loops(block)[1:]
-            if inner and sch.get(block).name_hint not in done and REDUCE not in _iter_kinds(sch, block):
+            if inner and REDUCE not in _iter_kinds(sch, block):
                 _vectorize(sch, sch.fuse(*inner) if len(inner) > 1 else inner[0],
                            _vector_lanes(target, _output_bits(sch, block)))
         return sch
