@@ -163,8 +163,7 @@ class SitesAsOutputs:
         values = relax.Tuple([unwrapped.values[i] for i in range(len(unwrapped.values))])
         returned = unwrapped.builder_.normalize(relax.SeqExpr(body.blocks, relax.Tuple([body.body, values])))
         observed = relax.Function(func.params, returned, attrs=func.attrs)
-        mod = tvm.IRModule({**{gv: f for gv, f in mod.functions.items() if gv.name_hint != "main"}},
-                           attrs=mod.attrs)
+        mod = tvm.IRModule({gv: f for gv, f in mod.functions.items() if gv.name_hint != "main"}, attrs=mod.attrs)
         mod["main"] = observed
         return relax.transform.ConvertToDataflow()(relax.transform.Normalize()(mod))
 

@@ -380,13 +380,15 @@ class RowReduction:
     Rows run in parallel, every stage computed per row. Where a reduction's axis divides into
     vectors, it first sums into a vector of partial sums (rfactor: ``lanes`` running sums along
     the row, added up at the end), so the adds are vector adds instead of one chain of scalar adds,
-    each waiting for the last; the elementwise stages are vectorized too. On MiniLM's shapes
-    (Emerald Rapids, 2 threads, one contended run) that took layer norm from 0.140 to 0.015 ms and
-    the attention softmax from 0.495 to 0.144 ms against dlight's CPU ``Reduction`` rule (scalar,
-    unrolled), which this replaces. Rows that do not divide into vectors (ViT's 257 tokens) leave
-    their loops to LLVM's vectorizer: dlight's split into vectors and a predicated tail was slower
-    there than no schedule at all. A convolution (several reduction axes) is not a row reduction:
-    :class:`Elementwise` takes it, as it takes a reduction with no elementwise stage after it.
+    each waiting for the last; the elementwise stages are vectorized too. In MiniLM int8 (Emerald
+    Rapids, 2 threads) that took the 6 attention softmaxes from 1.04 to 0.32 ms a run and the 13
+    layer norms from 0.64 to 0.11 ms (the pruned model's, same shapes), against dlight's CPU
+    ``Reduction`` rule (scalar, unrolled), which this replaces
+    (bench/results/2026-12-05-profile-minilm-int8-row-reductions.md). Rows that do not divide
+    into vectors (ViT's 257 tokens) leave their loops to LLVM's vectorizer: dlight's split into
+    vectors and a predicated tail was slower there than no schedule at all. A convolution (several
+    reduction axes) is not a row reduction: :class:`Elementwise` takes it, as it takes a reduction
+    with no elementwise stage after it.
     """
 
     def apply(self, func, target, _tunable):
