@@ -73,6 +73,10 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
                         "outputs) where they multiply V on the int16 dot kernel: uniform:B (B = 8..15 bit steps; int8's "
                         "default uniform:15) or log2:B (B = 3 or 4; TP-ViT: powers of two below a top level calibrated by "
                         "error, rows renormalized). The grid changes accuracy, not speed")
+    parser.add_argument("--integer-only", action="store_true", help="I-BERT: the encoder layers' softmax (i-exp), "
+                        "GELU (i-erf), residual adds and LayerNorm (integer square root) on integers too, so that nothing "
+                        "between a layer's first quantize and its last LayerNorm is float; post-LayerNorm encoders "
+                        "(BERT, MiniLM, DistilBERT) with uniform attention probabilities; costs accuracy, see docs")
     parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching weights in float: a weight-name pattern ('*layer_0*', '*word_embeddings*') or 'bmm_*' for the attention matmuls (repeatable)")
 
 
@@ -294,7 +298,8 @@ def _quant_options(args):
                                  (args.balance, "--balance", "balances channels for quantization"),
                                  (args.weight_rounding, "--weight-rounding", "rounds quantized weights"),
                                  (args.wide_inputs, "--wide-inputs", "widens quantized inputs"),
-                                 (args.attn_probs, "--attn-probs", "quantizes attention probabilities")):
+                                 (args.attn_probs, "--attn-probs", "quantizes attention probabilities"),
+                                 (args.integer_only or None, "--integer-only", "runs the float ops on integers")):
         if given is not None and args.quant == FLOAT:
             raise TvmcompError(f"{flag} {meaning}: add --quant int8")
     if args.group_size is not None:
@@ -319,7 +324,7 @@ def _quant_options(args):
                            f"not {args.wide_inputs:g}")
     return QuantOptions(args.quant, args.calibration_samples, args.observer, tuple(args.keep_float or ()), balance,
                         args.wide_inputs, args.attn_probs and parse_attn_probs(args.attn_probs).spec, args.group_size,
-                        args.weight_rounding)
+                        args.weight_rounding, args.integer_only)
 
 
 def _load_source(args):

@@ -59,62 +59,65 @@ def _uniform(values: np.ndarray | None) -> float | None:
     return values.flat[0].item()
 
 
+def constant_value(expr, params: dict) -> np.ndarray | None:
+    """A constant's value, or a weight parameter's (realize runs before the weights are bound)."""
+    if isinstance(expr, tvm.ir.expr.Constant):
+        return expr.value.numpy()
+    return np.asarray(params[expr.name]) if isinstance(expr, relax.Var) and expr.name in params else None
+
+
+def accumulator_chain(y, mutator, params: dict):
+    """(int32 accumulator, per-channel step s, bias or None, scalar c, layout calls outermost first)
+    of the float value ``y``, or None where ``y`` is not such a chain. ``mutator`` looks up bindings."""
+    def bound(expr):
+        while isinstance(expr, relax.Var):  # through aliases (``a = b``) to the call
+            expr = mutator.lookup_binding(expr)
+        return expr
+
+    layout, scale = [], 1.0
+    call = bound(y)
+    while call is not None and (any(is_op(call, op) for op in _LAYOUT) or is_op(call, "relax.multiply")):
+        if is_op(call, "relax.multiply"):
+            c = _uniform(constant_value(call.args[1], params))
+            below = bound(call.args[0])
+            if c is None or below is None or is_op(below, "relax.astype"):  # that is the dequantize
+                break
+            scale *= c
+        else:
+            layout.append(call)
+        call = bound(call.args[0])
+    bias = None
+    if call is not None and is_op(call, "relax.add"):
+        first, second = call.args  # the bias on either side (torch's decompositions put it first)
+        bias, value = (constant_value(first, params), second) if constant_value(first, params) is not None else \
+            (constant_value(second, params), first)
+        if bias is None or bias.ndim != 1:
+            return None
+        call = bound(value)
+    if call is None or not is_op(call, "relax.multiply"):
+        return None
+    step = constant_value(call.args[1], params)
+    cast = bound(call.args[0])
+    if step is None or step.ndim > 1 or cast is None or not is_op(cast, "relax.astype"):
+        return None
+    acc = cast.args[0]
+    if acc.ty.dtype != "int32" or (bias is not None and bias.shape[0] != int(acc.ty.shape.values[-1])):
+        return None
+    return acc, step, bias, scale, layout
+
+
 @mutator
 class _IntegerChain(PyExprMutator):
     def __init__(self, mod, params: dict):
         super().__init__(mod)
         self.params, self.rewritten = params, 0
 
-    def _constant(self, expr) -> np.ndarray | None:
-        """A constant's value, or a weight parameter's (realize runs before the weights are bound)."""
-        if isinstance(expr, tvm.ir.expr.Constant):
-            return expr.value.numpy()
-        return np.asarray(self.params[expr.name]) if isinstance(expr, relax.Var) and expr.name in self.params \
-            else None
-
-    def _bound(self, expr):
-        return self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
-
-    def _chain(self, y):
-        """(int32 accumulator, per-channel step s, bias or None, scalar c, layout calls outermost
-        first) of the float value ``y``, or None where ``y`` is not such a chain."""
-        layout, scale = [], 1.0
-        call = self._bound(y)
-        while call is not None and (any(is_op(call, op) for op in _LAYOUT) or is_op(call, "relax.multiply")):
-            if is_op(call, "relax.multiply"):
-                c = _uniform(self._constant(call.args[1]))
-                below = self._bound(call.args[0])
-                if c is None or below is None or is_op(below, "relax.astype"):  # that is the dequantize
-                    break
-                scale *= c
-            else:
-                layout.append(call)
-            call = self._bound(call.args[0])
-        bias = None
-        if call is not None and is_op(call, "relax.add"):
-            first, second = call.args  # the bias on either side (torch's decompositions put it first)
-            bias, value = (self._constant(first), second) if self._constant(first) is not None else \
-                (self._constant(second), first)
-            if bias is None or bias.ndim != 1:
-                return None
-            call = self._bound(value)
-        if call is None or not is_op(call, "relax.multiply"):
-            return None
-        step = self._constant(call.args[1])
-        cast = self._bound(call.args[0])
-        if step is None or step.ndim > 1 or cast is None or not is_op(cast, "relax.astype"):
-            return None
-        acc = cast.args[0]
-        if acc.ty.dtype != "int32" or (bias is not None and bias.shape[0] != int(acc.ty.shape.values[-1])):
-            return None
-        return acc, step, bias, scale, layout
-
     def visit_call_(self, call):
         call = self.visit_expr_post_order(call)
         if not is_op(call, "relax.quantize"):
             return call
-        chain = self._chain(call.args[0])
-        steps, zero = self._constant(call.args[1]), _uniform(self._constant(call.args[2]))
+        chain = accumulator_chain(call.args[0], self, self.params)
+        steps, zero = constant_value(call.args[1], self.params), _uniform(constant_value(call.args[2], self.params))
         if chain is None or steps is None or zero is None:
             return call
         acc, s, bias, c, layout = chain
@@ -128,30 +131,43 @@ class _IntegerChain(PyExprMutator):
         if bias is not None:
             acc = relax.op.add(acc, relax.const(np.round(bias / np.float64(s)).astype(np.int32)))
         if after_layout:
-            acc = self._relayout(acc, layout)
+            acc = relayout(self.builder_, acc, layout)
         ratio = _uniform(s) * c / np.float64(steps) if after_layout else np.float64(s) * c / _uniform(steps)
         codes = self.builder_.emit(_requantize(acc, ratio, zero, call.attrs.out_dtype))
-        return codes if after_layout else self._relayout(codes, layout)
+        return codes if after_layout else relayout(self.builder_, codes, layout)
 
-    def _relayout(self, value, layout):
-        for op in reversed(layout):
-            value = self.builder_.emit(relax.Call(op.op, [value, *op.args[1:]], op.attrs))
-        return value
+
+def relayout(builder, value, layout):
+    """``value`` through the same reshapes and permutes (``layout``, outermost first), emitted."""
+    for op in reversed(layout):
+        value = builder.emit(relax.Call(op.op, [value, *op.args[1:]], op.attrs))
+    return value
+
+
+def rescale(acc, ratio: np.ndarray):
+    """``(acc * m + 2^(k-1)) >> k`` in int32, ``ratio ~= m * 2^-k`` along the last axis: a rounding
+    shift where every ratio is a power of two, a dyadic multiply in int64 elsewhere."""
+    m, k = dyadic(ratio)
+    if np.all(m == 1):  # a rounding shift in int32
+        return relax.op.right_shift(relax.op.add(acc, relax.const((1 << (k - 1)).astype(np.int32))),
+                                    relax.const(k.astype(np.int32)))
+    exponent = np.log2(np.asarray(ratio, np.float64))
+    if np.all(exponent == np.round(exponent)):  # powers of two, some of them 1 or more: shifts both ways
+        up, down = np.maximum(exponent, 0).astype(np.int32), np.maximum(-exponent, 0).astype(np.int32)
+        half = np.where(down > 0, np.left_shift(1, np.maximum(down - 1, 0)), 0).astype(np.int32)
+        return relax.op.right_shift(relax.op.add(relax.op.left_shift(acc, relax.const(up)), relax.const(half)),
+                                    relax.const(down))
+    # a dyadic multiply in int64 (dtypes spelled out: relax.const makes int64 arrays int32)
+    wide = relax.op.multiply(relax.op.astype(acc, "int64"), relax.const(m, "int64"))
+    rounded = relax.op.add(wide, relax.const(np.left_shift(1, k - 1), "int64"))
+    return relax.op.astype(relax.op.right_shift(rounded, relax.const(k, "int64")), "int32")
 
 
 def _requantize(acc, ratio: np.ndarray, zero: int, out_dtype: str):
-    """``clip((acc * m + 2^(k-1)) >> k + zero)`` as ``out_dtype``, ``ratio ~= m * 2^-k`` along the last axis."""
+    """``clip(rescale(acc, ratio) + zero)`` as ``out_dtype``."""
     info = np.iinfo(out_dtype)
-    m, k = dyadic(ratio)
-    if np.all(m == 1):  # a rounding shift in int32
-        r = relax.op.right_shift(relax.op.add(acc, relax.const((1 << (k - 1)).astype(np.int32))),
-                                 relax.const(k.astype(np.int32)))
-    else:  # a dyadic multiply in int64 (dtypes spelled out: relax.const makes int64 arrays int32)
-        wide = relax.op.multiply(relax.op.astype(acc, "int64"), relax.const(m, "int64"))
-        rounded = relax.op.add(wide, relax.const(np.left_shift(1, k - 1), "int64"))
-        r = relax.op.astype(relax.op.right_shift(rounded, relax.const(k, "int64")), "int32")  # clipped below
-    return relax.op.astype(relax.op.clip(relax.op.add(r, relax.const(np.int32(zero))), int(info.min), int(info.max)),
-                           out_dtype)
+    return relax.op.astype(relax.op.clip(relax.op.add(rescale(acc, ratio), relax.const(np.int32(zero))),
+                                         int(info.min), int(info.max)), out_dtype)
 
 
 @tvm.transform.module_pass(opt_level=0, name="IntegerChain")

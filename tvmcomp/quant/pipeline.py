@@ -15,6 +15,7 @@ from .balance import OFF
 from .calibrate import SEARCH, SiteRange, calibrate
 from .dot_kernels import DotKernels
 from .integer_chain import IntegerChain
+from .integer_only import IntegerOnly
 from .realize import Realize
 from .schemes import FLOAT, get_scheme
 
@@ -34,6 +35,7 @@ class QuantOptions:
     attn_probs: str | None = None  # attention probabilities' grid, "log2:4" (:mod:`.attn_probs`); None: the scheme's
     group_size: int | None = None  # input channels per scale of 4-bit weights; None: the scheme's
     weight_rounding: str | None = None  # "nearest" or "gptq" (:mod:`.gptq`); None: the scheme's
+    integer_only: bool = False  # softmax, GELU, LayerNorm and residual adds on integers (:mod:`.integer_only`)
 
     @property
     def quantizes(self) -> bool:
@@ -42,7 +44,8 @@ class QuantOptions:
     @property
     def variant(self) -> str:
         """The package's variant name: the scheme's, with what was asked that is not its default."""
-        suffixes = [f"g{self.group_size}" if self.group_size is not None else None, self.weight_rounding]
+        suffixes = [f"g{self.group_size}" if self.group_size is not None else None, self.weight_rounding,
+                    "integer-only" if self.integer_only else None]
         return "-".join([self.scheme, *(suffix for suffix in suffixes if suffix)])
 
     def resolve_scheme(self):
@@ -90,6 +93,10 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
     # a weight-only scheme leaves the matmuls of two activations (attention) float
     keep_float = list(options.keep_float) + (["bmm_*"] if scheme.activation is None else [])
     probs = options.probs(scheme)
+    if options.integer_only and (scheme.activation is None or probs is None or probs.kind != "uniform"):
+        raise TvmcompError(f"--integer-only needs quantized activations and uniform attention probabilities (its "
+                           f"softmax writes them on a uniform grid); {scheme.name} with "
+                           f"{probs.spec if probs is not None else 'float attention'} has not")
     imported = source.imported
     annotated = Annotate(imported.params, skip=keep_float)(imported.mod)
     # the sites are part of the key: ranges are stored by site index, which a change to annotate
@@ -122,18 +129,38 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
                           options.wide_below_db, probs, skip=keep_float)
         shape_imported.mod = realize(shape_annotated)
         counts = dict(realize.counts)
-        if scheme.requantize == "integer":
+        if options.integer_only:
+            counts["integer_only"] = _integer_only(source.name, shape_imported)
+        if scheme.requantize == "integer" or options.integer_only:
             chain = IntegerChain(shape_imported.params)
             shape_imported.mod = chain(shape_imported.mod)
             counts["integer_chains"] = chain.rewritten
     _say_what_options_changed(options, counts, stream)
-    if scheme.requantize == "integer":
+    if options.integer_only:
+        done = counts["integer_only"]
+        print(f"[quant] --integer-only: {done['softmax']} softmaxes (i-exp), {done['gelu']} GELUs (i-erf) and "
+              f"{done['layer_norm']} residual adds + LayerNorms (integer square root) run on integers; "
+              f"{counts['integer_chains']} requantizations between them", file=stream)
+    elif scheme.requantize == "integer":
         print(f"[quant] {scheme.name}: {counts['integer_chains']} requantizations between quantized ops stay integer",
               file=stream)
     return {"model_hash": model_hash, "settings": settings, "balance": options.balancing(scheme),
             "wide_below_db": options.wide_below_db, "attn_probs": probs.spec if probs is not None else None,
             "group_size": scheme.weight.group_size,
             "ranges": {str(index): value.to_json() for index, value in ranges.items()}}
+
+
+def _integer_only(model: str, imported) -> dict:
+    """Rewrite ``imported``'s float encoder ops to integer kernels (:mod:`.integer_only`), or say which
+    could not be and why."""
+    integer_only = IntegerOnly(imported.params)
+    imported.mod = integer_only(imported.mod)
+    if integer_only.left_float:
+        kept = sorted(set(integer_only.left_float))
+        raise TvmcompError(f"--integer-only: {model} would keep {len(integer_only.left_float)} encoder ops float: "
+                           f"{'; '.join(kept)}. It takes post-LayerNorm encoders (BERT, MiniLM, DistilBERT) whose "
+                           "attention adds only a mask to the scores")
+    return integer_only.counts
 
 
 def _say_what_options_changed(options: QuantOptions, counts: dict, stream) -> None:

@@ -1,0 +1,289 @@
+"""--integer-only (I-BERT): softmax by i-exp, GELU by i-erf, LayerNorm with an integer square root
+(tvmcomp.quant.integer_kernels), and the pass that puts them between an encoder's quantized ops
+(tvmcomp.quant.integer_only). Each kernel against NumPy integer formulas written out here, and
+against the float op it replaces."""
+
+import math
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, te
+
+from test_cli import run_cli
+from tvmcomp.quant.integer_chain import IntegerChain
+from tvmcomp.quant.integer_kernels import integer_gelu, integer_layer_norm, integer_softmax, integer_sqrt
+from tvmcomp.quant.integer_only import IntegerOnly
+
+RNG = np.random.default_rng(5)
+
+
+def _run_te(build, inputs: list[np.ndarray]):
+    """Compile the TE kernel ``build(*placeholders)`` and run it on ``inputs``."""
+    placeholders = [te.placeholder(x.shape, str(x.dtype)) for x in inputs]
+    out = build(*placeholders)
+    func = te.create_prim_func([*placeholders, out]).with_attr("global_symbol", "main")
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target({"kind": "llvm"}))
+    result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], str(out.dtype)))
+    lib["main"](*[tvm.runtime.tensor(x) for x in inputs], result)
+    return result.numpy()
+
+
+def test_integer_sqrt_is_the_floor_of_the_root():
+    values = np.concatenate([np.arange(1, 2000), RNG.integers(1, 2**62, 3000), [2**62 - 1, 2**31 * 2**31 - 1],
+                             np.arange(1, 3000) ** 2, np.arange(2, 3000) ** 2 - 1]).astype(np.int64)
+    got = _run_te(integer_sqrt, [values])
+    np.testing.assert_array_equal(got, [math.isqrt(int(v)) for v in values])
+
+
+def _i_softmax_reference(scores, keep, step, out_bits):
+    """I-BERT's integer softmax (Algorithm 2 with i-exp's polynomial 0.3585 (p + 1.353)^2 + 0.344),
+    the scores first shifted left until their step is 2^-12 or finer."""
+    up = max(0, math.ceil(math.log2(step * 2**12)))
+    fine = step / 2**up
+    q_ln2, q_b, q_c = math.floor(math.log(2) / fine), math.floor(1.353 / fine), math.floor(0.344 / (0.3585 * fine**2))
+    s = scores.astype(np.int64)
+    top = np.where(keep, s, np.iinfo(np.int32).min).max(axis=-1, keepdims=True)
+    d = (s - top) << up
+    z = (-d) // q_ln2
+    p = d + z * q_ln2
+    e = np.where(keep, ((p + q_b) ** 2 + q_c) >> np.minimum(z, 62), 0)
+    total = e.sum(axis=-1, keepdims=True)
+    return np.where(total > 0, (e * 2 ** (out_bits + 1) + total) // np.maximum(2 * total, 1), 0).astype(np.int32)
+
+
+@pytest.mark.parametrize("step", [2.0**-9, 0.0371])
+def test_integer_softmax_matches_i_bert_and_the_float_softmax(step):
+    scores = RNG.integers(-int(8 / step), int(8 / step), (2, 3, 6, 40)).astype(np.int32)
+    keep = np.ones((2, 1, 6, 40), bool)
+    keep[0, 0, :, 30:] = False  # padding
+    keep[1, 0, 2, :] = False  # a row with nothing kept
+    got = _run_te(lambda s, k: integer_softmax(s, k, step, 15), [scores, keep])
+    np.testing.assert_array_equal(got, _i_softmax_reference(scores, keep, step, 15))
+
+    logits = np.where(keep, scores * step, -np.inf)
+    with np.errstate(invalid="ignore"):
+        exact = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        exact = np.nan_to_num(exact / exact.sum(axis=-1, keepdims=True))
+    assert np.abs(got * 2.0**-15 - exact).max() < 0.01  # I-BERT's polynomial: ~1e-3 of exp on (-ln 2, 0]
+    assert np.all(got[1, :, 2] == 0) and np.all(got[0, :, :, 30:] == 0)
+
+
+def _i_gelu_reference(acc, bias, ratio_m, ratio_k, step):
+    """I-BERT's i-GELU: x on ``step`` (acc + bias rescaled by m 2^-k, rounded half up, clipped to
+    +-2^24), erf(x / sqrt 2) ~ sgn (-0.2888 (min(|x|, 1.769) - 1.769)^2 + 1) on the grid step / sqrt 2,
+    GELU = x (erf + 1) / 2, brought back to ``step`` by a shift and a 15-bit multiplier."""
+    x = ((acc.astype(np.int64) + bias) * ratio_m + (1 << (ratio_k - 1))) >> ratio_k
+    q = np.clip(x, -(2**24), 2**24)
+    grid = step / math.sqrt(2)
+    erf_step = -0.2888 * grid**2
+    q_b, q_c, one = math.floor(-1.769 / grid), math.floor(1 / erf_step), math.floor(1 / erf_step)
+    erf = np.sign(q) * ((np.minimum(np.abs(q), -q_b) + q_b) ** 2 + q_c)
+    pre = max(0, 24 + (2 * abs(one)).bit_length() - 46)
+    product = (-(q * (erf + one))) >> pre
+    ratio = -erf_step / 2 * 2**pre  # = mantissa 2^exponent, mantissa in [0.5, 1)
+    mantissa, exponent = math.frexp(ratio)
+    m, k = round(mantissa * 2**15), 15 - exponent
+    return ((product * m + (1 << (k - 1))) >> k).astype(np.int32)
+
+
+def test_integer_gelu_matches_i_bert_and_the_float_gelu():
+    step = 2.0**-11
+    acc = RNG.integers(-40000, 40000, (5, 8)).astype(np.int32)
+    bias = RNG.integers(-500, 500, 8).astype(np.int32)
+    ratio_m = np.array([1, 1, 3, 5, 1, 7, 1, 1], np.int64)  # the channels' steps over ``step``: m 2^-k
+    ratio_k = np.array([1, 2, 2, 3, 4, 3, 1, 2], np.int64)
+    got = _run_te(lambda *t: integer_gelu(*t, step), [acc, bias, ratio_m, ratio_k])
+    np.testing.assert_array_equal(got, _i_gelu_reference(acc, bias, ratio_m, ratio_k, step))
+
+    x = (acc + bias.astype(np.float64)) * ratio_m * 2.0 ** -ratio_k * step
+    exact = x * 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    assert np.abs(got * step - exact).max() < 0.02 * np.abs(x).max()  # i-erf's error, ~1e-2
+
+
+def test_integer_layer_norm_matches_the_formula_and_the_float_layer_norm():
+    width = 48
+    x = (RNG.standard_normal((6, width)) * 3e4 + RNG.standard_normal(width) * 2e4).astype(np.int32)
+    gamma = RNG.uniform(0.5, 2, width)
+    beta = RNG.uniform(-1, 1, width)
+    out_step = 2.0**-14
+    g, b = np.round(gamma / out_step).astype(np.int64), np.round(beta / out_step).astype(np.int64)
+    got = _run_te(integer_layer_norm, [x, g, b])
+
+    wide = x.astype(np.int64)
+    mean = (2 * wide.sum(axis=-1, keepdims=True) + width) // (2 * width)
+    centred = wide - mean
+    std = np.array([[max(math.isqrt(max(int(v), 1)), 1)] for v in (centred**2).sum(axis=-1) // width])
+    np.testing.assert_array_equal(got, ((2 * centred * g + std) // (2 * std) + b).astype(np.int32))
+
+    xf = x.astype(np.float64)
+    exact = (xf - xf.mean(-1, keepdims=True)) / xf.std(-1, keepdims=True) * gamma + beta
+    assert np.abs(got * out_step - exact).max() < 1e-3
+
+
+def _run(mod, inputs):
+    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(x) for x in inputs])
+    return out.numpy() if hasattr(out, "numpy") else [field.numpy() for field in out]
+
+
+def _dequantized(bb, acc, steps):
+    return bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(np.float32(steps))))
+
+
+def _quantized(bb, y, step):
+    return bb.emit(relax.op.quantize(y, relax.const(np.float32(step)), relax.const(np.int32(0)), axis=-1,
+                                     out_dtype="int8"))
+
+
+def _call_names(mod) -> list[str]:
+    names = []
+    for binding in mod["main"].body.blocks[0].bindings:
+        value = binding.value
+        if isinstance(value, relax.Call):
+            names.append(value.args[0].name_hint if value.op.name == "relax.call_tir" else value.op.name)
+    return names
+
+
+def _float_bindings(mod) -> list[str]:
+    return [b.value.op.name if isinstance(b.value, relax.Call) else "var" for b in mod["main"].body.blocks[0].bindings
+            if str(getattr(b.var.ty, "dtype", "")).startswith("float")]
+
+
+def _encoder_layer_tail():
+    """An FFN and its residual LayerNorm as realize leaves them: the FFN-in accumulator dequantized
+    per channel, biased, GELU, quantized for FFN-out; FFN-out's accumulator dequantized, biased, added
+    to the residual stream (an earlier LayerNorm's integer output, in its dequantize form), LayerNorm,
+    quantized for the next Linear."""
+    bb = relax.BlockBuilder()
+    acc_in = relax.Var("acc_in", relax.TensorType((4, 16), "int32"))
+    acc_out = relax.Var("acc_out", relax.TensorType((4, 8), "int32"))
+    stream = relax.Var("stream", relax.TensorType((1, 4, 8), "int32"))
+    with bb.function("main", [acc_in, acc_out, stream]):
+        with bb.dataflow():
+            y = _dequantized(bb, acc_in, 2.0 ** -RNG.integers(9, 13, 16))
+            y = bb.emit(relax.op.add(relax.const(RNG.uniform(-1, 1, 16).astype(np.float32)), y))
+            gelu_codes = _quantized(bb, bb.emit(relax.op.nn.gelu(y)), 2.0**-4)
+            h = _dequantized(bb, stream, 2.0**-16)
+            z = _dequantized(bb, acc_out, 2.0 ** -RNG.integers(9, 13, 8))
+            z = bb.emit(relax.op.add(relax.const(RNG.uniform(-1, 1, 8).astype(np.float32)), z))
+            z = bb.emit(relax.op.add(bb.emit(relax.op.reshape(z, (1, 4, 8))), h))
+            norm = bb.emit(relax.op.nn.layer_norm(z, relax.const(RNG.uniform(0.5, 2, 8).astype(np.float32)),
+                                                  relax.const(RNG.uniform(-1, 1, 8).astype(np.float32)), axes=[-1]))
+            out = bb.emit_output(relax.Tuple([gelu_codes, _quantized(bb, norm, 2.0**-5)]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_gelu_and_the_residual_layer_norm_become_integer_kernels_and_the_codes_stay_integer():
+    before = _encoder_layer_tail()
+    integer_only = IntegerOnly()
+    after = IntegerChain()(integer_only(before))
+    assert integer_only.counts == {"softmax": 0, "gelu": 1, "layer_norm": 1} and not integer_only.left_float
+    # Expected: i_gelu, then a shift to the next codes; the FFN-out accumulator biased and shifted onto
+    # the stream's step (power-of-two steps: no multiply), added to it, i_layer_norm, then a shift
+    names = _call_names(after)
+    assert names.index("i_gelu") < names.index("i_layer_norm")
+    assert "relax.multiply" not in names and "relax.nn.gelu" not in names and "relax.nn.layer_norm" not in names
+    assert _float_bindings(after) == []
+    # within a code of the float ops they replace (I-BERT's erf is within ~1e-2 of erf; codes step 2^-4)
+    inputs = [RNG.integers(-3000, 3000, (4, 16)).astype(np.int32), RNG.integers(-3000, 3000, (4, 8)).astype(np.int32),
+              RNG.integers(-2**17, 2**17, (1, 4, 8)).astype(np.int32)]
+    for got, want in zip(_run(after, inputs), _run(before, inputs)):
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def _attention_scores():
+    """``softmax(dq(scores) + where(keep, 0, -inf))``, the all-masked-rows fix-up torch's export adds,
+    quantized for P @ V on the 2^-15 grid."""
+    bb = relax.BlockBuilder()
+    acc = relax.Var("acc", relax.TensorType((2, 4, 4), "int32"))
+    keep = relax.Var("keep", relax.TensorType((1, 1, 4, 4), "bool"))
+    with bb.function("main", [acc, keep]):
+        with bb.dataflow():
+            mask = bb.emit(relax.op.where(keep, relax.const(np.float32(0)), relax.const(np.float32(-np.inf))))
+            scores = bb.emit(relax.op.reshape(_dequantized(bb, acc, 2.0**-10), (1, 2, 4, 4)))
+            logits = bb.emit(relax.op.add(scores, mask))
+            p = bb.emit(relax.op.nn.softmax(logits, axis=-1))
+            none_kept = bb.emit(relax.op.logical_not(relax.op.astype(relax.op.max(relax.op.astype(
+                relax.op.logical_not(relax.op.equal(logits, relax.const(np.float32(-np.inf)))), "int8"), axis=[-1],
+                keepdims=True), "bool")))
+            p = bb.emit(relax.op.where(none_kept, relax.op.full_like(p, relax.const(np.float32(0))), p))
+            codes = bb.emit_output(relax.op.quantize(bb.emit(relax.op.reshape(p, (2, 4, 4))),
+                                                     relax.const(np.float32(2.0**-15)), relax.const(np.int32(0)),
+                                                     axis=-1, out_dtype="int16"))
+        bb.emit_func_output(codes)
+    return bb.get()
+
+
+def test_the_masked_softmax_becomes_i_softmax_and_feeds_p_v_codes_without_float():
+    before = _attention_scores()
+    after = IntegerChain()(IntegerOnly()(before))
+    assert "i_softmax" in _call_names(after) and _float_bindings(after) == []
+    acc = RNG.integers(-3000, 3000, (2, 4, 4)).astype(np.int32)
+    keep = np.ones((1, 1, 4, 4), bool)
+    keep[..., 3] = False
+    keep[..., 1, :] = False
+    got = _run(after, [acc, keep])
+    want = _i_softmax_reference(acc.reshape(1, 2, 4, 4), keep, 2.0**-10, 15).reshape(2, 4, 4)
+    np.testing.assert_array_equal(got, want)  # the requantization from 2^-15 to 2^-15 changes nothing
+    assert np.all(got[:, 1] == 0)
+
+
+def _integer_tail(mod) -> list[str]:
+    """The float ops computed from the output of an integer kernel (a matmul, i_softmax, ...) in
+    ``main``, in order: what runs on floats once the layer's codes are integers."""
+    from_integers, names = set(), []
+    for binding in mod["main"].body.blocks[0].bindings:
+        value = binding.value
+        reads = [arg for arg in (value.args if isinstance(value, relax.Call) else [value])
+                 if isinstance(arg, relax.Var)]
+        if isinstance(value, relax.Call) and value.op.name == "relax.call_tir":
+            reads = list(value.args[1].fields)
+        if (isinstance(value, relax.Call) and value.op.name == "relax.call_tir") or \
+                any(var in from_integers for var in reads):
+            from_integers.add(binding.var)
+            if str(getattr(binding.var.ty, "dtype", "")).startswith("float"):
+                names.append(value.op.name if isinstance(value, relax.Call) else "var")
+    return names
+
+
+def test_tiny_bert_encoder_has_no_float_op_between_its_first_quantize_and_last_dequantize(tmp_path, capsys,
+                                                                                          empty_schedules):
+    from test_hf_folder import SEQ_LEN, _save_tiny_encoder
+    from test_shapes import cosine_to_transformers
+    from tvmcomp.quant.dot_kernels import dot_kernels_for
+    from tvmcomp.quant.pipeline import QuantOptions, quantize_model
+    from tvmcomp.source import load_source
+    from tvmcomp.targets import resolve_target
+
+    folder = _save_tiny_encoder(tmp_path / "bert", "bert")
+    source = load_source(str(folder), seq_len=SEQ_LEN)
+    quantize_model(source, QuantOptions("pot8", samples=4, integer_only=True), "hash", None,
+                   dot_kernels_for(resolve_target("x86")))
+    # once a layer's inputs are integer codes, the only float ops are the last LayerNorm's dequantize
+    assert _integer_tail(source.imported.mod) == ["relax.astype", "relax.multiply"]
+
+    code, _, err = run_cli(capsys, "build", "--model", str(folder), "--seq-len", str(SEQ_LEN), "--quant", "pot8",
+                           "--integer-only", "--calibration-samples", "4", "-o", str(tmp_path / "pkg"))
+    assert code == 0, err
+    assert "[quant] --integer-only: 2 softmaxes (i-exp), 2 GELUs (i-erf) and 4 residual adds + LayerNorms" in err
+    assert cosine_to_transformers(tmp_path / "pkg", folder).min() > 0.99
+
+
+def test_integer_only_refuses_what_it_cannot_run(tmp_path, capsys):
+    from test_hf_folder import SEQ_LEN, _save_tiny_encoder
+    from models_for_tests import save_tiny_vit
+
+    code, _, err = run_cli(capsys, "build", "--model", "minilm", "--integer-only", "-o", str(tmp_path / "a"))
+    assert code != 0 and "--integer-only runs the float ops on integers: add --quant int8" in err
+    folder = _save_tiny_encoder(tmp_path / "bert", "bert")
+    code, _, err = run_cli(capsys, "build", "--model", str(folder), "--seq-len", str(SEQ_LEN), "--quant", "int8",
+                           "--attn-probs", "log2:4", "--integer-only", "-o", str(tmp_path / "b"))
+    assert code != 0 and "--integer-only needs quantized activations and uniform attention probabilities" in err
+    vit = save_tiny_vit(tmp_path / "vit")
+    code, _, err = run_cli(capsys, "build", "--model", str(vit), "--quant", "int8", "--integer-only",
+                           "--calibration-samples", "2", "-o", str(tmp_path / "c"))
+    last = err.strip().splitlines()[-1]  # one line, after calibration (the ops are known once realized)
+    assert code != 0 and "encoder ops float" in last and "layer_norm (its input is a Linear's output plus a " \
+        "residual of unknown range)" in last, err

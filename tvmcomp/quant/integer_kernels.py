@@ -1,0 +1,183 @@
+"""Integer kernels for the float ops of an encoder layer (I-BERT, Kim et al. 2021): softmax by i-exp,
+GELU by i-erf, LayerNorm with an integer square root.
+
+Each kernel reads int32 values at a step known at build time and writes int32 values at a step known
+at build time; in between there is int64 arithmetic only (adds, multiplies, shifts, floor divisions,
+comparisons). Every float constant the method needs is folded with the steps into an integer here,
+in Python, so that the emitted TE holds none. :mod:`.integer_only` puts them in the graph.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# I-BERT's second-order polynomials
+EXP_POLY = (0.3585, 1.353, 0.344)  # exp(p) ~ a (p + b)^2 + c for p in (-ln 2, 0]
+ERF_POLY = (-0.2888, -1.769, 1.0)  # erf(x) ~ sgn(x) (a (min(|x|, -b) + b)^2 + c)
+# scores are shifted onto a grid at least this fine before i-exp: the polynomial's input then has
+# 2^12 steps per unit, so its own error (~1e-3) dominates the grid's
+EXP_INPUT_STEP = 2.0**-12
+GELU_INPUT_BITS = 24  # GELU inputs are clipped to +-2^24 steps (GELU(x) = x there: the next codes clip)
+PRODUCT_BITS = 46  # i-GELU's product is shifted down to this many bits before its 15-bit multiplier
+NEWTON_STEPS = 6  # from a start within 2x of the root, enough for 64-bit integers
+
+
+def _int64(value):
+    from tvm import tirx
+
+    return tirx.const(int(value), "int64")
+
+
+def _wide(value):
+    return value.astype("int64")
+
+
+def _broadcast_index(tensor, index):
+    """``tensor``'s element for ``index`` of a larger shape of the same rank (size-1 axes broadcast)."""
+    return tensor[tuple(0 if int(extent) == 1 else i for extent, i in zip(tensor.shape, index))]
+
+
+@dataclass(frozen=True)
+class ExpConstants:
+    """i-exp of scores at ``step``: the scores shifted left by ``up`` bits, then ``ln2``, ``b``, ``c``
+    as integers on that grid (I-BERT Algorithms 2 and 3)."""
+
+    up: int
+    ln2: int
+    b: int
+    c: int
+
+    @classmethod
+    def for_step(cls, step: float) -> ExpConstants:
+        up = max(0, math.ceil(math.log2(step / EXP_INPUT_STEP)))
+        fine = step / 2**up
+        a, b, c = EXP_POLY
+        return cls(up, math.floor(math.log(2) / fine), math.floor(b / fine), math.floor(c / (a * fine * fine)))
+
+
+def integer_softmax(scores, keep, step: float, out_bits: int):
+    """Softmax along the last axis of int32 ``scores`` (value = code * ``step``), over the entries where
+    the bool ``keep`` (broadcast to the scores' shape) is true; int32 probabilities at step 2^-out_bits,
+    rounded half up, 0 where nothing is kept. ``exp(d) = (a (p + b)^2 + c) 2^-z`` with
+    ``d = -z ln2 + p``: one polynomial on (-ln 2, 0] and a shift."""
+    from tvm import te, tirx
+
+    k = ExpConstants.for_step(step)
+    rows, width = scores.shape[:-1], scores.shape[-1]
+    lowest = tirx.const(np.iinfo(np.int32).min, "int32")
+
+    j = te.reduce_axis((0, width), "j")
+    top = te.compute(rows, lambda *r: te.max(
+        tirx.if_then_else(_broadcast_index(keep, (*r, j)), scores[(*r, j)], lowest), axis=j), name="row_max")
+
+    def exp(*i):
+        d = (_wide(scores[i]) - _wide(top[i[:-1]])) << _int64(k.up)  # <= 0 where kept
+        z = tirx.floordiv(-d, _int64(k.ln2))
+        p = d + z * _int64(k.ln2)
+        poly = (p + _int64(k.b)) * (p + _int64(k.b)) + _int64(k.c)
+        return tirx.if_then_else(_broadcast_index(keep, i), poly >> tirx.min(z, _int64(62)), _int64(0))
+
+    e = te.compute(scores.shape, exp, name="i_exp")
+    t = te.reduce_axis((0, width), "t")
+    total = te.compute(rows, lambda *r: te.sum(e[(*r, t)], axis=t), name="exp_sum")
+
+    def probability(*i):
+        s = total[i[:-1]]
+        rounded = tirx.floordiv(e[i] * _int64(2 ** (out_bits + 1)) + s, tirx.max(2 * s, _int64(1)))
+        return tirx.if_then_else(s > _int64(0), rounded, _int64(0)).astype("int32")
+
+    return te.compute(scores.shape, probability, name="i_softmax")
+
+
+@dataclass(frozen=True)
+class GeluConstants:
+    """i-GELU at input step ``step`` (a power of two): ``GELU(x) = x (1 + erf(x / sqrt 2)) / 2`` with
+    erf's polynomial on ``x / sqrt 2``'s grid; the product ``q (erf_q + one)`` is shifted right by
+    ``pre`` bits, then multiplied by ``m`` and shifted right by ``k`` back to ``step``."""
+
+    b: int
+    c: int
+    one: int
+    pre: int
+    m: int
+    k: int
+
+    @classmethod
+    def for_step(cls, step: float) -> GeluConstants:
+        from .integer_chain import dyadic
+
+        a, b, c = ERF_POLY
+        erf_in = step / math.sqrt(2)
+        erf_step = a * erf_in * erf_in  # negative: a < 0
+        one = math.floor(1 / erf_step)
+        pre = max(0, GELU_INPUT_BITS + (2 * abs(one)).bit_length() - PRODUCT_BITS)
+        m, k = dyadic(np.float64(-erf_step / 2 * 2**pre))  # value / step = -product * (-erf_step / 2)
+        return cls(math.floor(b / erf_in), math.floor(c / (a * erf_in * erf_in)), one, pre, int(m), int(k))
+
+
+def integer_gelu(acc, bias, multiplier, shift, step: float):
+    """GELU of ``(acc + bias) * s`` (int32 ``acc`` [..., N], int32 ``bias`` [N], ``s`` per channel
+    as ``multiplier * 2^-shift`` relative to ``step``): int32 values at ``step``."""
+    from tvm import te, tirx
+
+    g = GeluConstants.for_step(step)
+    limit = _int64(2**GELU_INPUT_BITS)
+
+    def gelu(*i):
+        n = i[-1]
+        x = (_wide(acc[i] + bias[n]) * multiplier[n] + (_int64(1) << (shift[n] - 1))) >> shift[n]
+        q = tirx.max(tirx.min(x, limit), -limit)
+        clipped = tirx.min(tirx.abs(q), _int64(-g.b))
+        erf = (clipped + _int64(g.b)) * (clipped + _int64(g.b)) + _int64(g.c)
+        signed_erf = tirx.if_then_else(q < _int64(0), -erf, tirx.if_then_else(q > _int64(0), erf, _int64(0)))
+        product = -(q * (signed_erf + _int64(g.one))) >> _int64(g.pre)
+        return ((product * _int64(g.m) + (_int64(1) << _int64(g.k - 1))) >> _int64(g.k)).astype("int32")
+
+    return te.compute(acc.shape, gelu, name="i_gelu")
+
+
+def integer_sqrt(n):
+    """floor(sqrt(n)) of int64 ``n >= 1`` (a TE tensor): Newton's steps ``x = (x + n // x) / 2`` from
+    ``2^ceil(bits / 2)``, which is at or above the root, so the steps only come down to it. One stage
+    a step: as one expression the steps would repeat each other (3^steps copies)."""
+    from tvm import te, tirx
+
+    def start(*r):
+        bits = _int64(64) - tirx.clz(n[r]).astype("int64")
+        return _int64(1) << tirx.floordiv(bits + _int64(1), _int64(2))
+
+    def newton(x):
+        return lambda *r: tirx.min(x[r], (x[r] + tirx.floordiv(n[r], x[r])) >> _int64(1))
+
+    x = te.compute(n.shape, start, name="sqrt_start")
+    for step in range(NEWTON_STEPS):
+        x = te.compute(n.shape, newton(x), name=f"sqrt_step{step}")
+    return x
+
+
+def integer_layer_norm(x, gamma, beta):
+    """LayerNorm along the last axis of int32 ``x``: ``(x - mean) / std * gamma + beta`` with ``gamma``
+    and ``beta`` int64 [D] already divided by the output step; mean rounded half up, variance floored,
+    std = floor(sqrt(variance)) (at least 1), the quotient rounded half up. int32 at the output step."""
+    from tvm import te, tirx
+
+    rows, width = x.shape[:-1], x.shape[-1]
+    count = _int64(int(width))
+    j = te.reduce_axis((0, width), "j")
+    total = te.compute(rows, lambda *r: te.sum(_wide(x[(*r, j)]), axis=j), name="ln_sum")
+    mean = te.compute(rows, lambda *r: tirx.floordiv(2 * total[r] + count, 2 * count), name="ln_mean")
+    v = te.reduce_axis((0, width), "v")
+    squares = te.compute(rows, lambda *r: te.sum((_wide(x[(*r, v)]) - mean[r]) * (_wide(x[(*r, v)]) - mean[r]),
+                                                 axis=v), name="ln_squares")
+    variance = te.compute(rows, lambda *r: tirx.max(tirx.floordiv(squares[r], count), _int64(1)), name="ln_var")
+    std = integer_sqrt(variance)
+
+    def normalized(*i):
+        centred = _wide(x[i]) - mean[i[:-1]]
+        s = std[i[:-1]]
+        return (tirx.floordiv(2 * centred * gamma[i[-1]] + s, 2 * s) + beta[i[-1]]).astype("int32")
+
+    return te.compute(x.shape, normalized, name="i_layer_norm")
