@@ -17,7 +17,9 @@ Studies:
 - ``wide4`` (#14, mpnet-base's 4-bit gap): w4a8 and pwlq4 with ``--wide-inputs``, whose Linears
   estimated too noisy in int8 take 12-bit inputs and int8 weights, next to w4a8 and int8 with it;
 - ``schemes`` (#13's scheme table, accuracy only: for models bench/int8.py is too slow to time here,
-  mpnet-base): int8, pot8, each with log2:4 attention probabilities, and int8 with log2:3.
+  mpnet-base): int8, pot8, each with log2:4 attention probabilities, and int8 with log2:3;
+- ``integer-only`` (#13's stretch): int8 and pot8, each with ``--integer-only`` (I-BERT's integer
+  softmax, GELU, residual adds and LayerNorm).
 
 Run: .venv/bin/python bench/accuracy_variants.py STUDY [--model minilm] [--balance auto] [--skip PATTERN ...]
 ``--balance A`` is added to every build of the study, before its own arguments, which win (mpnet-base's
@@ -78,6 +80,10 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
                 "int8 --attn-probs log2:4": ["--quant", "int8", "--attn-probs", "log2:4"],
                 "pot8 --attn-probs log2:4": ["--quant", "pot8", "--attn-probs", "log2:4"],
                 "int8 --attn-probs log2:3": ["--quant", "int8", "--attn-probs", "log2:3"]},
+    "integer-only": {"int8": ["--quant", "int8"],
+                     "int8 --integer-only": ["--quant", "int8", "--integer-only"],
+                     "pot8": ["--quant", "pot8"],
+                     "pot8 --integer-only": ["--quant", "pot8", "--integer-only"]},
 }
 
 

@@ -3,7 +3,8 @@ b1 s128 on this machine, one run, fixed threads.
 
 Engines: tvmcomp fp32, int8, int8 with channel balancing (and with wide inputs), int8 with the attention matmuls left
 float, int8 with the word embedding table left float, int8 with other attention-probability grids
-(uniform:8, log2:4, log2:3), int8 with step search, and pot8 (also with log2:4) (kernels from schedules/),
+(uniform:8, log2:4, log2:3), int8 with step search, pot8 (also with log2:4), int8 and pot8 with --integer-only
+(kernels from schedules/),
 PyTorch eager fp32 and dynamic int8 (torch.ao.quantization.quantize_dynamic on the Linear layers), ONNX
 Runtime fp32, dynamic int8 and static QDQ int8 (per-channel int8 weights, per-tensor uint8 activations, calibrated on
 the same 32 Lee-corpus sentences tvmcomp calibrates on). For each: latency, size on disk, and accuracy
@@ -46,6 +47,8 @@ TVMCOMP_VARIANTS = {  # name -> tvmcomp build arguments; kernels come from sched
     "tvmcomp int8 --observer search": ["--quant", "int8", "--observer", "search"],
     "tvmcomp pot8": ["--quant", "pot8"],
     "tvmcomp pot8 --attn-probs log2:4": ["--quant", "pot8", "--attn-probs", "log2:4"],
+    "tvmcomp int8 --integer-only": ["--quant", "int8", "--integer-only"],
+    "tvmcomp pot8 --integer-only": ["--quant", "pot8", "--integer-only"],
 }
 
 

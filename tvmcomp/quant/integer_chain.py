@@ -147,6 +147,8 @@ def relayout(builder, value, layout):
 def rescale(acc, ratio: np.ndarray):
     """``(acc * m + 2^(k-1)) >> k`` in int32, ``ratio ~= m * 2^-k`` along the last axis: a rounding
     shift where every ratio is a power of two, a dyadic multiply in int64 elsewhere."""
+    if np.all(np.asarray(ratio) == 1):  # already on the step (i_softmax's 2^-15 into uniform:15 codes)
+        return acc
     m, k = dyadic(ratio)
     if np.all(m == 1):  # a rounding shift in int32
         return relax.op.right_shift(relax.op.add(acc, relax.const((1 << (k - 1)).astype(np.int32))),

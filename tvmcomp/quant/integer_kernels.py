@@ -22,7 +22,12 @@ ERF_POLY = (-0.2888, -1.769, 1.0)  # erf(x) ~ sgn(x) (a (min(|x|, -b) + b)^2 + c
 EXP_INPUT_STEP = 2.0**-12
 GELU_INPUT_BITS = 24  # GELU inputs are clipped to +-2^24 steps (GELU(x) = x there: the next codes clip)
 PRODUCT_BITS = 46  # i-GELU's product is shifted down to this many bits before its 15-bit multiplier
+MAX_EXP_SHIFT = 63  # exp(d) is a polynomial under 2^62 shifted right by z: 0 from z = 62 on
 NEWTON_STEPS = 6  # from a start within 2x of the root, enough for 64-bit integers
+# x86 has no vector integer division: each row divides once, into a reciprocal 2^RECIPROCAL_BITS // d,
+# and its entries multiply by that and shift (d <= 2^37: relative error 2^-25)
+RECIPROCAL_BITS = 62
+NORMALIZED_BITS = 16  # LayerNorm's (x - mean) / std, on a 2^-16 grid before gamma
 
 
 def _int64(value):
@@ -43,30 +48,40 @@ def _broadcast_index(tensor, index):
 @dataclass(frozen=True)
 class ExpConstants:
     """i-exp of scores at ``step``: the scores shifted left by ``up`` bits, then ``ln2``, ``b``, ``c``
-    as integers on that grid (I-BERT Algorithms 2 and 3)."""
+    as integers on that grid (I-BERT Algorithms 2 and 3). ``n // ln2`` for ``0 <= n <= 63 ln2`` is
+    ``(n * multiplier) >> shift`` (Granlund and Montgomery's exact division by a constant: vector
+    multiplies, where a division would run one element at a time)."""
 
     up: int
     ln2: int
     b: int
     c: int
+    multiplier: int
+    shift: int
 
     @classmethod
     def for_step(cls, step: float) -> ExpConstants:
         up = max(0, math.ceil(math.log2(step / EXP_INPUT_STEP)))
         fine = step / 2**up
         a, b, c = EXP_POLY
-        return cls(up, math.floor(math.log(2) / fine), math.floor(b / fine), math.floor(c / (a * fine * fine)))
+        ln2 = math.floor(math.log(2) / fine)
+        if ln2 >= 2**24:
+            raise ValueError(f"scores at a step of {step:g} are finer than i-exp's 2^-24 grid")
+        bits = (MAX_EXP_SHIFT * ln2).bit_length()
+        shift = bits + ln2.bit_length()  # n < 2^bits; n * multiplier < 2^(2 bits + 1) <= 2^63
+        return cls(up, ln2, math.floor(b / fine), math.floor(c / (a * fine * fine)), -(-(2**shift) // ln2), shift)
 
 
 def integer_softmax(scores, keep, step: float, out_bits: int):
     """Softmax along the last axis of int32 ``scores`` (value = code * ``step``), over the entries where
     the bool ``keep`` (broadcast to the scores' shape) is true; int32 probabilities at step 2^-out_bits,
-    rounded half up, 0 where nothing is kept. ``exp(d) = (a (p + b)^2 + c) 2^-z`` with
+    ``(e * (2^62 // sum e) + 2^(61 - out_bits)) >> (62 - out_bits)``, 0 where nothing is kept. ``exp(d) = (a (p + b)^2 + c) 2^-z`` with
     ``d = -z ln2 + p``: one polynomial on (-ln 2, 0] and a shift."""
     from tvm import te, tirx
 
     k = ExpConstants.for_step(step)
     rows, width = scores.shape[:-1], scores.shape[-1]
+    shift = RECIPROCAL_BITS - out_bits
     lowest = tirx.const(np.iinfo(np.int32).min, "int32")
 
     j = te.reduce_axis((0, width), "j")
@@ -74,20 +89,22 @@ def integer_softmax(scores, keep, step: float, out_bits: int):
         tirx.if_then_else(_broadcast_index(keep, (*r, j)), scores[(*r, j)], lowest), axis=j), name="row_max")
 
     def exp(*i):
-        d = (_wide(scores[i]) - _wide(top[i[:-1]])) << _int64(k.up)  # <= 0 where kept
-        z = tirx.floordiv(-d, _int64(k.ln2))
-        p = d + z * _int64(k.ln2)
+        # -d >= 0 where kept, capped where exp(d) is 0 anyway
+        n = tirx.min((_wide(top[i[:-1]]) - _wide(scores[i])) << _int64(k.up), _int64(MAX_EXP_SHIFT * k.ln2 - 1))
+        z = (n * _int64(k.multiplier)) >> _int64(k.shift)  # n // ln2
+        p = z * _int64(k.ln2) - n
         poly = (p + _int64(k.b)) * (p + _int64(k.b)) + _int64(k.c)
-        return tirx.if_then_else(_broadcast_index(keep, i), poly >> tirx.min(z, _int64(62)), _int64(0))
+        return tirx.if_then_else(_broadcast_index(keep, i), poly >> z, _int64(0))
 
     e = te.compute(scores.shape, exp, name="i_exp")
     t = te.reduce_axis((0, width), "t")
     total = te.compute(rows, lambda *r: te.sum(e[(*r, t)], axis=t), name="exp_sum")
 
-    def probability(*i):
-        s = total[i[:-1]]
-        rounded = tirx.floordiv(e[i] * _int64(2 ** (out_bits + 1)) + s, tirx.max(2 * s, _int64(1)))
-        return tirx.if_then_else(s > _int64(0), rounded, _int64(0)).astype("int32")
+    reciprocal = te.compute(rows, lambda *r: tirx.floordiv(_int64(2**RECIPROCAL_BITS), tirx.max(total[r], _int64(1))),
+                            name="exp_reciprocal")
+
+    def probability(*i):  # e / total at 2^-out_bits, rounded half up; e <= total, so e * reciprocal <= 2^62
+        return ((e[i] * reciprocal[i[:-1]] + (_int64(1) << _int64(shift - 1))) >> _int64(shift)).astype("int32")
 
     return te.compute(scores.shape, probability, name="i_softmax")
 
@@ -161,7 +178,9 @@ def integer_sqrt(n):
 def integer_layer_norm(x, gamma, beta):
     """LayerNorm along the last axis of int32 ``x``: ``(x - mean) / std * gamma + beta`` with ``gamma``
     and ``beta`` int64 [D] already divided by the output step; mean rounded half up, variance floored,
-    std = floor(sqrt(variance)) (at least 1), the quotient rounded half up. int32 at the output step."""
+    std = floor(sqrt(variance)) (at least 1); ``(x - mean) / std`` on a 2^-16 grid by the row's
+    reciprocal ``2^56 // std`` (a shift of 40), then ``(n * gamma + 2^15) >> 16 + beta``. int32 at
+    the output step."""
     from tvm import te, tirx
 
     rows, width = x.shape[:-1], x.shape[-1]
@@ -175,9 +194,13 @@ def integer_layer_norm(x, gamma, beta):
     variance = te.compute(rows, lambda *r: tirx.max(tirx.floordiv(squares[r], count), _int64(1)), name="ln_var")
     std = integer_sqrt(variance)
 
+    shift = RECIPROCAL_BITS - 6 - NORMALIZED_BITS  # |x - mean| / std <= sqrt(D) < 2^6: the product fits 2^62
+    reciprocal = te.compute(rows, lambda *r: tirx.floordiv(_int64(2 ** (RECIPROCAL_BITS - 6)), std[r]),
+                            name="ln_reciprocal")
+
     def normalized(*i):
-        centred = _wide(x[i]) - mean[i[:-1]]
-        s = std[i[:-1]]
-        return (tirx.floordiv(2 * centred * gamma[i[-1]] + s, 2 * s) + beta[i[-1]]).astype("int32")
+        n = ((_wide(x[i]) - mean[i[:-1]]) * reciprocal[i[:-1]]) >> _int64(shift)
+        half = _int64(1 << (NORMALIZED_BITS - 1))
+        return (((n * gamma[i[-1]] + half) >> _int64(NORMALIZED_BITS)) + beta[i[-1]]).astype("int32")
 
     return te.compute(x.shape, normalized, name="i_layer_norm")
