@@ -59,6 +59,12 @@ class ExpConstants:
     multiplier: int
     shift: int
 
+    @property
+    def dtype(self) -> str:
+        """The polynomial's: int32 where ``(p + b)^2 + c`` fits it (grids down to 2^-13, where the
+        scores' step is that coarse), else int64; int32 vectors are twice as wide."""
+        return "int32" if self.b * self.b + self.c < 2**31 else "int64"
+
     @classmethod
     def for_step(cls, step: float) -> ExpConstants:
         up = max(0, math.ceil(math.log2(step / EXP_INPUT_STEP)))
@@ -75,8 +81,9 @@ class ExpConstants:
 def integer_softmax(scores, keep, step: float, out_bits: int):
     """Softmax along the last axis of int32 ``scores`` (value = code * ``step``), over the entries where
     the bool ``keep`` (broadcast to the scores' shape) is true; int32 probabilities at step 2^-out_bits,
-    ``(e * (2^62 // sum e) + 2^(61 - out_bits)) >> (62 - out_bits)``, 0 where nothing is kept. ``exp(d) = (a (p + b)^2 + c) 2^-z`` with
-    ``d = -z ln2 + p``: one polynomial on (-ln 2, 0] and a shift."""
+    ``(e * (2^62 // sum e) + 2^(61 - out_bits)) >> (62 - out_bits)``, 0 where nothing is kept.
+    ``e = exp(d) = (a (p + b)^2 + c) 2^-z`` with ``d = -z ln2 + p``: one polynomial on (-ln 2, 0]
+    and a shift (z <= 62: ``poly >> z`` is 0 from 31 on in int32, 62 in int64)."""
     from tvm import te, tirx
 
     k = ExpConstants.for_step(step)
@@ -88,23 +95,27 @@ def integer_softmax(scores, keep, step: float, out_bits: int):
     top = te.compute(rows, lambda *r: te.max(
         tirx.if_then_else(_broadcast_index(keep, (*r, j)), scores[(*r, j)], lowest), axis=j), name="row_max")
 
+    def constant(value):
+        return tirx.const(int(value), k.dtype)
+
     def exp(*i):
         # -d >= 0 where kept, capped where exp(d) is 0 anyway
         n = tirx.min((_wide(top[i[:-1]]) - _wide(scores[i])) << _int64(k.up), _int64(MAX_EXP_SHIFT * k.ln2 - 1))
-        z = (n * _int64(k.multiplier)) >> _int64(k.shift)  # n // ln2
-        p = z * _int64(k.ln2) - n
-        poly = (p + _int64(k.b)) * (p + _int64(k.b)) + _int64(k.c)
-        return tirx.if_then_else(_broadcast_index(keep, i), poly >> z, _int64(0))
+        z = ((n * _int64(k.multiplier)) >> _int64(k.shift)).astype(k.dtype)  # n // ln2
+        p = z * constant(k.ln2) - n.astype(k.dtype)
+        poly = (p + constant(k.b)) * (p + constant(k.b)) + constant(k.c)
+        bits = 32 if k.dtype == "int32" else 64  # a shift by the width or more is undefined
+        return tirx.if_then_else(_broadcast_index(keep, i), poly >> tirx.min(z, constant(bits - 1)), constant(0))
 
     e = te.compute(scores.shape, exp, name="i_exp")
     t = te.reduce_axis((0, width), "t")
-    total = te.compute(rows, lambda *r: te.sum(e[(*r, t)], axis=t), name="exp_sum")
+    total = te.compute(rows, lambda *r: te.sum(_wide(e[(*r, t)]), axis=t), name="exp_sum")
 
     reciprocal = te.compute(rows, lambda *r: tirx.floordiv(_int64(2**RECIPROCAL_BITS), tirx.max(total[r], _int64(1))),
                             name="exp_reciprocal")
 
     def probability(*i):  # e / total at 2^-out_bits, rounded half up; e <= total, so e * reciprocal <= 2^62
-        return ((e[i] * reciprocal[i[:-1]] + (_int64(1) << _int64(shift - 1))) >> _int64(shift)).astype("int32")
+        return ((_wide(e[i]) * reciprocal[i[:-1]] + (_int64(1) << _int64(shift - 1))) >> _int64(shift)).astype("int32")
 
     return te.compute(scores.shape, probability, name="i_softmax")
 
