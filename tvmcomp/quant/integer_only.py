@@ -112,7 +112,8 @@ class _IntegerOnly(PyExprMutator):
         if where is None or not is_op(where, "relax.where"):
             return None
         # the importer binds the two constants to variables of their own
-        zero, masked = (constant_value(self._bound(arg) or arg, self.params) for arg in where.args[1:])
+        zero, masked = (constant_value(arg if self._bound(arg) is None else self._bound(arg), self.params)
+                        for arg in where.args[1:])
         ok = zero is not None and masked is not None and np.all(zero == 0) and np.all(np.isneginf(masked))
         return where.args[0] if ok else None
 

@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import TvmcompError
 from .annotate import Annotate, quant_sites
 from .attn_probs import parse_attn_probs
@@ -99,6 +101,9 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
                            f"{probs.spec if probs is not None else 'float attention'} has not")
     imported = source.imported
     annotated = Annotate(imported.params, skip=keep_float)(imported.mod)
+    if options.integer_only:  # refused before calibrating, where the model's layers do not fit
+        _integer_only(source.name, _placeholder_realize(annotated, imported.params, scheme, kernels, probs, keep_float),
+                      dict(imported.params))
     # the sites are part of the key: ranges are stored by site index, which a change to annotate
     # (or to --keep-float) shifts; patterns that only keep an embedding table float need no recalibration
     settings = {"scheme": scheme.name, "observer": options.observer or scheme.observer, "samples": options.samples,
@@ -130,7 +135,8 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         shape_imported.mod = realize(shape_annotated)
         counts = dict(realize.counts)
         if options.integer_only:
-            counts["integer_only"] = _integer_only(source.name, shape_imported)
+            shape_imported.mod, counts["integer_only"] = _integer_only(source.name, shape_imported.mod,
+                                                                       shape_imported.params)
         if scheme.requantize == "integer" or options.integer_only:
             chain = IntegerChain(shape_imported.params)
             shape_imported.mod = chain(shape_imported.mod)
@@ -150,17 +156,26 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
             "ranges": {str(index): value.to_json() for index, value in ranges.items()}}
 
 
-def _integer_only(model: str, imported) -> dict:
-    """Rewrite ``imported``'s float encoder ops to integer kernels (:mod:`.integer_only`), or say which
-    could not be and why."""
-    integer_only = IntegerOnly(imported.params)
-    imported.mod = integer_only(imported.mod)
+def _placeholder_realize(annotated, params: dict, scheme, kernels: DotKernels, probs, keep_float: list[str]):
+    """``annotated`` realized with a placeholder range for every site: the ops realize emits, and so
+    what :mod:`.integer_only` can rewrite, do not depend on the ranges' values."""
+    scale, zero = scheme.activation.scale_zero_point(np.float64(-8.0), np.float64(8.0))
+    ranges = {site.index: SiteRange(float(scale), int(zero), -8.0, 8.0) for site in quant_sites(annotated)}
+    return Realize(dict(params), ranges, replace(scheme, weight_rounding="nearest"), kernels, probs=probs,
+                   skip=keep_float)(annotated)
+
+
+def _integer_only(model: str, mod, params: dict):
+    """``mod`` with its float encoder ops rewritten to integer kernels (:mod:`.integer_only`) and how
+    many of each, or a refusal that says which could not be and why."""
+    integer_only = IntegerOnly(params)
+    mod = integer_only(mod)
     if integer_only.left_float:
         kept = sorted(set(integer_only.left_float))
         raise TvmcompError(f"--integer-only: {model} would keep {len(integer_only.left_float)} encoder ops float: "
                            f"{'; '.join(kept)}. It takes post-LayerNorm encoders (BERT, MiniLM, DistilBERT) whose "
                            "attention adds only a mask to the scores")
-    return integer_only.counts
+    return mod, integer_only.counts
 
 
 def _say_what_options_changed(options: QuantOptions, counts: dict, stream) -> None:
