@@ -36,13 +36,13 @@ def test_integer_sqrt_is_the_floor_of_the_root():
     np.testing.assert_array_equal(got, [math.isqrt(int(v)) for v in values])
 
 
-def _i_softmax_reference(scores, keep, step, out_bits):
+def _i_softmax_reference(scores, keep, step, out_bits, bias=None):
     """I-BERT's integer softmax (Algorithm 2 with i-exp's polynomial 0.3585 (p + 1.353)^2 + 0.344),
-    the scores first shifted left until their step is 2^-12 or finer."""
+    the scores (plus ``bias``) first shifted left until their step is 2^-12 or finer."""
     up = max(0, math.ceil(math.log2(step * 2**12)))
     fine = step / 2**up
     q_ln2, q_b, q_c = math.floor(math.log(2) / fine), math.floor(1.353 / fine), math.floor(0.344 / (0.3585 * fine**2))
-    s = scores.astype(np.int64)
+    s = scores.astype(np.int64) + (0 if bias is None else bias)
     top = np.where(keep, s, np.iinfo(np.int32).min).max(axis=-1, keepdims=True)
     d = (s - top) << up
     z = (-d) // q_ln2
@@ -52,16 +52,17 @@ def _i_softmax_reference(scores, keep, step, out_bits):
     return ((e * reciprocal + 2 ** (61 - out_bits)) >> (62 - out_bits)).astype(np.int32)
 
 
-@pytest.mark.parametrize("step", [2.0**-9, 0.0371, 2.0**-22])
-def test_integer_softmax_matches_i_bert_and_the_float_softmax(step):
+@pytest.mark.parametrize("step, with_bias", [(2.0**-9, False), (0.0371, False), (2.0**-22, False), (2.0**-9, True)])
+def test_integer_softmax_matches_i_bert_and_the_float_softmax(step, with_bias):
     scores = RNG.integers(-int(8 / step), int(8 / step), (2, 3, 6, 40)).astype(np.int32)
     keep = np.ones((2, 1, 6, 40), bool)
     keep[0, 0, :, 30:] = False  # padding
     keep[1, 0, 2, :] = False  # a row with nothing kept
-    got = _run_te(lambda s, k: integer_softmax(s, k, step, 15), [scores, keep])
-    np.testing.assert_array_equal(got, _i_softmax_reference(scores, keep, step, 15))
+    bias = RNG.integers(-int(2 / step), int(2 / step), (1, 3, 6, 40)).astype(np.int32) if with_bias else None
+    got = _run_te(lambda *t: integer_softmax(*t[:2], step, 15, *t[2:]), [scores, keep, *([bias] if with_bias else [])])
+    np.testing.assert_array_equal(got, _i_softmax_reference(scores, keep, step, 15, bias))
 
-    logits = np.where(keep, scores * step, -np.inf)
+    logits = np.where(keep, (scores + (0 if bias is None else bias)) * step, -np.inf)
     with np.errstate(invalid="ignore"):
         exact = np.exp(logits - logits.max(axis=-1, keepdims=True))
         exact = np.nan_to_num(exact / exact.sum(axis=-1, keepdims=True))
@@ -229,6 +230,38 @@ def test_the_masked_softmax_becomes_i_softmax_and_feeds_p_v_codes_without_float(
     want = _i_softmax_reference(acc.reshape(1, 2, 4, 4), keep, 2.0**-10, 15).reshape(2, 4, 4)
     np.testing.assert_array_equal(got, want)  # the requantization from 2^-15 to 2^-15 changes nothing
     assert np.all(got[:, 1] == 0)
+
+
+def test_scores_plus_a_float_bias_and_a_lowest_float_mask_become_i_softmax_with_the_bias_on_the_scores_step():
+    """mpnet's attention: ``softmax(dq(scores) / 8 + B + where(keep, 0, float32 min))`` with a float
+    relative position bias ``B``, computed before the layer."""
+    bb = relax.BlockBuilder()
+    acc = relax.Var("acc", relax.TensorType((2, 4, 4), "int32"))
+    keep = relax.Var("keep", relax.TensorType((1, 1, 4, 4), "bool"))
+    position_bias = relax.Var("position_bias", relax.TensorType((1, 2, 4, 4), "float32"))
+    with bb.function("main", [acc, keep, position_bias]):
+        with bb.dataflow():
+            zero = bb.emit(relax.op.full((), relax.const(np.float32(0)), "float32"))
+            mask = bb.emit(relax.op.where(keep, zero, relax.const(np.finfo(np.float32).min)))
+            scores = bb.emit(relax.op.divide(bb.emit(relax.op.reshape(_dequantized(bb, acc, 2.0**-7), (1, 2, 4, 4))),
+                                             relax.const(np.float32(8))))
+            logits = bb.emit(relax.op.add(bb.emit(relax.op.add(scores, position_bias)), mask))
+            p = bb.emit(relax.op.nn.softmax(logits, axis=-1))
+            codes = bb.emit_output(relax.op.quantize(bb.emit(relax.op.reshape(p, (2, 4, 4))),
+                                                     relax.const(np.float32(2.0**-15)), relax.const(np.int32(0)),
+                                                     axis=-1, out_dtype="int16"))
+        bb.emit_func_output(codes)
+    after = IntegerChain()(IntegerOnly()(bb.get()))
+    assert "i_softmax" in _call_names(after) and "relax.nn.softmax" not in _call_names(after)
+    acc_values = RNG.integers(-3000, 3000, (2, 4, 4)).astype(np.int32)
+    keep_values = np.ones((1, 1, 4, 4), bool)
+    keep_values[..., 0] = False
+    bias_values = RNG.uniform(-2, 2, (1, 2, 4, 4)).astype(np.float32)
+    got = _run(after, [acc_values, keep_values, bias_values])
+    # the bias on the scores' step 2^-7 / 8 = 2^-10, rounded (half to even: relax's round)
+    bias_codes = np.round(bias_values * np.float32(2**10)).astype(np.int32)
+    want = _i_softmax_reference(acc_values.reshape(1, 2, 4, 4), keep_values, 2.0**-10, 15, bias_codes)
+    np.testing.assert_array_equal(got, want.reshape(2, 4, 4))
 
 
 def _integer_tail(mod) -> list[str]:

@@ -76,7 +76,8 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--integer-only", action="store_true", help="I-BERT: the encoder layers' softmax (i-exp), "
                         "GELU (i-erf), residual adds and LayerNorm (integer square root) on integers too, so that nothing "
                         "between a layer's first quantize and its last LayerNorm is float; post-LayerNorm encoders "
-                        "(BERT, MiniLM, DistilBERT) with uniform attention probabilities; costs accuracy, see docs")
+                        "(BERT, MiniLM, DistilBERT, MPNet) with uniform attention probabilities; slower, and costs a "
+                        "little accuracy: see docs/quantization.md")
     parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching weights in float: a weight-name pattern ('*layer_0*', '*word_embeddings*') or 'bmm_*' for the attention matmuls (repeatable)")
 
 

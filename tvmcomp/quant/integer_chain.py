@@ -7,7 +7,7 @@ between, so the float round trip can go. In each dataflow block this pass rewrit
 
     y = astype(acc, "float32") * s          # realize's dequantize; s per output channel (last axis)
     y = y + b                               # optional: a bias constant along the last axis
-    y = reshape | permute_dims | broadcast_to | y * c   (any number; c a scalar constant)
+    y = reshape | permute_dims | broadcast_to | y * c | y / c   (any number; c a scalar constant)
     q = quantize(y, t, z)                   # the next op's codes; one step t and zero point z
 
 into integer ops on the accumulator, and the same reshapes and permutes on the codes::
@@ -36,6 +36,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from .ops import is_op
 
 _LAYOUT = ("relax.reshape", "relax.permute_dims", "relax.broadcast_to")
+_SCALINGS = ("relax.multiply", "relax.divide")  # by a scalar constant
 MULTIPLIER_BITS = 15
 
 
@@ -76,13 +77,13 @@ def accumulator_chain(y, mutator, params: dict):
 
     layout, scale = [], 1.0
     call = bound(y)
-    while call is not None and (any(is_op(call, op) for op in _LAYOUT) or is_op(call, "relax.multiply")):
-        if is_op(call, "relax.multiply"):
+    while call is not None and (any(is_op(call, op) for op in (*_LAYOUT, *_SCALINGS))):
+        if any(is_op(call, op) for op in _SCALINGS):
             c = _uniform(constant_value(call.args[1], params))
             below = bound(call.args[0])
             if c is None or below is None or is_op(below, "relax.astype"):  # that is the dequantize
                 break
-            scale *= c
+            scale *= c if is_op(call, "relax.multiply") else 1 / c  # mpnet divides its scores by sqrt(d)
         else:
             layout.append(call)
         call = bound(call.args[0])

@@ -78,12 +78,13 @@ class ExpConstants:
         return cls(up, ln2, math.floor(b / fine), math.floor(c / (a * fine * fine)), -(-(2**shift) // ln2), shift)
 
 
-def integer_softmax(scores, keep, step: float, out_bits: int):
+def integer_softmax(scores, keep, step: float, out_bits: int, bias=None):
     """Softmax along the last axis of int32 ``scores`` (value = code * ``step``), over the entries where
     the bool ``keep`` (broadcast to the scores' shape) is true; int32 probabilities at step 2^-out_bits,
     ``(e * (2^62 // sum e) + 2^(61 - out_bits)) >> (62 - out_bits)``, 0 where nothing is kept.
     ``e = exp(d) = (a (p + b)^2 + c) 2^-z`` with ``d = -z ln2 + p``: one polynomial on (-ln 2, 0]
-    and a shift (z <= 62: ``poly >> z`` is 0 from 31 on in int32, 62 in int64)."""
+    and a shift (z <= 62: ``poly >> z`` is 0 from 31 on in int32, 62 in int64). ``bias``: int32 on the
+    scores' step, broadcast to them and added first."""
     from tvm import te, tirx
 
     k = ExpConstants.for_step(step)
@@ -91,16 +92,19 @@ def integer_softmax(scores, keep, step: float, out_bits: int):
     shift = RECIPROCAL_BITS - out_bits
     lowest = tirx.const(np.iinfo(np.int32).min, "int32")
 
+    def score(*i):
+        return scores[i] if bias is None else scores[i] + _broadcast_index(bias, i)
+
     j = te.reduce_axis((0, width), "j")
     top = te.compute(rows, lambda *r: te.max(
-        tirx.if_then_else(_broadcast_index(keep, (*r, j)), scores[(*r, j)], lowest), axis=j), name="row_max")
+        tirx.if_then_else(_broadcast_index(keep, (*r, j)), score(*r, j), lowest), axis=j), name="row_max")
 
     def constant(value):
         return tirx.const(int(value), k.dtype)
 
     def exp(*i):
         # -d >= 0 where kept, capped where exp(d) is 0 anyway
-        n = tirx.min((_wide(top[i[:-1]]) - _wide(scores[i])) << _int64(k.up), _int64(MAX_EXP_SHIFT * k.ln2 - 1))
+        n = tirx.min((_wide(top[i[:-1]]) - _wide(score(*i))) << _int64(k.up), _int64(MAX_EXP_SHIFT * k.ln2 - 1))
         z = ((n * _int64(k.multiplier)) >> _int64(k.shift)).astype(k.dtype)  # n // ln2
         p = z * constant(k.ln2) - n.astype(k.dtype)
         poly = (p + constant(k.b)) * (p + constant(k.b)) + constant(k.c)

@@ -4,9 +4,11 @@ codes from one layer's first quantize to its last LayerNorm.
 
 Run after realize and before IntegerChain. In each dataflow block it rewrites:
 
-- ``softmax(dq(acc) [reshape] + where(keep, 0, -inf))``, the scores of ``Q @ K^T`` plus the
-  attention mask, into ``i_softmax(acc, keep)``: int32 probabilities at step 2^-15. The mask
-  arrives as the bool ``keep``; the "all masked -> 0" fix-up after the softmax goes with it;
+- ``softmax(dq(acc) [reshape] [+ B] + where(keep, 0, -inf))``, the scores of ``Q @ K^T`` plus the
+  attention mask, into ``i_softmax(acc, keep[, B'])``: int32 probabilities at step 2^-15. The mask
+  arrives as the bool ``keep``; the "all masked -> 0" fix-up after the softmax goes with it. A float
+  bias ``B`` (mpnet's relative position bias: a function of the positions and a weight table,
+  which constant folding computes at build time) is rounded onto the scores' step;
 - ``gelu(dq(acc) + b)`` into ``i_gelu(acc)`` at a power-of-two step;
 - ``dq(acc) + b + h``, a Linear's output added to the residual stream ``h``, into int32 adds on
   the stream's step (a dyadic rescale of the accumulator per channel). ``h`` is the integer output
@@ -90,31 +92,59 @@ class _IntegerOnly(PyExprMutator):
         added = self._bound(call.args[0])
         if int(call.attrs.axis) % rank != rank - 1 or added is None or not is_op(added, "relax.add"):
             return self._stays_float(call, "its input is not the scores plus a mask")
-        for scores, mask in (added.args, reversed(added.args)):
+        for rest, mask in (added.args, reversed(added.args)):
             keep = self._keep(mask)
-            chain = accumulator_chain(scores, self, self.params)
-            if keep is None or chain is None:
+            found = self._scores_and_bias(rest) if keep is not None else None
+            if found is None or len(keep.ty.shape.values) != rank:
                 continue
-            acc, step, bias, scale, layout = chain
-            if bias is not None or _uniform(step) is None or len(keep.ty.shape.values) != rank:
-                continue
+            (acc, step, _, scale, layout), bias = found
+            step = _uniform(step) * scale
             scores_int = relayout(self.builder_, acc, layout)
-            probabilities = self.builder_.emit_te(integer_softmax, scores_int, keep, _uniform(step) * scale,
-                                                  PROBABILITY_BITS, primfunc_name_hint="i_softmax")
+            if bias is not None:  # a float input of the layer (mpnet's relative position bias) onto the scores' grid
+                bias = self.builder_.emit(relax.op.astype(relax.op.clip(relax.op.round(relax.op.multiply(
+                    bias, relax.const(np.float32(1 / step)))), -(2**24), 2**24), "int32"))
+            probabilities = self.builder_.emit_te(integer_softmax, scores_int, keep, step, PROBABILITY_BITS, bias,
+                                                  primfunc_name_hint="i_softmax")
             self.counts["softmax"] += 1
             self.probabilities.append(probabilities)
             return self._dequantized(probabilities, 2.0**-PROBABILITY_BITS)
-        return self._stays_float(call, "its input is not a quantized Q @ K^T plus a where(mask, 0, -inf)")
+        return self._stays_float(call, "its input is not a quantized Q @ K^T (plus a bias) plus a where(mask, 0, "
+                                       "-inf or the lowest float)")
+
+    def _scores_and_bias(self, value):
+        """(the accumulator chain of Q @ K^T, None) where ``value`` is the dequantized scores, or (that
+        chain, B) where it is the scores plus a float tensor ``B`` of the same rank; None otherwise."""
+        def scores_chain(x):
+            chain = accumulator_chain(x, self, self.params)
+            return chain if chain is not None and chain[2] is None and _uniform(chain[1]) is not None else None
+
+        if scores_chain(value) is not None:
+            return scores_chain(value), None
+        added = self._bound(value)
+        if added is None or not is_op(added, "relax.add"):
+            return None
+        for scores, bias in (added.args, reversed(added.args)):
+            if scores_chain(scores) is not None and str(bias.ty.dtype).startswith("float") and \
+                    len(bias.ty.shape.values) == len(value.ty.shape.values):
+                return scores_chain(scores), bias
+        return None
+
+    def _scalar(self, expr) -> np.ndarray | None:
+        """The value of a constant, or of ``full(shape, constant)``, through the variables bound to them."""
+        bound = self._bound(expr)
+        if bound is not None and is_op(bound, "relax.full"):
+            return self._scalar(bound.args[1])
+        return constant_value(expr if bound is None else bound, self.params)
 
     def _keep(self, mask):
-        """The bool tensor ``keep`` of ``mask = where(keep, 0, -inf)``, or None."""
+        """The bool tensor ``keep`` of ``mask = where(keep, 0, M)``, M -inf or the lowest float32
+        (where a whole row is masked, the float softmax gives 0 for -inf and 1/N for the lowest float;
+        i_softmax gives 0), or None."""
         where = self._bound(mask)
         if where is None or not is_op(where, "relax.where"):
             return None
-        # the importer binds the two constants to variables of their own
-        zero, masked = (constant_value(arg if self._bound(arg) is None else self._bound(arg), self.params)
-                        for arg in where.args[1:])
-        ok = zero is not None and masked is not None and np.all(zero == 0) and np.all(np.isneginf(masked))
+        zero, masked = (self._scalar(arg) for arg in where.args[1:])
+        ok = zero is not None and masked is not None and np.all(zero == 0) and np.all(masked <= np.finfo(np.float32).min)
         return where.args[0] if ok else None
 
     def _drop_mask_fixup(self, call):

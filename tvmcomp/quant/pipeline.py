@@ -173,8 +173,8 @@ def _integer_only(model: str, mod, params: dict):
     if integer_only.left_float:
         kept = sorted(set(integer_only.left_float))
         raise TvmcompError(f"--integer-only: {model} would keep {len(integer_only.left_float)} encoder ops float: "
-                           f"{'; '.join(kept)}. It takes post-LayerNorm encoders (BERT, MiniLM, DistilBERT) whose "
-                           "attention adds only a mask to the scores")
+                           f"{'; '.join(kept)}. It takes post-LayerNorm encoders (BERT, MiniLM, DistilBERT, MPNet) "
+                           "whose attention adds a mask and at most a bias computed before the layer to the scores")
     return mod, integer_only.counts
 
 
