@@ -67,13 +67,21 @@ def constant_value(expr, params: dict) -> np.ndarray | None:
     return np.asarray(params[expr.name]) if isinstance(expr, relax.Var) and expr.name in params else None
 
 
+def bound_value(expr, mutator):
+    """What the variable ``expr`` is bound to in ``mutator``'s function, through aliases (``a = b``);
+    None for a parameter (or where ``expr`` is no variable)."""
+    if not isinstance(expr, relax.Var):
+        return None
+    while isinstance(expr, relax.Var):
+        expr = mutator.lookup_binding(expr)
+    return expr
+
+
 def accumulator_chain(y, mutator, params: dict):
     """(int32 accumulator, per-channel step s, bias or None, scalar c, layout calls outermost first)
     of the float value ``y``, or None where ``y`` is not such a chain. ``mutator`` looks up bindings."""
     def bound(expr):
-        while isinstance(expr, relax.Var):  # through aliases (``a = b``) to the call
-            expr = mutator.lookup_binding(expr)
-        return expr
+        return bound_value(expr, mutator)
 
     layout, scale = [], 1.0
     call = bound(y)

@@ -32,7 +32,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .integer_chain import _uniform, accumulator_chain, constant_value, dyadic, relayout, rescale
+from .integer_chain import _uniform, accumulator_chain, bound_value, constant_value, dyadic, relayout, rescale
 from .integer_kernels import integer_gelu, integer_layer_norm, integer_softmax
 from .ops import is_op
 
@@ -61,7 +61,7 @@ class _IntegerOnly(PyExprMutator):
         self.probabilities = []  # the i_softmax results
 
     def _bound(self, expr):
-        return self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+        return bound_value(expr, self)
 
     def _reshaped_accumulator(self, value, with_bias: bool):
         """(acc, the reshapes to ``value``'s shape, per-channel step s, bias) where ``value`` is a
