@@ -71,10 +71,15 @@ def test_integer_softmax_matches_i_bert_and_the_float_softmax(step, with_bias):
 
 
 def _i_gelu_reference(acc, bias, ratio_m, ratio_k, step):
-    """I-BERT's i-GELU: x on ``step`` (acc + bias rescaled by m 2^-k, rounded half up, clipped to
-    +-2^24), erf(x / sqrt 2) ~ sgn (-0.2888 (min(|x|, 1.769) - 1.769)^2 + 1) on the grid step / sqrt 2,
-    GELU = x (erf + 1) / 2, brought back to ``step`` by a shift and a 15-bit multiplier."""
-    x = ((acc.astype(np.int64) + bias) * ratio_m + (1 << (ratio_k - 1))) >> ratio_k
+    """I-BERT's i-GELU: x on ``step`` (acc + bias rescaled by m 2^-k, rounded half up; m None: by
+    2^-k, k = 0 for none), clipped to +-2^24, erf(x / sqrt 2) ~ sgn (-0.2888 (min(|x|, 1.769) - 1.769)^2 + 1)
+    on the grid step / sqrt 2, GELU = x (erf + 1) / 2, brought back to ``step`` by a shift and a
+    15-bit multiplier."""
+    biased = acc.astype(np.int64) + bias
+    if ratio_m is None:
+        x = (biased + np.where(ratio_k > 0, 1 << np.maximum(ratio_k - 1, 0), 0)) >> ratio_k
+    else:
+        x = (biased * ratio_m + (1 << (ratio_k - 1))) >> ratio_k
     q = np.clip(x, -(2**24), 2**24)
     grid = step / math.sqrt(2)
     erf_step = -0.2888 * grid**2
@@ -88,16 +93,20 @@ def _i_gelu_reference(acc, bias, ratio_m, ratio_k, step):
     return ((product * m + (1 << (k - 1))) >> k).astype(np.int32)
 
 
-def test_integer_gelu_matches_i_bert_and_the_float_gelu():
-    step = 2.0**-11
-    acc = RNG.integers(-40000, 40000, (5, 8)).astype(np.int32)
+@pytest.mark.parametrize("step, multiplied", [(2.0**-11, True), (2.0**-11, False), (2.0**-16, True)])
+def test_integer_gelu_matches_i_bert_and_the_float_gelu(step, multiplied):
+    """int32 polynomial at 2^-11, int64 at 2^-16; channels rescaled by a dyadic multiplier or by shifts."""
+    acc = RNG.integers(-40000, 40000, (5, 8)).astype(np.int32) << (5 if step < 2**-12 else 0)
     bias = RNG.integers(-500, 500, 8).astype(np.int32)
-    ratio_m = np.array([1, 1, 3, 5, 1, 7, 1, 1], np.int64)  # the channels' steps over ``step``: m 2^-k
-    ratio_k = np.array([1, 2, 2, 3, 4, 3, 1, 2], np.int64)
-    got = _run_te(lambda *t: integer_gelu(*t, step), [acc, bias, ratio_m, ratio_k])
+    if multiplied:  # the channels' steps over ``step``: m 2^-k
+        ratio_m, ratio_k = np.array([1, 1, 3, 5, 1, 7, 1, 1], np.int64), np.array([1, 2, 2, 3, 4, 3, 1, 2], np.int64)
+    else:  # powers of two: 2^-k
+        ratio_m, ratio_k = None, np.array([0, 1, 2, 0, 3, 1, 0, 4], np.int32)
+    got = _run_te(lambda *t: integer_gelu(t[0], t[1], *([t[2]] if multiplied else [None]), t[-1], step),
+                  [acc, bias, *([ratio_m] if multiplied else []), ratio_k])
     np.testing.assert_array_equal(got, _i_gelu_reference(acc, bias, ratio_m, ratio_k, step))
 
-    x = (acc + bias.astype(np.float64)) * ratio_m * 2.0 ** -ratio_k * step
+    x = (acc + bias.astype(np.float64)) * (1 if ratio_m is None else ratio_m) * 2.0 ** -ratio_k.astype(float) * step
     exact = x * 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
     assert np.abs(got * step - exact).max() < 0.02 * np.abs(x).max()  # i-erf's error, ~1e-2
 

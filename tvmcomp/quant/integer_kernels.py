@@ -137,6 +137,12 @@ class GeluConstants:
     m: int
     k: int
 
+    @property
+    def dtype(self) -> str:
+        """The polynomial's: int32 where ``b^2`` and ``2 |one|`` fit it (input steps down to about
+        2^-13), else int64."""
+        return "int32" if self.b * self.b < 2**31 and 2 * abs(self.one) < 2**31 else "int64"
+
     @classmethod
     def for_step(cls, step: float) -> GeluConstants:
         from .integer_chain import dyadic
@@ -152,20 +158,29 @@ class GeluConstants:
 
 def integer_gelu(acc, bias, multiplier, shift, step: float):
     """GELU of ``(acc + bias) * s`` (int32 ``acc`` [..., N], int32 ``bias`` [N], ``s`` per channel
-    as ``multiplier * 2^-shift`` relative to ``step``): int32 values at ``step``."""
+    as ``multiplier * 2^-shift`` relative to ``step``; ``multiplier`` None: ``s`` is ``2^-shift``, a
+    rounding shift in int32, ``shift`` 0 for none): int32 values at ``step``."""
     from tvm import te, tirx
 
     g = GeluConstants.for_step(step)
-    limit = _int64(2**GELU_INPUT_BITS)
+
+    def constant(value):
+        return tirx.const(int(value), g.dtype)
+
+    def rescaled(i, n):
+        if multiplier is None:
+            half = tirx.if_then_else(shift[n] > 0, tirx.const(1, "int32") << tirx.max(shift[n] - 1, 0), 0)
+            return (acc[i] + bias[n] + half) >> shift[n]
+        return (_wide(acc[i] + bias[n]) * multiplier[n] + (_int64(1) << (shift[n] - 1))) >> shift[n]
 
     def gelu(*i):
-        n = i[-1]
-        x = (_wide(acc[i] + bias[n]) * multiplier[n] + (_int64(1) << (shift[n] - 1))) >> shift[n]
-        q = tirx.max(tirx.min(x, limit), -limit)
-        clipped = tirx.min(tirx.abs(q), _int64(-g.b))
-        erf = (clipped + _int64(g.b)) * (clipped + _int64(g.b)) + _int64(g.c)
-        signed_erf = tirx.if_then_else(q < _int64(0), -erf, tirx.if_then_else(q > _int64(0), erf, _int64(0)))
-        product = -(q * (signed_erf + _int64(g.one))) >> _int64(g.pre)
+        x = rescaled(i, i[-1])
+        limit = tirx.const(2**GELU_INPUT_BITS, "int32" if multiplier is None else "int64")
+        q = tirx.max(tirx.min(x, limit), -limit).astype(g.dtype)
+        clipped = tirx.min(tirx.abs(q), constant(-g.b))
+        erf = (clipped + constant(g.b)) * (clipped + constant(g.b)) + constant(g.c)
+        signed_erf = tirx.if_then_else(q < constant(0), -erf, tirx.if_then_else(q > constant(0), erf, constant(0)))
+        product = -(_wide(q) * _wide(signed_erf + constant(g.one))) >> _int64(g.pre)
         return ((product * _int64(g.m) + (_int64(1) << _int64(g.k - 1))) >> _int64(g.k)).astype("int32")
 
     return te.compute(acc.shape, gelu, name="i_gelu")

@@ -163,9 +163,14 @@ class _IntegerOnly(PyExprMutator):
         acc, layout, s, bias = found
         step = _power_of_two_above(float(s.max()))  # the coarsest channel's step: no channel is scaled up
         bias_codes = np.zeros(s.size, np.int32) if bias is None else np.round(bias / s).astype(np.int32)
-        m, k = dyadic(s / step)
-        gelu = self.builder_.emit_te(integer_gelu, acc, relax.const(bias_codes), relax.const(m, "int64"),
-                                     relax.const(k, "int64"), step, primfunc_name_hint="i_gelu")
+        shifts = -np.log2(s / step)
+        if np.all(shifts == np.round(shifts)):  # power-of-two steps (pot8): rounding shifts in int32
+            multiplier, shift = None, relax.const(shifts.astype(np.int32))
+        else:
+            m, k = dyadic(s / step)
+            multiplier, shift = relax.const(m, "int64"), relax.const(k, "int64")
+        gelu = self.builder_.emit_te(integer_gelu, acc, relax.const(bias_codes), multiplier, shift, step,
+                                     primfunc_name_hint="i_gelu")
         self.counts["gelu"] += 1
         return self._dequantized(relayout(self.builder_, gelu, layout), step)
 
