@@ -291,8 +291,9 @@ def _integer_tail(mod) -> list[str]:
     return names
 
 
-def test_tiny_bert_encoder_has_no_float_op_between_its_first_quantize_and_last_dequantize(tmp_path, capsys,
-                                                                                          empty_schedules):
+@pytest.mark.parametrize("kind, scheme", [("bert", "pot8"), ("distilbert", "int8")])
+def test_tiny_encoder_has_no_float_op_between_its_first_quantize_and_last_dequantize(kind, scheme, tmp_path, capsys,
+                                                                                     empty_schedules):
     from test_hf_folder import SEQ_LEN, _save_tiny_encoder
     from test_shapes import cosine_to_transformers
     from tvmcomp.quant.dot_kernels import dot_kernels_for
@@ -300,14 +301,14 @@ def test_tiny_bert_encoder_has_no_float_op_between_its_first_quantize_and_last_d
     from tvmcomp.source import load_source
     from tvmcomp.targets import resolve_target
 
-    folder = _save_tiny_encoder(tmp_path / "bert", "bert")
+    folder = _save_tiny_encoder(tmp_path / kind, kind)
     source = load_source(str(folder), seq_len=SEQ_LEN)
-    quantize_model(source, QuantOptions("pot8", samples=4, integer_only=True), "hash", None,
+    quantize_model(source, QuantOptions(scheme, samples=4, integer_only=True), "hash", None,
                    dot_kernels_for(resolve_target("x86")))
     # once a layer's inputs are integer codes, the only float ops are the last LayerNorm's dequantize
     assert _integer_tail(source.imported.mod) == ["relax.astype", "relax.multiply"]
 
-    code, _, err = run_cli(capsys, "build", "--model", str(folder), "--seq-len", str(SEQ_LEN), "--quant", "pot8",
+    code, _, err = run_cli(capsys, "build", "--model", str(folder), "--seq-len", str(SEQ_LEN), "--quant", scheme,
                            "--integer-only", "--calibration-samples", "4", "-o", str(tmp_path / "pkg"))
     assert code == 0, err
     assert "[quant] --integer-only: 2 softmaxes (i-exp), 2 GELUs (i-erf) and 4 residual adds + LayerNorms" in err
