@@ -167,3 +167,17 @@ def test_quantized_on_default_schedules_runs_on_the_board_and_agrees_with_the_ho
     assert package.metadata["default_scheduled_kernels"] == package.metadata["kernels"]
     result = bench_package(path, repeat=2, remote=_direct(board))
     assert result["max_abs_err_vs_host"] is not None  # checked within the int8 tolerance, else bench raises
+
+
+def test_integer_only_encoder_runs_on_the_board_and_agrees_with_the_host(board, tmp_path, empty_schedules):
+    """--integer-only's kernels (i_softmax, i_gelu, i_layer_norm: int64 and int32 arithmetic, clz)
+    cross-compiled for aarch64, on the (emulated) device, against the host's outputs."""
+    from test_hf_folder import SEQ_LEN, _save_tiny_encoder
+    from tvmcomp.source import load_source
+
+    folder = _save_tiny_encoder(tmp_path / "bert", "bert")
+    path = tmp_path / "arm"
+    build(load_source(str(folder), seq_len=SEQ_LEN), resolve_target("arm"), path,
+          QuantOptions("pot8", samples=2, integer_only=True))
+    result = bench_package(path, repeat=2, remote=_direct(board))
+    assert result["max_abs_err_vs_host"] is not None  # checked within the int8 tolerance, else bench raises
