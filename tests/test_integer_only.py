@@ -204,7 +204,7 @@ def test_gelu_and_the_residual_layer_norm_become_integer_kernels_and_the_codes_s
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
-def _attention_scores():
+def _attention_scores(step: float = 2.0**-10):
     """``softmax(dq(scores) + where(keep, 0, -inf))``, the all-masked-rows fix-up torch's export adds,
     quantized for P @ V on the 2^-15 grid."""
     bb = relax.BlockBuilder()
@@ -213,7 +213,7 @@ def _attention_scores():
     with bb.function("main", [acc, keep]):
         with bb.dataflow():
             mask = bb.emit(relax.op.where(keep, relax.const(np.float32(0)), relax.const(np.float32(-np.inf))))
-            scores = bb.emit(relax.op.reshape(_dequantized(bb, acc, 2.0**-10), (1, 2, 4, 4)))
+            scores = bb.emit(relax.op.reshape(_dequantized(bb, acc, step), (1, 2, 4, 4)))
             logits = bb.emit(relax.op.add(scores, mask))
             p = bb.emit(relax.op.nn.softmax(logits, axis=-1))
             none_kept = bb.emit(relax.op.logical_not(relax.op.astype(relax.op.max(relax.op.astype(
@@ -271,6 +271,15 @@ def test_scores_plus_a_float_bias_and_a_lowest_float_mask_become_i_softmax_with_
     bias_codes = np.round(bias_values * np.float32(2**10)).astype(np.int32)
     want = _i_softmax_reference(acc_values.reshape(1, 2, 4, 4), keep_values, 2.0**-10, 15, bias_codes)
     np.testing.assert_array_equal(got, want.reshape(2, 4, 4))
+
+
+def test_scores_finer_than_i_exps_grid_stay_float_and_say_why():
+    integer_only = IntegerOnly()
+    integer_only(_attention_scores(step=2.0**-30))
+    assert integer_only.counts["softmax"] == 0
+    assert integer_only.left_float == ["nn.softmax (attention scores with a step of 9.31323e-10 are finer than "
+                                       "i-exp's 2^-24 grid (their int64 division would overflow); build without "
+                                       "--integer-only)"]
 
 
 def _integer_tail(mod) -> list[str]:

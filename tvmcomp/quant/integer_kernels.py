@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import TvmcompError
+
 # I-BERT's second-order polynomials
 EXP_POLY = (0.3585, 1.353, 0.344)  # exp(p) ~ a (p + b)^2 + c for p in (-ln 2, 0]
 ERF_POLY = (-0.2888, -1.769, 1.0)  # erf(x) ~ sgn(x) (a (min(|x|, -b) + b)^2 + c)
@@ -72,7 +74,8 @@ class ExpConstants:
         a, b, c = EXP_POLY
         ln2 = math.floor(math.log(2) / fine)
         if ln2 >= 2**24:
-            raise ValueError(f"scores at a step of {step:g} are finer than i-exp's 2^-24 grid")
+            raise TvmcompError(f"--integer-only: attention scores with a step of {step:g} are finer than i-exp's "
+                               "2^-24 grid (their int64 division would overflow); build without --integer-only")
         bits = (MAX_EXP_SHIFT * ln2).bit_length()
         shift = bits + ln2.bit_length()  # n < 2^bits; n * multiplier < 2^(2 bits + 1) <= 2^63
         return cls(up, ln2, math.floor(b / fine), math.floor(c / (a * fine * fine)), -(-(2**shift) // ln2), shift)

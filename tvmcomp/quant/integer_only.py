@@ -32,12 +32,14 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from ..errors import TvmcompError
 from .integer_chain import _uniform, accumulator_chain, bound_value, constant_value, dyadic, relayout, rescale
-from .integer_kernels import integer_gelu, integer_layer_norm, integer_softmax
+from .integer_kernels import ExpConstants, integer_gelu, integer_layer_norm, integer_softmax
 from .ops import is_op
 
 PROBABILITY_BITS = 15  # the softmax's step, 2^-15: the probabilities' grid of uniform:15 (int8, pot8)
 RESIDUAL_BITS = 20  # a LayerNorm output's bound is 2^20 of its steps
+REWRITTEN = ("softmax", "gelu", "layer_norm")  # the ops it counts
 
 
 def _power_of_two_above(value: float) -> float:
@@ -56,7 +58,7 @@ class _IntegerOnly(PyExprMutator):
     def __init__(self, mod, params: dict):
         super().__init__(mod)
         self.params = params
-        self.counts = {"softmax": 0, "gelu": 0, "layer_norm": 0}
+        self.counts = dict.fromkeys(REWRITTEN, 0)
         self.left_float: list[str] = []  # ops of an encoder layer that stayed float, and why
         self.probabilities = []  # the i_softmax results
 
@@ -99,6 +101,10 @@ class _IntegerOnly(PyExprMutator):
                 continue
             (acc, step, _, scale, layout), bias = found
             step = _uniform(step) * scale
+            try:  # refused here, listed with the other ops that stay float (an exception would cross the FFI)
+                ExpConstants.for_step(step)
+            except TvmcompError as err:
+                return self._stays_float(call, str(err).removeprefix("--integer-only: "))
             scores_int = relayout(self.builder_, acc, layout)
             if bias is not None:  # a float input of the layer (mpnet's relative position bias) onto the scores' grid
                 bias = self.builder_.emit(relax.op.astype(relax.op.clip(relax.op.round(relax.op.multiply(
@@ -244,7 +250,7 @@ class IntegerOnly:
 
     def __init__(self, params: dict | None = None):
         self.params = params or {}
-        self.counts, self.left_float = {"softmax": 0, "gelu": 0, "layer_norm": 0}, []
+        self.counts, self.left_float = dict.fromkeys(REWRITTEN, 0), []
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         rewriter = _IntegerOnly(mod, self.params)
