@@ -2,8 +2,8 @@
 GELU by i-erf, LayerNorm with an integer square root.
 
 Each kernel reads int32 values at a step known at build time and writes int32 values at a step known
-at build time; in between there is int64 arithmetic only (adds, multiplies, shifts, floor divisions,
-comparisons). Every float constant the method needs is folded with the steps into an integer here,
+at build time; in between there is integer arithmetic only (adds, multiplies, shifts, one floor
+division a row, comparisons), in int32 where the values fit and int64 elsewhere. Every float constant the method needs is folded with the steps into an integer here,
 in Python, so that the emitted TE holds none. :mod:`.integer_only` puts them in the graph.
 """
 
