@@ -16,6 +16,9 @@ Studies:
   side at groups of 32 and 128, each rounded to nearest and by GPTQ, next to int8;
 - ``wide4`` (#14, mpnet-base's 4-bit gap): w4a8 and pwlq4 with ``--wide-inputs``, whose Linears
   estimated too noisy in int8 take 12-bit inputs and int8 weights, next to w4a8 and int8 with it;
+- ``per-token`` (#13's per-token granularity, #14's 4-bit gap on mpnet-base): int8, w4a8 and pwlq4
+  with ``--per-token`` (each token's Linear inputs on a step of its own, computed at run time), next
+  to int8 calibrated per tensor with and without balancing and w4a8;
 - ``schemes`` (#13's scheme table, accuracy only: for models bench/int8.py is too slow to time here,
   mpnet-base): int8, pot8, each with log2:4 attention probabilities, and int8 with log2:3;
 - ``integer-only`` (#13's stretch): int8 and pot8, each with ``--integer-only`` (I-BERT's integer
@@ -84,6 +87,12 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
                      "int8 --integer-only": ["--quant", "int8", "--integer-only"],
                      "pot8": ["--quant", "pot8"],
                      "pot8 --integer-only": ["--quant", "pot8", "--integer-only"]},
+    "per-token": {"int8": ["--quant", "int8"],
+                  "int8 --balance auto": ["--quant", "int8", "--balance"],
+                  "int8 --per-token": ["--quant", "int8", "--per-token"],
+                  "w4a8": ["--quant", "w4a8"],
+                  "w4a8 --per-token": ["--quant", "w4a8", "--per-token"],
+                  "pwlq4 --per-token": ["--quant", "pwlq4", "--per-token"]},
 }
 
 

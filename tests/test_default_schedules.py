@@ -247,3 +247,29 @@ def test_row_reductions_sum_into_vectors_of_partial_sums_in_parallel_rows(kind):
         e = np.exp(x - x.max(-1, keepdims=True))
         want = e / e.sum(-1, keepdims=True)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_row_kernel_with_two_outputs_gets_a_parallel_row_loop_for_each():
+    """--per-token's kernel writes the codes and each row's step and zero point: TIR cannot compute
+    an output at another's row loop, so each output gets its own, with its min and max as vector
+    partial results; the codes are the formula's written out in test_per_token."""
+    from tvm import te
+
+    from test_per_token import _token_codes
+    from tvmcomp.quant.schemes import get_scheme
+    from tvmcomp.quant.token_steps import token_quantize
+
+    x = te.placeholder((2, 64, 128), "float32", name="x")
+    after = _schedule(te.create_prim_func([x, *token_quantize(x, get_scheme("int8").activation, "uint8")]))["main"]
+    assert [loop for loop in _loops(after) if loop[0] == "parallel"] == [("parallel", 128), ("parallel", 128)]
+    text = after.script()
+    assert text.count("_rf = T.sblock_alloc_buffer") == 2 and text.count("_rf_1 = T.sblock_alloc_buffer") == 2
+    assert len(re.findall(r"in T\.vectorized\(8\):\n\s+with T\.sblock\(\"\w+_rf\"\)", text)) == 4
+    data = np.random.default_rng(4).standard_normal((2, 64, 128)).astype(np.float32)
+    data[0, :5] *= 30
+    data[1, 3] = 0.0
+    tensors = [tvm.runtime.tensor(a) for a in (data, np.zeros(data.shape, np.uint8), np.zeros((2, 64, 2), np.float32))]
+    tvm.tirx.build(tvm.IRModule({"main": after}), target=HOST)(*tensors)
+    codes, steps, zeros = _token_codes(data)
+    np.testing.assert_array_equal(tensors[1].numpy(), codes)
+    np.testing.assert_array_equal(tensors[2].numpy(), np.concatenate([steps, zeros.astype(np.float32)], axis=-1))

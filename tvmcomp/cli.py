@@ -78,6 +78,10 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
                         "between a layer's first quantize and its last LayerNorm is float; post-LayerNorm encoders "
                         "(BERT, MiniLM, DistilBERT, MPNet) with uniform attention probabilities; slower, and costs a "
                         "little accuracy: see docs/quantization.md")
+    parser.add_argument("--per-token", action="store_true", help="dynamic activation steps: each token's input to a "
+                        "Linear gets its own step and zero point, from its min and max at run time, instead of one step "
+                        "per tensor calibrated ahead; for encoders whose activations have outliers (base-size BERT "
+                        "class: no --balance needed); int8, w4a8 and pwlq4; costs a min/max over each Linear input")
     parser.add_argument("--keep-float", action="append", metavar="PATTERN", help="keep matching weights in float: a weight-name pattern ('*layer_0*', '*word_embeddings*') or 'bmm_*' for the attention matmuls (repeatable)")
 
 
@@ -300,7 +304,8 @@ def _quant_options(args):
                                  (args.weight_rounding, "--weight-rounding", "rounds quantized weights"),
                                  (args.wide_inputs, "--wide-inputs", "widens quantized inputs"),
                                  (args.attn_probs, "--attn-probs", "quantizes attention probabilities"),
-                                 (args.integer_only or None, "--integer-only", "runs the float ops on integers")):
+                                 (args.integer_only or None, "--integer-only", "runs the float ops on integers"),
+                                 (args.per_token or None, "--per-token", "gives each token its own quantization step")):
         if given is not None and args.quant == FLOAT:
             raise TvmcompError(f"{flag} {meaning}: add --quant int8")
     if args.group_size is not None:
@@ -325,7 +330,7 @@ def _quant_options(args):
                            f"not {args.wide_inputs:g}")
     return QuantOptions(args.quant, args.calibration_samples, args.observer, tuple(args.keep_float or ()), balance,
                         args.wide_inputs, args.attn_probs and parse_attn_probs(args.attn_probs).spec, args.group_size,
-                        args.weight_rounding, args.integer_only)
+                        args.weight_rounding, args.integer_only, args.per_token)
 
 
 def _load_source(args):

@@ -19,7 +19,7 @@ from .dot_kernels import DotKernels
 from .integer_chain import IntegerChain
 from .integer_only import IntegerOnly
 from .realize import Realize
-from .schemes import FLOAT, get_scheme
+from .schemes import FLOAT, Granularity, get_scheme, unexecutable
 
 CALIBRATION = "calibration.json"
 
@@ -38,6 +38,7 @@ class QuantOptions:
     group_size: int | None = None  # input channels per scale of 4-bit weights; None: the scheme's
     weight_rounding: str | None = None  # "nearest" or "gptq" (:mod:`.gptq`); None: the scheme's
     integer_only: bool = False  # softmax, GELU, LayerNorm and residual adds on integers (:mod:`.integer_only`)
+    per_token: bool = False  # Linear inputs with a step and zero point per token, computed at run time
 
     @property
     def quantizes(self) -> bool:
@@ -47,15 +48,34 @@ class QuantOptions:
     def variant(self) -> str:
         """The package's variant name: the scheme's, with what was asked that is not its default."""
         suffixes = [f"g{self.group_size}" if self.group_size is not None else None, self.weight_rounding,
-                    "integer-only" if self.integer_only else None]
+                    "integer-only" if self.integer_only else None, "per-token" if self.per_token else None]
         return "-".join([self.scheme, *(suffix for suffix in suffixes if suffix)])
 
     def resolve_scheme(self):
-        """The scheme asked for, with the weight group size and rounding asked for."""
+        """The scheme asked for, with the weight group size and rounding and the Linear inputs' steps asked for."""
         scheme = get_scheme(self.scheme)
         if self.group_size is not None:
             scheme = replace(scheme, weight=replace(scheme.weight, group_size=self.group_size))
-        return scheme if self.weight_rounding is None else replace(scheme, weight_rounding=self.weight_rounding)
+        if self.weight_rounding is not None:
+            scheme = replace(scheme, weight_rounding=self.weight_rounding)
+        return self._per_token(scheme) if self.per_token else scheme
+
+    def _per_token(self, scheme):
+        """``scheme`` with per-token steps on its Linear inputs, or a refusal saying why it cannot have them."""
+        if scheme.activation is None:
+            raise TvmcompError(f"--per-token quantizes Linear inputs; {scheme.name} keeps them float: use w4a8")
+        conflicts = [flag for flag, given in (("--balance", self.balance not in (None, OFF)),
+                                              ("--wide-inputs", self.wide_below_db is not None),
+                                              ("--integer-only", self.integer_only)) if given]
+        if conflicts:
+            raise TvmcompError(f"--per-token computes each token's step at run time, so it takes no "
+                               f"{' or '.join(conflicts)} (they choose or fold steps at build time)")
+        per_token = replace(scheme, balance=None,
+                            linear_activation=replace(scheme.activation, granularity=Granularity.PER_TOKEN))
+        reasons = unexecutable(per_token)
+        if reasons:
+            raise TvmcompError(f"--per-token with {scheme.name}: {'; '.join(reasons)}")
+        return per_token
 
     def probs(self, scheme):
         """The attention-probability quantizer: the one asked for, else the scheme's (or None)."""

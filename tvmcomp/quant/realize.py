@@ -23,6 +23,7 @@ from .annotate import QUANT_SITE, SITES_ATTR, quant_sites
 from .dot_kernels import DotKernels
 from .ops import OP_RULES, is_op, rule_for_role
 from .schemes import QuantScheme, TensorQuant
+from .token_steps import token_quantize
 from ..tune.default_schedules import REGISTER_ROWS
 
 _SIGNED_SHIFT = {("uint8", "int8"): -128, ("int8", "uint8"): 128}
@@ -74,6 +75,20 @@ class _Realizer(PyExprMutator):
         if activation.qmax + shift < np.iinfo(dtype).max:  # codes narrower than their dtype: clip to their range
             xq = self.builder_.emit(relax.op.clip(xq, activation.qmin + shift, activation.qmax + shift))
         return xq, zero_point
+
+    def token_codes(self, x, activation: TensorQuant, dtype: str | None):
+        """``x``'s codes with a step and zero point per token (row), computed at run time
+        (:mod:`.token_steps`), stored in ``dtype`` and shifted as :meth:`input_codes` shifts them.
+        Returns (codes, steps, zero points), the last two [..., M, 1] float32 and int32."""
+        dtype = dtype or activation.dtype
+        shift = _SIGNED_SHIFT.get((activation.dtype, dtype), 0)
+        quantized = self.builder_.emit_te(lambda data: token_quantize(data, activation, dtype, shift), x,
+                                          primfunc_name_hint="token_quantize")
+        codes, step_zero = (self.builder_.emit(relax.TupleGetItem(quantized, i)) for i in range(2))
+        axis, op = len(x.ty.shape.values) - 1, relax.op
+        steps = self.builder_.emit(op.strided_slice(step_zero, axes=[axis], begin=[0], end=[1]))
+        zeros = self.builder_.emit(op.astype(op.strided_slice(step_zero, axes=[axis], begin=[1], end=[2]), "int32"))
+        return codes, steps, zeros
 
     def centered(self, x, site, axis: int = -1):
         """``xq - z_x`` as int16 (exact: |xq - z_x| <= 255), for operands whose zero-point terms

@@ -20,6 +20,8 @@ class Granularity(str, Enum):
     PER_TENSOR = "per_tensor"
     PER_CHANNEL = "per_channel"  # one scale per output channel (weights) or per row (embedding tables)
     PER_GROUP = "per_group"  # one scale per output channel and run of ``group_size`` input channels (weights)
+    # one scale and zero point per token (row), from its own min and max at run time (Linear inputs)
+    PER_TOKEN = "per_token"
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,21 @@ class QuantScheme:
     requantize: str = "float"
     # channel balancing unless --balance says otherwise: None, "auto" or an alpha (:mod:`.balance`)
     balance: str | float | None = None
+    # Linear inputs where they differ from ``activation``: per-token steps computed at run time (--per-token)
+    linear_activation: TensorQuant | None = None
     # how Linear weights are rounded to their grid: "nearest", or "gptq" (:mod:`.gptq`: errors spread
     # over the input channels not yet rounded, from the calibration inputs' second moments)
     weight_rounding: str = "nearest"
+
+
+    @property
+    def linear_input(self) -> TensorQuant | None:
+        """How Linear inputs are quantized: ``linear_activation``, else ``activation``."""
+        return self.linear_activation or self.activation
+
+    @property
+    def per_token(self) -> bool:
+        return self.linear_input is not None and self.linear_input.granularity is Granularity.PER_TOKEN
 
 
 SCHEMES: dict[str, QuantScheme] = {}
@@ -99,7 +113,9 @@ GROUP_SIZES = (32, 64, 128)  # multiples of every int4 kernel's 8 codes per lane
 def unexecutable(scheme: QuantScheme) -> list[str]:
     """Why :mod:`.realize` cannot compute ``scheme`` exactly (empty: it can). Realize keeps weights
     symmetric with one scale per output channel (no weight zero-point term), activations per tensor
-    in at most 8 bits (their dot kernels' operand), wide activations and embedding rows likewise."""
+    in at most 8 bits (their dot kernels' operand), wide activations and embedding rows likewise;
+    Linear inputs may have per-token steps, computed at run time (so never power-of-two steps that
+    an integer requantization could fold at build time)."""
     reasons = []
     for role, quant in (("weights", scheme.weight), ("embedding tables", scheme.embedding)):
         if quant is None:
@@ -129,6 +145,15 @@ def unexecutable(scheme: QuantScheme) -> list[str]:
             reasons.append(f"{role} must have one scale per tensor")
         if quant.bits > bits:
             reasons.append(f"{role} must fit {bits} bits (int32 accumulation of a 3072-long dot product)")
+    if scheme.linear_activation is not None:
+        quant = scheme.linear_activation
+        if scheme.activation is None or quant.bits != scheme.activation.bits or quant.dtype != scheme.activation.dtype:
+            reasons.append("Linear inputs take the activations' codes (the same dot kernel), only their steps may differ")
+        if quant.granularity not in (Granularity.PER_TENSOR, Granularity.PER_TOKEN):
+            reasons.append("Linear inputs have one scale per tensor or per token")
+        if quant.granularity is Granularity.PER_TOKEN and (quant.power_of_two or scheme.requantize == "integer"):
+            reasons.append("per-token steps are computed at run time, so they cannot be powers of two chosen at build "
+                           "time nor be folded into an integer requantization (pot8)")
     for role, quant in (("activations", scheme.activation), ("wide activations", scheme.wide_activation)):
         if quant is not None and quant.power_of_two and not quant.symmetric:
             reasons.append(f"{role} with power-of-two steps must be symmetric (a zero point would move with the step)")

@@ -388,7 +388,9 @@ class RowReduction:
     into vectors (ViT's 257 tokens) leave their loops to LLVM's vectorizer: dlight's split into
     vectors and a predicated tail was slower there than no schedule at all. A convolution (several
     reduction axes) is not a row reduction: :class:`Elementwise` takes it, as it takes a reduction
-    with no elementwise stage after it.
+    with no elementwise stage after it. A kernel with several outputs (``--per-token``'s codes and
+    row steps, :mod:`tvmcomp.quant.token_steps`) gets a parallel row loop per output, each computing
+    the stages written since the output before it.
     """
 
     def apply(self, func, target, _tunable):
@@ -420,13 +422,23 @@ class RowReduction:
                 if (_extent(sch, axis) or 1) % lanes:
                     raise ValueError("the reduction does not divide into vectors")
                 partial_sums.append((sch.rfactor(sch.split(axis, factors=[None, lanes])[1], factor_axis=0), lanes))
-        loops = sch.get_loops(blocks[-1])
-        if len(loops) <= rows:
-            raise ValueError("no row loop to share")
-        row = sch.fuse(*loops[:rows]) if rows > 1 else loops[0]
-        sch.parallel(row)
-        for block in reversed(sch.get_child_blocks(sch.get_sblock("root"))[:-1]):
-            sch.compute_at(block, row, preserve_unit_loops=True)
+        # each output's rows in parallel, the stages since the output before it computed at its row
+        # loop (TIR cannot compute an output block at another block's loop)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))  # with the partial sums' blocks now
+        internal = list(sch.get(sch.get_sblock("root")).alloc_buffers)
+        outputs = [i for i, block in enumerate(blocks)
+                   if not any(region.source.same_as(buffer) for region in sch.get(block).writes for buffer in internal)]
+        row_loops, start = [], 0
+        for anchor in outputs:
+            loops = sch.get_loops(blocks[anchor])
+            if len(loops) <= rows or REDUCE in _iter_kinds(sch, blocks[anchor]):
+                raise ValueError("no row loop to share")
+            row = sch.fuse(*loops[:rows]) if rows > 1 else loops[0]
+            sch.parallel(row)
+            for block in reversed(blocks[start:anchor]):
+                sch.compute_at(block, row, preserve_unit_loops=True)
+            row_loops.append(row)
+            start = anchor + 1
         if not vector_sums:
             return sch
         for block, lanes in partial_sums:  # the lane loop innermost, vectorized
@@ -435,8 +447,8 @@ class RowReduction:
             lane = next(loop for loop in inner if _extent(sch, loop) == lanes)
             sch.reorder(*[loop for loop in inner if loop != lane], lane)
             sch.vectorize(lane)
-        for block in sch.get_child_blocks(row):  # the elementwise stages (partial sums still reduce)
-            inner = sch.get_loops(block)[1:]
+        for block in (block for row in row_loops for block in sch.get_child_blocks(row)):
+            inner = sch.get_loops(block)[1:]  # the elementwise stages (partial sums still reduce)
             if inner and REDUCE not in _iter_kinds(sch, block):
                 _vectorize(sch, sch.fuse(*inner) if len(inner) > 1 else inner[0],
                            _vector_lanes(target, _output_bits(sch, block)))

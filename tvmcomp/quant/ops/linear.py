@@ -29,6 +29,13 @@ With channel balancing (:mod:`..balance`), ``s_x`` is a vector ``a * f`` over in
 ``z_x`` a vector too, and the weight quantized is ``f[:, None] * W``; the correction is
 ``z_x @ Wq`` and the rescale ``a * s_w``.
 
+With per-token steps (``--per-token``, :mod:`..token_steps`), one kernel computes each row's step
+``s_r`` and zero point ``z_r`` from its min and max at run time, and its codes; the correction and
+the rescale take them per row (neither balanced nor widened: each token's step already follows
+its own outliers)::
+
+    y = R.astype(acc - z_r * colsum(Wq), "float32") * s_w * s_r
+
 With 4-bit weights in groups (``w4a8``), ``W`` is quantized with one scale per output channel and
 group of ``G`` input channels, ``s_w[g, n]``, and stored two codes per byte in the int4 dot
 kernel's block layout; the kernel sums each group in int32 and applies its scale::
@@ -36,7 +43,9 @@ kernel's block layout; the kernel sums each group in int32 and applies its scale
     acc_g = sum_{k in g} xq_k * Wq[k, n]                   # int32, on the int8 dot instruction
     y     = sum_g float(acc_g) * (s_x * s_w[g, n]) - sum_g s_x * s_w[g, n] * sum_{k in g} z_x Wq[k, n]
 
-the last term a constant per output channel. A Linear the kernel does not fit keeps int8 weights.
+the last term a constant per output channel (per token, ``s_r`` leaves the group scales and
+multiplies the sum, and the last term is ``s_r z_r`` times a constant per output channel). A Linear
+the kernel does not fit keeps int8 weights.
 A piecewise grid (``pwlq4``, :mod:`..grids`) has two code planes, centre and tail, each with its
 own scales: the Linear is that sum twice over the same ``xq``, once per plane, added.
 
@@ -47,7 +56,7 @@ their scales a column panel at a time inside the float matmul kernel
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tvm import relax
@@ -126,24 +135,51 @@ class Linear(OpRule):
             ctx.counts["wide_linears"] += 1
             activation, kernel, name = scheme.wide_activation, ctx.kernels.batched, "packed_int16_matmul"
         else:
-            activation, kernel, name = scheme.activation, ctx.kernels.linear, "packed_int8_matmul"
+            activation, kernel, name = scheme.linear_input, ctx.kernels.linear, "packed_int8_matmul"
         packed = kernel is not None and kernel.fits(channels, outputs)
         weight_quant = weight_quant_for(scheme, kernel if packed else None)  # weight_quant_of's, for this kernel
-        step, steps, zero_point, factors = _balanced(ctx, act, weight_kn, weight_quant, activation)
-        wq, w_scale = _weight_codes(ctx, site, factors, weight_kn, weight_quant)
+        codes = _input_codes(ctx, site, x, weight_kn, weight_quant, activation, kernel.activation_dtype if packed else None)
+        wq, w_scale = _weight_codes(ctx, site, codes.factors, weight_kn, weight_quant)
         wq = wq.astype(activation.dtype) if activation.bits > 8 else wq  # the int16 kernel multiplies int16 pairs
-        xq, zero_point = ctx.input_codes(x, site, activation, kernel.activation_dtype if packed else None, steps,
-                                         zero_point)
+        xq = codes.codes
         if packed:
             xq, rows = ctx.pad_rows(xq)
             acc = ctx.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, kernel.weight_block)), name=name)
             acc = ctx.cut_rows(acc, rows)
         else:
             acc = ctx.builder_.emit(relax.op.matmul(xq, relax.const(wq), out_dtype="int32"))
+        if codes.row_steps is not None:  # z_r * colsum(Wq): the zero point of each token times each column's sum
+            colsum = relax.const(wq.astype(np.int64).sum(axis=0).astype(np.int32))
+            shifted = ctx.builder_.emit(relax.op.subtract(acc, relax.op.multiply(codes.zero_point, colsum)))
+            return relax.op.multiply(ctx.builder_.emit(ctx.dequantize(shifted, w_scale)), codes.row_steps)
         # sum_j z_j Wq_jn: one zero point for all channels, or one per channel (balanced)
-        correction = (np.broadcast_to(zero_point, (channels,)) @ wq.astype(np.int64)).astype(np.int32)
+        correction = (np.broadcast_to(codes.zero_point, (channels,)) @ wq.astype(np.int64)).astype(np.int32)
         shifted = ctx.builder_.emit(relax.op.subtract(acc, relax.const(correction)))
-        return ctx.dequantize(shifted, np.float32(step) * w_scale)
+        return ctx.dequantize(shifted, np.float32(codes.step) * w_scale)
+
+
+@dataclass
+class InputCodes:
+    """A Linear input's codes, and how to read them back: ``step * (codes - zero_point)`` per input
+    channel (balanced: ``step / factors``); with per-token steps, ``step`` is 1, the step and zero
+    point of each row are tensors computed at run time (``row_steps``, ``zero_point``: [..., M, 1])."""
+
+    codes: relax.Expr
+    step: np.float32
+    zero_point: np.ndarray | relax.Expr
+    factors: np.ndarray
+    row_steps: relax.Expr | None = None
+
+
+def _input_codes(ctx, site, x, weight_kn: np.ndarray, weight_quant: TensorQuant, activation: TensorQuant,
+                 dtype: str | None) -> InputCodes:
+    """``x``'s codes for a Linear: per-token steps at run time, or the site's calibrated step, balanced."""
+    if activation.granularity is Granularity.PER_TOKEN:
+        xq, row_steps, zero_points = ctx.token_codes(x, activation, dtype)
+        return InputCodes(xq, np.float32(1.0), zero_points, np.ones(len(weight_kn), np.float32), row_steps)
+    step, steps, zero_point, factors = _balanced(ctx, ctx.ranges[site.index], weight_kn, weight_quant, activation)
+    xq, zero_point = ctx.input_codes(x, site, activation, dtype, steps, zero_point)
+    return InputCodes(xq, step, zero_point, factors)
 
 
 def _balanced(ctx, act, weight_kn: np.ndarray, weight_quant: TensorQuant, activation: TensorQuant):
@@ -182,22 +218,27 @@ def _int4(ctx, site, x, weight_kn: np.ndarray):
     if not int4_fits(ctx.kernels, ctx.scheme, channels, outputs):
         return None
     ctx.counts["int4_linears"] += 1
-    activation = ctx.scheme.activation
-    step, steps, zero_point, factors = _balanced(ctx, ctx.ranges[site.index], weight_kn, weight_quant, activation)
-    wq, w_scale = _weight_codes(ctx, site, factors, weight_kn, weight_quant)  # w_scale: [groups, N]
-    xq, zero_point = ctx.input_codes(x, site, activation, kernel.activation_dtype, steps, zero_point)
-    xq, rows = ctx.pad_rows(xq)
+    inputs = _input_codes(ctx, site, x, weight_kn, weight_quant, ctx.scheme.linear_input, kernel.activation_dtype)
+    wq, w_scale = _weight_codes(ctx, site, inputs.factors, weight_kn, weight_quant)  # w_scale: [groups, N]
+    xq, rows = ctx.pad_rows(inputs.codes)
     planes = zip(wq, w_scale) if weight_quant.regions > 1 else [(wq, w_scale)]
+    per_token = inputs.row_steps is not None  # its zero point multiplies the terms at run time: sum them for z = 1
+    zero_point = 1 if per_token else inputs.zero_point
     y, correction = None, np.zeros(outputs)
     for codes, plane_scale in planes:  # a piecewise grid's centre and tail: one accumulation each
-        scale = np.float32(step) * plane_scale
+        scale = np.float32(inputs.step) * plane_scale
         packed = relax.const(pack_int4_weight(codes, kernel.weight_block))
         plane = ctx.builder_.emit_te(int4_group_matmul, xq, packed, relax.const(scale), weight_quant.group_size)
         y = plane if y is None else ctx.builder_.emit(relax.op.add(y, plane))
         # sum_g scale[g, n] * sum_{k in g} z_k Wq[k, n]: the zero-point terms, one constant per output
         zero_terms = (np.broadcast_to(zero_point, (channels,))[:, None] * codes.astype(np.int64))
-        correction += (zero_terms.reshape(scale.shape[0], -1, outputs).sum(axis=1) * scale.astype(np.float64)).sum(0)
-    return relax.op.subtract(ctx.cut_rows(y, rows), relax.const(correction.astype(np.float32)))
+        correction = correction + (zero_terms.reshape(scale.shape[0], -1, outputs).sum(axis=1)
+                                   * scale.astype(np.float64)).sum(0)
+    correction = relax.const(correction.astype(np.float32))
+    if not per_token:
+        return relax.op.subtract(ctx.cut_rows(y, rows), correction)
+    zero_terms = relax.op.multiply(relax.op.astype(inputs.zero_point, "float32"), correction)
+    return relax.op.multiply(ctx.builder_.emit(relax.op.subtract(ctx.cut_rows(y, rows), zero_terms)), inputs.row_steps)
 
 
 def _weight_only(ctx, site, x, weight_kn: np.ndarray):
