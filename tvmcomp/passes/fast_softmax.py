@@ -12,10 +12,42 @@ error is within the float32 rounding of the row sum (see tests/test_fast_softmax
 from __future__ import annotations
 
 
+# rows are padded to a multiple of this many float32s: an AVX-512 register, two AVX2 ones, four NEON ones
+ROW_MULTIPLE = 16
+
+
 def _legalize_softmax(bb, call):
     from tvm import topi
 
-    return bb.call_te(topi.nn.fast_softmax, call.args[0], call.attrs.axis, primfunc_name_hint="softmax")
+    x, axis = call.args[0], int(call.attrs.axis)
+    dims = x.ty.shape.values
+    width = dims[axis]
+    if axis in (-1, len(dims) - 1) and isinstance(width, tvm_int()) and int(width) % ROW_MULTIPLE:
+        return bb.call_te(padded_fast_softmax, x, primfunc_name_hint="softmax")
+    return bb.call_te(topi.nn.fast_softmax, x, axis, primfunc_name_hint="softmax")
+
+
+def tvm_int():
+    from tvm import tirx
+
+    return tirx.IntImm
+
+
+def padded_fast_softmax(x):
+    """``fast_softmax`` over the last axis of ``x`` padded with -inf to a multiple of
+    :data:`ROW_MULTIPLE`, cut back after. A row of 257 (ViT's tokens) does not split into vectors,
+    so its max and sum ran as chains of scalar ops; padded to 272 they run as vector partial results
+    (the default schedule's ``RowReduction``). The padding adds exp(-88.4), about 1e-38 each, to a
+    row sum of at least 1: nothing in float32."""
+    from tvm import te, tirx, topi
+
+    *lead, width = x.shape
+    width = int(width)
+    padded_width = -(-width // ROW_MULTIPLE) * ROW_MULTIPLE
+    padded = te.compute((*lead, padded_width), lambda *i: tirx.Select(
+        i[-1] < width, x[(*i[:-1], tirx.min(i[-1], width - 1))], tirx.const(float("-inf"), x.dtype)), name="softmax_pad")
+    probs = topi.nn.fast_softmax(padded, -1)
+    return te.compute(x.shape, lambda *i: probs[i], name="softmax_cut")
 
 
 def fast_softmax_legalize_map() -> dict:

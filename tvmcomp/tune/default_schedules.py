@@ -385,8 +385,9 @@ class RowReduction:
     layer norms from 0.64 to 0.11 ms (the pruned model's, same shapes), against dlight's CPU
     ``Reduction`` rule (scalar, unrolled), which this replaces
     (bench/results/2026-12-05-profile-minilm-int8-row-reductions.md). Rows that do not divide
-    into vectors (ViT's 257 tokens) leave their loops to LLVM's vectorizer: dlight's split into
-    vectors and a predicated tail was slower there than no schedule at all. A convolution (several
+    into vectors leave their loops to LLVM's vectorizer: dlight's split into vectors and a
+    predicated tail was slower there than no schedule at all (softmax pads such rows instead:
+    :mod:`tvmcomp.passes.fast_softmax`). A convolution (several
     reduction axes) is not a row reduction: :class:`Elementwise` takes it, as it takes a reduction
     with no elementwise stage after it. A kernel with several outputs (``--per-token``'s codes and
     row steps, :mod:`tvmcomp.quant.token_steps`) gets a parallel row loop per output, each computing
