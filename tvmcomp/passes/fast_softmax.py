@@ -6,7 +6,8 @@ whole int8 model. MetaSchedule's tuner does not see this cost: its random inputs
 libm takes its quick overflow/underflow exits. TVM's own ``topi.nn.fast_softmax`` computes the
 exponential as Cephes' expf polynomial times 2^n built from the exponent bits (input clamped to
 [-88.4, 88.4], so masked scores of -3.4e38 still give 0); it is plain vector arithmetic, and its
-error is within the float32 rounding of the row sum (see tests/test_fast_softmax.py).
+error is within the float32 rounding of the row sum (see tests/test_fast_softmax.py). Rows whose
+length is not a multiple of the vector width are padded (:func:`padded_fast_softmax`).
 """
 
 from __future__ import annotations
@@ -17,20 +18,14 @@ ROW_MULTIPLE = 16
 
 
 def _legalize_softmax(bb, call):
-    from tvm import topi
+    from tvm import tirx, topi
 
     x, axis = call.args[0], int(call.attrs.axis)
     dims = x.ty.shape.values
     width = dims[axis]
-    if axis in (-1, len(dims) - 1) and isinstance(width, tvm_int()) and int(width) % ROW_MULTIPLE:
+    if axis in (-1, len(dims) - 1) and isinstance(width, tirx.IntImm) and int(width) % ROW_MULTIPLE:
         return bb.call_te(padded_fast_softmax, x, primfunc_name_hint="softmax")
     return bb.call_te(topi.nn.fast_softmax, x, axis, primfunc_name_hint="softmax")
-
-
-def tvm_int():
-    from tvm import tirx
-
-    return tirx.IntImm
 
 
 def padded_fast_softmax(x):

@@ -94,15 +94,10 @@ class QuantScheme:
     # over the input channels not yet rounded, from the calibration inputs' second moments)
     weight_rounding: str = "nearest"
 
-
     @property
     def linear_input(self) -> TensorQuant | None:
         """How Linear inputs are quantized: ``linear_activation``, else ``activation``."""
         return self.linear_activation or self.activation
-
-    @property
-    def per_token(self) -> bool:
-        return self.linear_input is not None and self.linear_input.granularity is Granularity.PER_TOKEN
 
 
 SCHEMES: dict[str, QuantScheme] = {}
