@@ -11,7 +11,7 @@ side by side. The default schedule's ``RowReduction`` runs each output's rows in
 reductions in vector partial results, as it runs softmax and LayerNorm. TIR cannot compute an
 output block inside another's row loop, so the step and zero point are computed twice, once for
 the codes and once for the output: a second min and max over the row, cheaper than a kernel more
-(separate min, max and quantize kernels took about 4 ms of 11 on MiniLM).
+(11% of MiniLM int8's run: bench/results/2026-12-05-profile-minilm-int8-per-token.md).
 """
 
 from __future__ import annotations
