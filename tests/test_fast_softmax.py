@@ -1,23 +1,26 @@
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.script import relax as R
 
 from tvmcomp.passes.fast_softmax import fast_softmax_legalize_map
 
 
-@tvm.script.ir_module
-class Softmax:
-    @R.function
-    def main(x: R.Tensor((4, 16, 128), "float32")):
-        with R.dataflow():
-            y = R.nn.softmax(x, axis=-1)
-            R.output(y)
-        return y
+def _softmax_module(shape):
+    """``main(x) = softmax(x, axis=-1)`` for ``x`` of ``shape``."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.softmax(x, axis=-1))
+        bb.emit_func_output(y)
+    return bb.get()
 
 
-def _legalized():
-    return relax.transform.LegalizeOps(customize_legalize_map=fast_softmax_legalize_map())(Softmax)
+Softmax = _softmax_module((4, 16, 128))
+
+
+def _legalized(module=Softmax):
+    return relax.transform.LegalizeOps(customize_legalize_map=fast_softmax_legalize_map())(module)
 
 
 def _scores():
@@ -54,17 +57,7 @@ def test_rows_that_do_not_divide_into_vectors_are_padded_and_reduce_in_vector_pa
     from tvmcomp.targets import resolve_target
     from tvmcomp.tune.default_schedules import apply_default_schedules
 
-    @tvm.script.ir_module
-    class Vit:
-        @R.function
-        def main(x: R.Tensor((2, 257, 257), "float32")):
-            with R.dataflow():
-                y = R.nn.softmax(x, axis=-1)
-                R.output(y)
-            return y
-
-    legalized = relax.transform.LegalizeOps(customize_legalize_map=fast_softmax_legalize_map())(Vit)
-    kernel = legalized["softmax"]
+    kernel = _legalized(_softmax_module((2, 257, 257)))["softmax"]
     assert "softmax_pad" in kernel.script() and "T.int64(272)" in kernel.script()
     target = resolve_target("x86").tvm_target()
     scheduled = apply_default_schedules(tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")}), target)
