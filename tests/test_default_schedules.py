@@ -116,6 +116,27 @@ def test_a_kernel_already_scheduled_by_a_record_is_left_alone():
     assert tvm_ffi.structural_equal(after, scheduled)
 
 
+def test_a_kernel_written_as_loops_is_kept_less_the_pragma_llvm_does_not_know():
+    """TOPI's scatter (token pruning's output) is one opaque block of parallel loops: kept as it
+    is, without ``pragma_scope`` (LLVM warned on every build), and it still scatters."""
+    from tvm import te, topi
+
+    data, index, rows = (te.placeholder((1, 16, 8), name="data"), te.placeholder((1, 4, 8), "int64", name="index"),
+                         te.placeholder((1, 4, 8), name="rows"))
+    scatter = te.create_prim_func([data, index, rows, topi.scatter_elements(data, index, rows, 1)])
+    assert "pragma_scope" in scatter.script()
+    after = _schedule(scatter)
+    assert "pragma_scope" not in after["main"].script() and ("parallel", 128) in _loops(after["main"])
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((1, 16, 8)).astype(np.float32), rng.standard_normal((1, 4, 8)).astype(np.float32)
+    positions = np.array([3, 0, 15, 7])
+    want = x.copy()
+    want[0, positions] = y[0]
+    got = _run(after, x, np.broadcast_to(positions[None, :, None], (1, 4, 8)).astype(np.int64).copy(), y,
+               np.zeros_like(x))
+    np.testing.assert_array_equal(got, want)
+
+
 def test_elementwise_rule_takes_any_kernel():
     assert Elementwise().apply(dense_bias, HOST, False) is not None
 

@@ -100,6 +100,27 @@ def _vectorize(sch, loop, lanes: int) -> None:
     sch.vectorize(loop)
 
 
+class LoopNest:
+    """A kernel that TVM's operator library writes as loops already, in one opaque block with no
+    block tree under it (scatter, top-k): kept as it is, parallel loops included, less the
+    ``pragma_scope`` attribute LLVM's code generation does not know (it warns on every build)."""
+
+    def apply(self, func, target, _tunable):
+        from tvm import s_tir
+        from tvm.s_tir.stmt import SBlock, SBlockRealize
+
+        try:
+            s_tir.Schedule(func).get_sblock("root")
+            return None
+        except s_tir.ScheduleError:
+            pass
+        block = func.body.block
+        if getattr(block.body, "attr_key", None) == "pragma_scope":
+            block = SBlock([], block.reads, block.writes, block.name_hint, block.body.body)
+            func = func.with_body(SBlockRealize([], True, block))
+        return s_tir.Schedule(func)
+
+
 class Elementwise:
     """Fused loops per block: vectorized innermost, the rest parallel when the kernel is big.
 
@@ -461,7 +482,7 @@ def default_rules(target, dot_kernels: list[DotKernel]) -> list:
     from tvm.s_tir import dlight
 
     if target.kind.name == "llvm":
-        return [GroupedMatmul(dot_kernels), Matmul(dot_kernels), RowReduction(), Elementwise()]
+        return [LoopNest(), GroupedMatmul(dot_kernels), Matmul(dot_kernels), RowReduction(), Elementwise()]
     gpu = dlight.gpu
     return [gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback()]
 
