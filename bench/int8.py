@@ -128,6 +128,7 @@ def run_table(kind: str, variants: dict, model: str, seq_len: int, threads: int,
     from tvmcomp.results import latency_stats
     from tvmcomp.evaluate import accuracy_against_float, evaluate_package, torch_runner
     from tvmcomp.models import get_model
+    from tvmcomp.prune import flops_kept
 
     torch.set_num_threads(threads)
     entry = get_model(model)
@@ -183,7 +184,7 @@ def run_table(kind: str, variants: dict, model: str, seq_len: int, threads: int,
     ]
     for name, row in rows.items():
         acc, ms = row["accuracy"], row["latency"]["median_ms"]
-        flops = f" {row.get('pruning', {}).get('flops_kept', 1.0):.3f} |" if pruned else ""
+        flops = f" {flops_kept(row.get('pruning')):.3f} |" if pruned else ""
         lines.append(
             f"| {name} | {ms:.2f} | {torch_ms / ms:.2f}x | {row['bytes'] / 2**20:.1f} |{flops} {acc['embedding_cosine_mean']:.4f} | "
             f"{acc['embedding_cosine_min']:.4f} | {acc['probe_accuracy_package']:.3f} ({acc['probe_accuracy_float']:.3f}) | "

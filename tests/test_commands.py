@@ -121,9 +121,14 @@ def test_report_shows_what_pruning_kept(tmp_path, capsys):
     metadata = json.loads((path / "metadata.json").read_text())
     metadata["pruning"] = {"flops_kept": 0.4962, "params_kept": 0.7731, "heads": [3, 12], "neurons": [736, 496]}
     (path / "metadata.json").write_text(json.dumps(metadata))
-    assert run_cli(capsys, "report", str(path), "-o", str(tmp_path / "report"))[0] == 0
+    tokens = tmp_path / "tokens"
+    build(mlp_source(), resolve_target("x86"), tokens)
+    metadata["pruning"]["tokens"] = {"flops_kept": 0.5, "fractions": [0.5], "tokens": [32, 16]}  # of the 0.4962 left
+    (tokens / "metadata.json").write_text(json.dumps(metadata))
+    assert run_cli(capsys, "report", str(path), str(tokens), "-o", str(tmp_path / "report"))[0] == 0
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "## Pruning" in markdown and "| fp32 (pruned) | 0.496 | 0.773 | 3 12 | 736 496 |" in markdown
+    assert "## Pruning" in markdown and "| fp32 (pruned) | 0.496 | 0.773 | 3 12 | 736 496 | all |" in markdown
+    assert "| fp32 (tokens) | 0.248 | 0.773 | 3 12 | 736 496 | 32 16 |" in markdown
 
 
 def test_report_says_what_is_not_measured(tmp_path, capsys):

@@ -294,11 +294,14 @@ def test_pruning_bad_input_is_one_line(tmp_path, capsys):
     from test_hf_folder import _save_tiny_encoder
 
     out = ["-o", str(tmp_path / "p")]
-    assert_user_error(capsys, ["build", "--prune-flops", "1.5", *out], "--prune-flops is the fraction of the encoder's "
-                      "FLOPs to keep, in (0, 1]; not 1.5")
     relu_onnx(tmp_path / "r.onnx")
-    assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), "--prune-flops", "0.5", *out],
-                      "--prune-flops needs the model's PyTorch source, to rank heads and neurons by gradients")
+    for flag in ("--prune-flops", "--prune-tokens"):  # heads and neurons; tokens (test_token_pruning)
+        assert_user_error(capsys, ["build", flag, "1.5", *out], f"{flag} is the fraction of the encoder's FLOPs to "
+                          "keep, in (0, 1]; not 1.5")
+        assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), flag, "0.5", *out],
+                          f"{flag} needs the model's PyTorch source, to rank heads and neurons by gradients")
+        assert_user_error(capsys, ["build", "--model", "vit-s", flag, "0.5", *out],
+                          f"{flag} needs a text encoder with its PyTorch source; vit-s is not one")
     folder = _save_tiny_encoder(tmp_path / "distil", "distilbert")
     assert_user_error(capsys, ["build", "--model", str(folder), "--prune-flops", "0.5", *out],
                       "pruning needs a BERT-class PyTorch encoder")

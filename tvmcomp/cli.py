@@ -100,6 +100,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         "neurons that matter least to the outputs on calibration text (to your task, if --calib-data "
                         "is a labelled .tsv), the rest rescaled to make up for them; BERT-class text models (minilm, "
                         "mpnet-base, Hugging Face BERT/RoBERTa/MPNet folders)")
+    parser.add_argument("--prune-tokens", type=float, metavar="F", help="token pruning (LTP): each layer keeps only "
+                        "the tokens that received the most attention in the layer before, so that the encoder runs at "
+                        "most F (0 < F <= 1) of its FLOPs (after --prune-flops, if given); how many each layer keeps is "
+                        "chosen on calibration text, as fractions of the sequence length, so build the lengths your "
+                        "inputs fill (--seq-len 16,32,64). Dropped tokens' output rows hold the kept tokens' mean; "
+                        "same models as --prune-flops")
     parser.add_argument("--records", metavar="DIR", help="your tuning-records folder: searched before the shipped records, new records written there (default: schedules/ in a checkout, ~/.cache/tvmcomp/schedules when installed)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr (for scripts); errors still print")
 
@@ -297,8 +303,8 @@ def _quant_options(args):
     """The quantization flags as QuantOptions, each combination checked before any work."""
     from .quant.pipeline import QuantOptions
 
-    calibrates = None if args.prune_flops else args.calib_data  # pruning reads it too
-    for given, flag, meaning in ((calibrates, "--calib-data", "calibrates quantization (and pruning, with --prune-flops)"),
+    calibrates = None if args.prune_flops or args.prune_tokens else args.calib_data  # pruning reads it too
+    for given, flag, meaning in ((calibrates, "--calib-data", "calibrates quantization (and pruning, with --prune-flops or --prune-tokens)"),
                                  (args.observer, "--observer", "chooses quantization ranges"),
                                  (args.balance, "--balance", "balances channels for quantization"),
                                  (args.weight_rounding, "--weight-rounding", "rounds quantized weights"),
@@ -339,8 +345,9 @@ def _load_source(args):
 
     if args.calib_data and not Path(args.calib_data).exists():
         raise TvmcompError(f"calibration data not found: {args.calib_data}")
+    prunes = args.prune_flops is not None or args.prune_tokens is not None
     source = load_source(args.model, args.batch, args.seq_len, args.input_shape, args.prune_flops, _status_stream(args),
-                         args.calib_data if args.prune_flops is not None else None)
+                         args.calib_data if prunes else None, args.prune_tokens)
     if args.calib_data:
         source.use_calibration_data(args.calib_data)
     return source

@@ -177,11 +177,16 @@ def write_report(packages: list[str | Path], out_dir: str | Path) -> dict:
         lines.append("")
     pruned = [r for r in rows if r["pruning"]]
     if pruned:  # what pruning removed; the table above gives each package's accuracy cost
+        from .prune import flops_kept
+
         lines += ["## Pruning", "", "| package | encoder FLOPs kept | parameters kept | heads per layer | "
-                  "FFN neurons per layer |", "|---|---:|---:|---|---|"]
-        lines += [f"| {r['name']} | {r['pruning']['flops_kept']:.3f} | {r['pruning']['params_kept']:.3f} | "
-                  f"{' '.join(map(str, r['pruning']['heads']))} | {' '.join(map(str, r['pruning']['neurons']))} |"
-                  for r in pruned]
+                  "FFN neurons per layer | tokens entering each layer |", "|---|---:|---:|---|---|---|"]
+        for r in pruned:
+            pruning = r["pruning"]
+            units = " | ".join(" ".join(map(str, pruning[key])) if key in pruning else "all" for key in ("heads", "neurons"))
+            tokens = " ".join(map(str, pruning["tokens"]["tokens"])) if "tokens" in pruning else "all"
+            lines.append(f"| {r['name']} | {flops_kept(pruning):.3f} | {pruning.get('params_kept', 1.0):.3f} | {units} | "
+                         f"{tokens} |")
         lines.append("")
     for name, title in (("latency_accuracy", "Latency vs accuracy"), ("kernels", "Where the time goes")):
         if drawn[name]:

@@ -24,7 +24,9 @@ class ModelSource:
     # the same model at the other shapes the package serves (function name -> import); ``imported``,
     # compiled as ``main``, is the largest: calibration runs there and every shape reuses its ranges
     variants: dict[str, ImportedModel] = field(default_factory=dict)
-    pruning: dict | None = None  # what --prune-flops kept (:class:`~tvmcomp.prune.PruneReport`)
+    # what --prune-flops kept (:class:`~tvmcomp.prune.PruneReport`) and, under "tokens", --prune-tokens
+    # (:class:`~tvmcomp.prune.tokens.TokenReport`)
+    pruning: dict | None = None
 
     def shapes(self) -> dict[str, ImportedModel]:
         """Every compiled shape by function name, ``main`` first."""
@@ -105,16 +107,19 @@ def variant_name(batch: int, seq_len: int | None) -> str:
 
 def load_source(model: str, batch: str | int | None = None, seq_len: str | int | None = None,
                 input_shapes: list[str] | None = None, prune_flops: float | None = None, stream=None,
-                prune_data: str | Path | None = None) -> ModelSource:
+                prune_data: str | Path | None = None, prune_tokens: float | None = None) -> ModelSource:
     """Import ``model`` (a registry name, a Hugging Face model folder, or a .onnx/.pt2 path) with its
     example inputs. ``batch`` and ``seq_len`` may be comma lists: the model is imported at every
     combination, the largest as ``imported`` and the others as ``variants``. With ``prune_flops``,
     the PyTorch model is pruned first (:mod:`tvmcomp.prune`) to that fraction of its encoder FLOPs,
-    ranked and tuned on ``prune_data`` (as --calib-data takes it) or the model's bundled text."""
+    ranked and tuned on ``prune_data`` (as --calib-data takes it) or the model's bundled text. With
+    ``prune_tokens``, it then drops tokens layer by layer (:mod:`tvmcomp.prune.tokens`) to that
+    fraction of its encoder FLOPs, the counts chosen on the same data."""
     from .models import find_model
 
-    if prune_flops is not None and not 0 < prune_flops <= 1:
-        raise TvmcompError(f"--prune-flops is the fraction of the encoder's FLOPs to keep, in (0, 1]; not {prune_flops:g}")
+    for flag, value in (("--prune-flops", prune_flops), ("--prune-tokens", prune_tokens)):
+        if value is not None and not 0 < value <= 1:
+            raise TvmcompError(f"{flag} is the fraction of the encoder's FLOPs to keep, in (0, 1]; not {value:g}")
 
     batches, seq_lens = parse_sizes(batch, "--batch"), parse_sizes(seq_len, "--seq-len")
     named_as_file = Path(model).suffix.lower() in (".onnx", ".pt2")
@@ -129,8 +134,8 @@ def load_source(model: str, batch: str | int | None = None, seq_len: str | int |
         batches, seq_lens = batches or [entry.default_batch], seq_lens or [entry.default_seq_len]
         module = entry.load_torch() if entry.source_file is None else None
         pruning = None
-        if prune_flops is not None:
-            pruning = _prune(model, entry, module, prune_flops, seq_lens[-1], stream, prune_data)
+        if prune_flops is not None or prune_tokens is not None:
+            pruning = _prune(model, entry, module, prune_flops, prune_tokens, seq_lens[-1], stream, prune_data)
         source = _import_entry(model, entry, module, batches[-1], seq_lens[-1])
         source.pruning = pruning
         for b in batches:
@@ -138,9 +143,10 @@ def load_source(model: str, batch: str | int | None = None, seq_len: str | int |
                 if (b, s) != (batches[-1], seq_lens[-1]):
                     source.variants[variant_name(b, s)] = _import_entry(model, entry, module, b, s).imported
         return source
-    if prune_flops is not None:
-        raise TvmcompError(f"--prune-flops needs the model's PyTorch source, to rank heads and neurons by gradients: a "
-                           f"bundled text model or a Hugging Face folder, not the file {model}")
+    if prune_flops is not None or prune_tokens is not None:
+        flag = "--prune-flops" if prune_flops is not None else "--prune-tokens"
+        raise TvmcompError(f"{flag} needs the model's PyTorch source, to rank heads and neurons by gradients and to "
+                           f"rewrite its layers: a bundled text model or a Hugging Face folder, not the file {model}")
     if batch or seq_len:
         raise TvmcompError("--batch/--seq-len apply to bundled models; for a file use --input-shape NAME=D1,D2,...")
     imported = import_file(model, _parse_input_shapes(input_shapes))
@@ -153,17 +159,19 @@ PRUNE_SAMPLES = 32  # calibration sentences the label-free importance and the ma
 LABELLED_PRUNE_SAMPLES = 256  # labelled texts: one gradient each, and a linear head to fit on them
 
 
-def _prune(model: str, entry, module, flops: float, seq_len: int | None, stream, data: str | Path | None) -> dict:
+def _prune(model: str, entry, module, flops: float | None, tokens: float | None, seq_len: int | None, stream,
+           data: str | Path | None) -> dict:
     """Prune ``module`` in place on ``data`` (as --calib-data takes it, a .tsv's labels giving the
-    task loss; None: the entry's calibration inputs), one input per batch; returns what was kept."""
+    task loss; None: the entry's calibration inputs), one input per batch: heads and neurons to
+    ``flops``, then tokens to ``tokens``; returns what was kept."""
     import sys
 
     from .calibration_data import input_makers, read_calibration_data, read_labels
-    from .prune import prune_encoder
     from .prune.structure import encoder_structure
 
+    flag = "--prune-flops" if flops is not None else "--prune-tokens"
     if module is None or seq_len is None:
-        raise TvmcompError(f"--prune-flops needs a text encoder with its PyTorch source; {model} is not one")
+        raise TvmcompError(f"{flag} needs a text encoder with its PyTorch source; {model} is not one")
     encoder_structure(module)  # a model pruning cannot take is refused before any work
     labels = None
     if data is None:
@@ -172,7 +180,7 @@ def _prune(model: str, entry, module, flops: float, seq_len: int | None, stream,
         inputs = [TensorSpec(name, tuple(value.shape), str(value.dtype))
                   for name, value in entry.make_inputs(1, seq_len).items()]
         batches = read_calibration_data(data, inputs, *input_makers(entry, inputs))
-        labelled = read_labels(data)
+        labelled = read_labels(data) if flops is not None else None
         if labelled is None:
             batches, where = batches[:PRUNE_SAMPLES], f"inputs of {data}, label-free"
         else:
@@ -183,11 +191,25 @@ def _prune(model: str, entry, module, flops: float, seq_len: int | None, stream,
                                    f"they hold one class ({classes[labels[0]]}); mix the classes in the file")
             where = f"labelled texts of {data}, by the task loss of a linear head on {len(classes)} classes"
     stream = stream or sys.stderr
-    print(f"[prune] ranking heads and neurons of {model} on {len(batches)} {where}", file=stream)
-    report = prune_encoder(module, batches, flops, seq_len, labels=labels)
-    print(f"[prune] kept {report.flops_kept:.3f} of the encoder's FLOPs and {report.params_kept:.3f} of the "
-          f"parameters: heads {report.heads}, neurons {report.neurons}", file=stream)
-    return report.to_json()
+    pruning = {}
+    if flops is not None:
+        from .prune import prune_encoder
+
+        print(f"[prune] ranking heads and neurons of {model} on {len(batches)} {where}", file=stream)
+        report = prune_encoder(module, batches, flops, seq_len, labels=labels)
+        print(f"[prune] kept {report.flops_kept:.3f} of the encoder's FLOPs and {report.params_kept:.3f} of the "
+              f"parameters: heads {report.heads}, neurons {report.neurons}", file=stream)
+        pruning = report.to_json()
+    if tokens is not None:
+        from .prune.tokens import choose_tokens
+
+        batches = batches[:PRUNE_SAMPLES]
+        print(f"[prune] choosing how many tokens each layer of {model} keeps, on {len(batches)} inputs", file=stream)
+        report = choose_tokens(module, encoder_structure(module), batches, tokens, seq_len)
+        print(f"[prune] tokens entering each layer at {seq_len}: {report.tokens}, {report.flops_kept:.3f} of the "
+              f"encoder's FLOPs", file=stream)
+        pruning["tokens"] = report.to_json()
+    return pruning
 
 
 def _import_entry(model: str, entry, module, batch: int, seq_len: int | None) -> ModelSource:

@@ -2,7 +2,8 @@
 neurons ranked by Fisher importance, of the task's loss or a label-free one (:mod:`.importance`), kept under a FLOPs budget
 (:mod:`.search`), rearranged within each layer by their gradients' interactions
 (:mod:`.rearrange`), rescaled by least squares (:mod:`.tuning`), then sliced out of the PyTorch
-model (:mod:`.slicing`) so the imported graph is smaller."""
+model (:mod:`.slicing`) so the imported graph is smaller. Tokens are pruned too, layer by layer
+(:mod:`.tokens`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ from .search import Selection, select_under_budget
 from .slicing import slice_encoder
 from .structure import encoder_structure
 from .tuning import tune_masks
+
+
+def flops_kept(pruning: dict | None) -> float:
+    """The encoder's FLOPs a package keeps, of the unpruned one's: heads and neurons (a
+    :class:`PruneReport`'s) times tokens (under ``"tokens"``, of the encoder left by the first)."""
+    pruning = pruning or {}
+    return pruning.get("flops_kept", 1.0) * pruning.get("tokens", {}).get("flops_kept", 1.0)
 
 
 @dataclass(frozen=True)
