@@ -118,10 +118,11 @@ def main() -> None:
 
 
 def run_table(kind: str, variants: dict, model: str, seq_len: int, threads: int, repeat: int, more_ort=None,
-              onnx: bool = True) -> None:
+              onnx: bool = True, command: str | None = None) -> None:
     """Time and evaluate the peers (PyTorch; ONNX Runtime unless ``onnx`` is False) and each tvmcomp
     variant (name -> build arguments) on ``model`` at b1 ``seq_len``; writes
-    bench/results/<date>-<kind>-<model>[-s<seq_len>].json and .md. Pruned packages get a FLOPs column."""
+    bench/results/<date>-<kind>-<model>[-s<seq_len>].json and .md, which names ``command`` (default
+    bench/<kind>.py) as its source. Pruned packages get a FLOPs column."""
     import torch
 
     from tvmcomp.bench import bench_package, time_callable
@@ -176,7 +177,7 @@ def run_table(kind: str, variants: dict, model: str, seq_len: int, threads: int,
         f"# {kind} benchmark: {model} b{BATCH} s{seq_len}, {threads} threads, {timing['target']}, {date}",
         "",
         f"{repeat} timed runs each, one process; accuracy vs the float PyTorch model on real text "
-        f"(200 Pang & Lee sentences, 437 WordSim-353 words). bench/{kind}.py.",
+        f"(200 Pang & Lee sentences, 437 WordSim-353 words). {command or f'bench/{kind}.py'}.",
         "",
         "| engine | median ms | vs pytorch fp32 | MiB |" + (" encoder FLOPs kept |" if pruned else "")
         + " cosine mean | cosine min | probe acc (float) | probe drop pt | WordSim rho |",

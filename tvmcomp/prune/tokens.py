@@ -12,8 +12,7 @@ it goes first. The top ones are kept by a gather; the first token (``[CLS]``) al
 dropped token's row is the mean of the kept real tokens' final rows. Mean pooling over the attention
 mask then gives the mean over the kept tokens, and ``[CLS]`` pooling reads a token that ran every
 layer. (A dropped token's state from when it was dropped, as Hou et al. 2022's token dropping
-returns it, lies in an earlier layer's space: MiniLM's embeddings agreed less with it,
-``bench/token_pruning.py``.)
+returns it, lies in an earlier layer's space than the rows it would be pooled with.)
 
 The fractions are of the shape's length: an input much shorter than its shape drops its padding
 first and loses little, so the pruning bites where inputs fill their shape (build the lengths
