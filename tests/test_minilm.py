@@ -130,3 +130,21 @@ def test_minilm_pruned_to_half_its_flops_then_int8_keeps_its_measured_accuracy(t
     assert 0.45 < metadata["pruning"]["flops_kept"] <= 0.5
     assert (path / "code" / "model.relax.py").read_text().count("call_tir(fused_packed_matmul") >= 24
     assert evaluate_package(path)["embedding_cosine_mean"] > 0.72
+
+
+@pytest.mark.slow
+def test_minilm_token_pruned_to_half_its_flops_then_int8_keeps_its_measured_accuracy(tmp_path):
+    """#15's stretch on real text at s32: --prune-tokens 0.5 --quant int8 keeps at most half the
+    encoder's FLOPs, ranks tokens in the graph, and stays where bench/prune.py --tokens measured it
+    (cosine 0.8309, probe drop 1 pt against the unpruned float model)."""
+    from tvmcomp.evaluate import evaluate_package
+
+    path = tmp_path / "t50"
+    assert main(["build", "--model", "minilm", "--target", "x86", "--seq-len", "32", "--prune-tokens", "0.5",
+                 "--quant", "int8", "--dump-code", "relax", "-o", str(path)]) == 0
+    tokens = tvmcomp.load(path).metadata["pruning"]["tokens"]
+    assert 0.4 < tokens["flops_kept"] <= 0.5 and tokens["tokens"][0] == 32 and tokens["tokens"][-1] < 16
+    drops = len(set(tokens["tokens"])) - 1  # one ranking wherever the count goes down
+    assert (path / "code" / "model.relax.py").read_text().count("R.topk(") == drops >= 1
+    result = evaluate_package(path)
+    assert result["embedding_cosine_mean"] > 0.81 and round(result["probe_accuracy_drop_pt"], 6) <= 3.0

@@ -302,6 +302,8 @@ def test_pruning_bad_input_is_one_line(tmp_path, capsys):
                           f"{flag} needs the model's PyTorch source, to rank heads and neurons by gradients")
         assert_user_error(capsys, ["build", "--model", "vit-s", flag, "0.5", *out],
                           f"{flag} needs a text encoder with its PyTorch source; vit-s is not one")
+    assert_user_error(capsys, ["build", "--prune-tokens", "0.5", "--quant", "int8", "--integer-only", *out],
+                      "--integer-only and --prune-tokens do not go together")
     folder = _save_tiny_encoder(tmp_path / "distil", "distilbert")
     assert_user_error(capsys, ["build", "--model", str(folder), "--prune-flops", "0.5", *out],
                       "pruning needs a BERT-class PyTorch encoder")

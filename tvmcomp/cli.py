@@ -314,6 +314,10 @@ def _quant_options(args):
                                  (args.per_token or None, "--per-token", "gives each token its own quantization step")):
         if given is not None and args.quant == FLOAT:
             raise TvmcompError(f"{flag} {meaning}: add --quant int8")
+    if args.integer_only and args.prune_tokens is not None:
+        raise TvmcompError("--integer-only and --prune-tokens do not go together: the integer softmax and layer norm "
+                           "take the attention as exported with SDPA, token pruning needs the eager attention (its "
+                           "weights rank the tokens) and gathers rows between layers; build with one of them")
     if args.group_size is not None:
         if args.quant == FLOAT or get_scheme(args.quant).weight.granularity is not Granularity.PER_GROUP:
             raise TvmcompError("--group-size groups int4 weights: add --quant w4a8 or --quant w4")
