@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import TvmcompError
-from .masks import ATTENTION_MASK, run
+from .masks import ATTENTION_MASK
 from .structure import EncoderStructure
 
 
@@ -63,7 +63,8 @@ def choose_tokens(module, structure: EncoderStructure, batches: list[dict[str, n
     greedy search that, from all tokens everywhere, takes the step (one layer and every later one
     down by ``seq_len / STEPS`` tokens) that costs the least embedding error per FLOP saved, until
     the encoder's FLOPs at ``seq_len`` are at most ``flops`` of the unpruned ones. The error is
-    one minus the cosine of mean-pooled outputs to the float model's, on ``batches`` (run as one)."""
+    one minus the cosine of mean-pooled outputs to the module's own before token pruning, on
+    ``batches`` (run as one batch)."""
     inputs = {name: torch.from_numpy(np.concatenate([b[name] for b in batches])) for name in batches[0]}
     weights = inputs[ATTENTION_MASK][..., None].float()
     with torch.no_grad():
@@ -106,7 +107,7 @@ def drop_tokens(module, structure: EncoderStructure, fractions: list[float]) -> 
     """Make ``module``'s encoder drop tokens to ``fractions`` of its input length entering each
     layer after the first (module docstring), in place: its layers are wrapped, its attention made
     eager (the one that computes attention weights) and hooked to hand the weights over."""
-    state = _TokenState(_AttentionProbs(structure).__enter__())
+    state = _TokenState(_AttentionWeights(structure))
     module.register_forward_pre_hook(state.record_mask, with_kwargs=True)
     for sub in module.modules():
         if hasattr(getattr(sub, "config", None), "_attn_implementation"):
@@ -117,25 +118,16 @@ def drop_tokens(module, structure: EncoderStructure, fractions: list[float]) -> 
         encoder.layer[index] = _DroppingLayer(layer.module, index, fractions, state)
 
 
-class _AttentionProbs:
+class _AttentionWeights:
     """Hooks on each layer's self-attention: it is asked for its attention weights (MPNet returns
-    them only then) and the latest are kept, one per layer."""
+    them only then), and the latest are kept, one per layer."""
 
     def __init__(self, structure: EncoderStructure):
-        self.attentions = [layer.attention for layer in structure.layers]
-        self.latest = [None] * len(self.attentions)
-        self.hooks = []
-
-    def __enter__(self):
-        for index, attention in enumerate(self.attentions):
-            self.hooks.append(attention.register_forward_pre_hook(_ask_for_weights, with_kwargs=True))
-            self.hooks.append(attention.register_forward_hook(
-                lambda _m, _args, output, index=index: self.latest.__setitem__(index, output[1])))
-        return self
-
-    def __exit__(self, *_exc):
-        for hook in self.hooks:
-            hook.remove()
+        self.latest = [None] * len(structure.layers)
+        for index, layer in enumerate(structure.layers):
+            layer.attention.register_forward_pre_hook(_ask_for_weights, with_kwargs=True)
+            layer.attention.register_forward_hook(
+                lambda _m, _args, output, index=index: self.latest.__setitem__(index, output[1]))
 
 
 def _ask_for_weights(_module, args, kwargs):
@@ -145,8 +137,8 @@ def _ask_for_weights(_module, args, kwargs):
 class _TokenState:
     """What the wrapped layers of one forward share: the kept tokens' positions and realness."""
 
-    def __init__(self, probs: _AttentionProbs):
-        self.probs = probs
+    def __init__(self, weights: _AttentionWeights):
+        self.weights = weights
 
     def record_mask(self, _module, args, kwargs):
         mask = kwargs.get(ATTENTION_MASK, args[1] if len(args) > 1 else None)
@@ -199,8 +191,8 @@ class _DroppingLayer(torch.nn.Module):
         state = self.state
         if keep >= hidden.shape[1]:
             return hidden
-        probs = state.probs.latest[self.index]  # [B, heads, queries, keys]
-        received = (probs.sum(1) * state.real[:, :, None]).sum(1)  # from real queries
+        weights = state.weights.latest[self.index]  # [B, heads, queries, keys]
+        received = (weights.sum(1) * state.real[:, :, None]).sum(1)  # from real queries
         chosen = torch.cat([torch.zeros_like(state.positions[:, :1]),
                             received[:, 1:].topk(keep - 1, dim=1).indices + 1], dim=1)
         state.positions = state.positions.gather(1, chosen)
