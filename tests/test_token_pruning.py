@@ -72,6 +72,20 @@ def test_kept_tokens_are_the_first_and_those_most_attended_to():
     np.testing.assert_allclose(out[0, dropped], out[0, kept].mean(0).expand(len(dropped), -1), atol=1e-6)
 
 
+def test_tokens_are_pruned_after_heads_and_neurons():
+    """MPNet's head-bias hook (slicing) passes ``output_attentions`` by position: asking for the
+    attention weights after it must not pass it twice. With every token kept, the head-pruned
+    model computes what it did."""
+    from tvmcomp.prune import prune_encoder
+
+    module, batches = ToyMPNet(), _batches()
+    assert 0 not in prune_encoder(module, batches, 0.8, SEQ).heads
+    want = _outputs(module, batches)
+    drop_tokens(module, encoder_structure(module), [1.0])
+    for expected, got in zip(want, _outputs(module, batches)):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_encoder_flops_with_fewer_tokens_match_a_hand_count():
     """Per layer, n tokens: n * (4 heads * (4 projections * 32 * 8 + 2 * n keys * 8) + 64 neurons * 2 * 32)."""
     structure = encoder_structure(ToyEncoder())
@@ -121,4 +135,8 @@ def test_a_token_pruned_folder_builds_exports_and_runs_as_pytorch_does(tmp_path,
     assert pruning["flops_kept"] <= 0.8 and pruning["tokens"]["flops_kept"] <= 0.8
     graph = (tmp_path / "int8" / "code" / "model.relax.py").read_text()
     assert "topk" in graph and "call_tir(fused_packed_matmul" in graph  # ranked, and integer Linears
+
+    code, _, err = run_cli(capsys, "build", *common, "--prune-flops", "0.05", "--prune-tokens", "0.5",
+                           "-o", str(tmp_path / "none"))
+    assert code == 2 and "--prune-flops 0.05 left a layer with no head (heads [" in err
 

@@ -205,7 +205,12 @@ def _prune(model: str, entry, module, flops: float | None, tokens: float | None,
 
         batches = batches[:PRUNE_SAMPLES]
         print(f"[prune] choosing how many tokens each layer of {model} keeps, on {len(batches)} inputs", file=stream)
-        report = choose_tokens(module, encoder_structure(module), batches, tokens, seq_len)
+        try:
+            structure = encoder_structure(module)
+        except TvmcompError:  # a layer's attention went whole: nothing there ranks the tokens
+            raise TvmcompError(f"--prune-tokens ranks tokens by each layer's attention, and --prune-flops {flops:g} "
+                               f"left a layer with no head (heads {pruning['heads']}): keep more FLOPs") from None
+        report = choose_tokens(module, structure, batches, tokens, seq_len)
         print(f"[prune] tokens entering each layer at {seq_len}: {report.tokens}, {report.flops_kept:.3f} of the "
               f"encoder's FLOPs", file=stream)
         pruning["tokens"] = report.to_json()

@@ -21,6 +21,7 @@ they fill: ``--seq-len 16,32,64,128``).
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -130,8 +131,15 @@ class _AttentionWeights:
                 lambda _m, _args, output, index=index: self.latest.__setitem__(index, output[1]))
 
 
-def _ask_for_weights(_module, args, kwargs):
-    return args, {**kwargs, "output_attentions": True}
+def _ask_for_weights(module, args, kwargs):
+    """``output_attentions=True`` into a self-attention's call, where its forward takes it by name
+    (MPNet; a hook before this one may have passed it by position) or in ``**kwargs`` (BERT)."""
+    signature = inspect.signature(module.forward)
+    if "output_attentions" not in signature.parameters:
+        return args, {**kwargs, "output_attentions": True}
+    bound = signature.bind(*args, **kwargs)
+    bound.arguments["output_attentions"] = True
+    return bound.args, bound.kwargs
 
 
 class _TokenState:
