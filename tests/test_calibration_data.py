@@ -69,7 +69,7 @@ def test_bad_calibration_data_is_one_line_before_calibration(mlp_file, tmp_path,
 def test_calibration_data_needs_a_quantized_build(tmp_path, capsys):
     np.savez(tmp_path / "c.npz", x=_samples(8))
     assert_user_error(capsys, ["build", "--calib-data", str(tmp_path / "c.npz"), "-o", str(tmp_path / "pkg")],
-                      "--calib-data calibrates quantization (and pruning, with --prune-flops): add --quant int8")
+                      "--calib-data calibrates quantization (and pruning, with --prune-flops or --prune-tokens): add --quant int8")
 
 
 def test_text_is_tokenized_by_the_models_tokenizer_into_batches(tmp_path):
