@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,10 +97,10 @@ def main() -> None:
              "|---|---|" + "---:|" * args.rounds]
     lines += [f"| {name} | {load} | " + " | ".join(f"{m:.3g}" for m in values) + " |"
               for (name, load), values in medians.items()]
-    slug = re.sub(r"[^a-z0-9]+", "-", args.title.lower()).strip("-")[:60]
-    out = REPO / "bench" / "results" / f"{date}-contention-{slug}.md"
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    spec = importlib.util.spec_from_file_location("bench_interleaved", Path(__file__).with_name("interleaved.py"))
+    interleaved = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(interleaved)
+    interleaved.write_result("contention", args.title, date, lines)
 
 
 if __name__ == "__main__":

@@ -65,9 +65,13 @@ def main() -> None:
                   "|---|" + "---:|" * args.rounds]
         lines += [f"| {name} | " + " | ".join(f"{t / m:.2f}x" for t, m in zip(torch_ms, medians[name])) + " |"
                   for name in packages]
-    slug = re.sub(r"[^a-z0-9]+", "-", args.title.lower()).strip("-")[:60]
-    out = REPO / "bench" / "results" / f"{date}-interleaved-{slug}.md"
-    out.write_text("\n".join(lines) + "\n")
+    write_result("interleaved", args.title, date, lines)
+
+
+def write_result(kind: str, title: str, date: str, lines: list[str]) -> None:
+    """Write ``lines`` to bench/results/<date>-<kind>-<slug of title>.md and print them."""
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60]
+    (REPO / "bench" / "results" / f"{date}-{kind}-{slug}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
