@@ -156,8 +156,20 @@ class _TokenState:
 
     def start(self, hidden):
         self.full = hidden.shape[1]
-        self.positions = torch.arange(self.full).expand(hidden.shape[0], -1)
+        self.keep(torch.arange(self.full).expand(hidden.shape[0], -1))
         self.real = self.mask.to(hidden.dtype)
+
+    def keep(self, positions):
+        """Go on with the tokens at ``positions`` (of the full length)."""
+        self.positions = positions
+        self.cut_arguments = {}  # id -> the argument cut to these tokens, so layers alike cut it once
+
+    def cut(self, argument):
+        """A layer's argument cut to the kept tokens (:func:`_kept_tokens_of`), once per kept set (the
+        argument is held with its cut, so its id is not reused)."""
+        if id(argument) not in self.cut_arguments:
+            self.cut_arguments[id(argument)] = (argument, _kept_tokens_of(argument, self.positions, self.full))
+        return self.cut_arguments[id(argument)][1]
 
 
 def _kept_tokens_of(tensor, positions, full: int):
@@ -185,8 +197,8 @@ class _DroppingLayer(torch.nn.Module):
         if self.index == 0:
             state.start(hidden_states)
         elif state.positions.shape[1] < state.full:
-            args = [_kept_tokens_of(a, state.positions, state.full) for a in args]
-            kwargs = {k: _kept_tokens_of(v, state.positions, state.full) for k, v in kwargs.items()}
+            args = [state.cut(a) for a in args]
+            kwargs = {k: state.cut(v) for k, v in kwargs.items()}
         out = self.layer(hidden_states, *args, **kwargs)
         hidden = out[0] if isinstance(out, tuple) else out
         if self.index < len(self.fractions):
@@ -203,7 +215,7 @@ class _DroppingLayer(torch.nn.Module):
         received = (weights.sum(1) * state.real[:, :, None]).sum(1)  # from real queries
         chosen = torch.cat([torch.zeros_like(state.positions[:, :1]),
                             received[:, 1:].topk(keep - 1, dim=1).indices + 1], dim=1)
-        state.positions = state.positions.gather(1, chosen)
+        state.keep(state.positions.gather(1, chosen))
         state.real = state.real.gather(1, chosen)
         return hidden.gather(1, chosen[:, :, None].expand(-1, -1, hidden.shape[2]))
 
