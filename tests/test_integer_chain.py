@@ -4,24 +4,22 @@ that relies on it (H-ViT: power-of-two steps, requantization by a rounding shift
 import re
 
 import numpy as np
-import pytest
 import tvm
 from tvm import relax
 from tvm.script import relax as R
 
 from test_cli import run_cli
-from tvmcomp.errors import TvmcompError
 from tvmcomp.quant.integer_chain import IntegerChain
-from tvmcomp.quant.schemes import QuantScheme, TensorQuant, get_scheme, register_scheme
+from tvmcomp.quant.schemes import TensorQuant, get_scheme
 
 RNG = np.random.default_rng(11)
 BIAS = RNG.uniform(-0.5, 0.5, 8).astype(np.float32)
 
 
-def _before(steps: np.ndarray, next_step, score_scale: float):
+def _before(steps: np.ndarray, next_step, score_scale: float, zero_points=3):
     """An accumulator dequantized per channel, biased, reshaped to heads, permuted, scaled and quantized
-    as the next matmul's operand: the Q projection feeding Q @ K^T. ``next_step``: one, or one per
-    channel of the codes' last axis."""
+    as the next matmul's operand: the Q projection feeding Q @ K^T. ``next_step``, ``zero_points``:
+    one, or one per channel of the codes' last axis."""
     bb = relax.BlockBuilder()
     acc = relax.Var("acc", relax.TensorType((4, 8), "int32"))
     with bb.function("main", [acc]):
@@ -32,7 +30,8 @@ def _before(steps: np.ndarray, next_step, score_scale: float):
             y = bb.emit(relax.op.permute_dims(y, [1, 0, 2]))
             y = bb.emit(relax.op.multiply(y, relax.const(np.float32(score_scale))))
             q = bb.emit_output(relax.op.quantize(y, relax.const(np.broadcast_to(np.float32(next_step), (4,)).copy()),
-                                                 relax.const(np.full(4, 3, np.int32)), axis=-1, out_dtype="int8"))
+                                                 relax.const(np.broadcast_to(np.int32(zero_points), (4,)).copy()),
+                                                 axis=-1, out_dtype="int8"))
         bb.emit_func_output(q)
     return bb.get()
 
@@ -107,14 +106,15 @@ def test_a_quantize_fed_by_anything_else_is_left_alone():
     assert chain.rewritten == 0
 
 
-def test_power_of_two_steps_cover_the_range_and_schemes_that_cannot_use_them_are_refused():
-    quant = get_scheme("pot8").activation
+def test_power_of_two_steps_cover_the_range_and_the_zero_point_follows_the_rounded_step():
+    quant = get_scheme("pot8").activation  # uint8 codes with a zero point
     scale, zero = quant.scale_zero_point(np.float64(-3.1), np.float64(2.0))
+    # 5.1 / 255 = 0.02 -> 1/32; zero = round(3.1 * 32) = 99 (not round(3.1 / 0.02) = 155, the step before
+    # rounding); codes 0..255 cover [-99, 156] / 32 = [-3.09, 4.88]
+    assert scale == 2.0**-5 and zero == 99
+    symmetric = TensorQuant(8, signed=True, symmetric=True, power_of_two=True)
+    scale, zero = symmetric.scale_zero_point(np.float64(-3.1), np.float64(2.0))
     assert scale == 2.0**-5 and zero == 0  # 3.1 / 127 = 0.0244 -> 1/32; 127 / 32 = 3.97 >= 3.1
-    with pytest.raises(TvmcompError, match="'bad' cannot be executed: activations with power-of-two steps must be "
-                                           "symmetric"):
-        register_scheme(QuantScheme("bad", "", get_scheme("pot8").weight,
-                                    TensorQuant(8, signed=False, symmetric=False, power_of_two=True)))
 
 
 def test_pot8_tiny_encoder_requantizes_by_shifts_and_stays_close_to_float(tmp_path, capsys, empty_schedules):
@@ -150,5 +150,26 @@ def test_codes_with_a_power_of_two_step_per_channel_are_requantized_after_the_la
     biased = _layout(acc.astype(np.int64) + np.round(BIAS * 2.0**9).astype(np.int64))
     k = 9 - np.array([4, 5, 3, 4])  # 2^-9 / 2^-e = 2^-(9 - e), along the codes' last axis
     want = np.clip(((biased + 2 ** (k - 1)) >> k) + 3, -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(got, want)
+    assert np.abs(got.astype(int) - _run(before, acc).astype(int)).max() <= 1
+
+
+def test_codes_with_a_zero_point_per_channel_are_requantized_after_the_layout_calls():
+    """A balanced Linear's input in unsigned codes (pot8, int8 --integer-only) has a zero point per
+    channel, even where its steps are one: the shift and the zero points go along the codes' last axis,
+    after reshape and permute on int32."""
+    zero_points = np.array([3, 0, -5, 7])
+    before = _before(np.full(8, 2.0**-9, np.float32), next_step=2.0**-4, score_scale=1.0, zero_points=zero_points)
+    chain = IntegerChain()
+    after = chain(before)
+    assert chain.rewritten == 1
+    assert _ops(after) == ["relax.add", "relax.reshape", "relax.permute_dims", "relax.add", "relax.right_shift",
+                           "relax.add", "relax.clip", "relax.astype"]
+    acc = RNG.integers(-40000, 40000, (4, 8)).astype(np.int32)
+    got = _run(after, acc)
+
+    biased = _layout(acc.astype(np.int64) + np.round(BIAS * 2.0**9).astype(np.int64))
+    k = 9 - 4
+    want = np.clip(((biased + 2 ** (k - 1)) >> k) + zero_points, -128, 127).astype(np.int8)
     np.testing.assert_array_equal(got, want)
     assert np.abs(got.astype(int) - _run(before, acc).astype(int)).max() <= 1

@@ -492,8 +492,9 @@ def test_power_of_two_activations_balance_by_power_of_two_factors_and_keep_power
     smooth = np.sqrt(absmax) / np.sqrt(np.abs(weight.astype(np.float64)).max(axis=1))
     np.testing.assert_array_equal(factors, np.float32(2.0 ** np.round(np.log2(smooth))))
     step, zeros = balanced_steps(outlier.channel_lo, outlier.channel_hi, factors, activation)
-    widest = (absmax / factors).max() / 127
-    assert step == 2.0 ** np.ceil(np.log2(widest)) and not zeros.any()
+    widest = (2 * absmax / factors).max() / 255  # uint8 codes: the widest balanced span over 255 steps
+    assert step == 2.0 ** np.ceil(np.log2(widest))
+    np.testing.assert_array_equal(zeros, np.round(absmax / factors / step))  # each channel's -lo on the codes
     assert np.all(np.log2(step * factors) == np.round(np.log2(step * factors)))
 
 

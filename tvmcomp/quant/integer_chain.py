@@ -8,15 +8,15 @@ between, so the float round trip can go. In each dataflow block this pass rewrit
     y = astype(acc, "float32") * s          # realize's dequantize; s per output channel (last axis)
     y = y + b                               # optional: a bias constant along the last axis
     y = reshape | permute_dims | broadcast_to | y * c | y / c   (any number; c a scalar constant)
-    q = quantize(y, t, z)                   # the next op's codes; one step t and zero point z
+    q = quantize(y, t, z)                   # the next op's codes: step t, zero point z
 
 into integer ops on the accumulator, and the same reshapes and permutes on the codes::
 
     r = ((acc + round(b / s)) * m + 2^(k-1)) >> k          with  s * c / t = m * 2^-k
     q = clip(r + z, qmin, qmax)  then reshape / permute as before
 
-Where the codes have a step per channel (a balanced Linear's input, :mod:`.balance`) and the
-accumulator one step for all, the bias add and the reshapes and permutes come first, on int32,
+Where the codes have a step or a zero point per channel (a balanced Linear's input,
+:mod:`.balance`) and the accumulator one step for all, the bias add and the reshapes and permutes come first, on int32,
 and the requantization follows along the codes' last axis.
 
 Where ``s * c / t`` is a power of two for every channel (pot8: power-of-two steps everywhere),
@@ -126,13 +126,15 @@ class _IntegerChain(PyExprMutator):
         if not is_op(call, "relax.quantize"):
             return call
         chain = accumulator_chain(call.args[0], self, self.params)
-        steps, zero = constant_value(call.args[1], self.params), _uniform(constant_value(call.args[2], self.params))
-        if chain is None or steps is None or zero is None:
+        steps, zeros = constant_value(call.args[1], self.params), constant_value(call.args[2], self.params)
+        if chain is None or steps is None or zeros is None:
             return call
         acc, s, bias, c, layout = chain
-        # requantize before the layout calls (one code step t), or after them, along the codes' last
-        # axis (balanced Linear inputs: a power-of-two step per channel, one accumulator step s)
-        after_layout = _uniform(steps) is None
+        # requantize before the layout calls (one code step t and zero point z), or after them, along
+        # the codes' last axis (balanced Linear inputs: a step and a zero point per channel, one
+        # accumulator step s)
+        zero = _uniform(zeros)
+        after_layout = _uniform(steps) is None or zero is None
         rank = len(call.args[0].ty.shape.values)
         if after_layout and (_uniform(s) is None or int(call.attrs.axis) % rank != rank - 1):
             return call
@@ -142,7 +144,7 @@ class _IntegerChain(PyExprMutator):
         if after_layout:
             acc = relayout(self.builder_, acc, layout)
         ratio = _uniform(s) * c / np.float64(steps) if after_layout else np.float64(s) * c / _uniform(steps)
-        codes = self.builder_.emit(_requantize(acc, ratio, zero, call.attrs.out_dtype))
+        codes = self.builder_.emit(_requantize(acc, ratio, zeros if zero is None else zero, call.attrs.out_dtype))
         return codes if after_layout else relayout(self.builder_, codes, layout)
 
 
@@ -174,10 +176,13 @@ def rescale(acc, ratio: np.ndarray):
     return relax.op.astype(relax.op.right_shift(rounded, relax.const(k, "int64")), "int32")
 
 
-def _requantize(acc, ratio: np.ndarray, zero: int, out_dtype: str):
-    """``clip(rescale(acc, ratio) + zero)`` as ``out_dtype``."""
+def _requantize(acc, ratio: np.ndarray, zero, out_dtype: str):
+    """``clip(rescale(acc, ratio) + zero)`` as ``out_dtype`` (``zero``: one, or one per channel of the
+    last axis). The zero point is a tensor even where it is one number: a scalar would be inlined
+    into the kernel, and layers whose zero points differ would each get a kernel of their own."""
     info = np.iinfo(out_dtype)
-    return relax.op.astype(relax.op.clip(relax.op.add(rescale(acc, ratio), relax.const(np.int32(zero))),
+    zero = relax.const(np.atleast_1d(np.asarray(zero, np.int32)))
+    return relax.op.astype(relax.op.clip(relax.op.add(rescale(acc, ratio), zero),
                                          int(info.min), int(info.max)), out_dtype)
 
 

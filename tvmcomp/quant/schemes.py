@@ -57,13 +57,15 @@ class TensorQuant:
         if self.symmetric:
             bound = np.maximum(np.abs(lo), np.abs(hi))
             scale = np.where(bound > 0, bound / self.qmax, 1.0)
-            zero = np.zeros_like(scale) if self.signed else np.full_like(scale, (self.qmax + 1) // 2)
         else:
             span = hi - lo
             scale = np.where(span > 0, span / (self.qmax - self.qmin), 1.0)
-            zero = np.clip(np.round(self.qmin - lo / scale), self.qmin, self.qmax)
-        if self.power_of_two:  # up, so the range still fits; symmetric only (zero points stay 0 or mid-range)
+        if self.power_of_two:  # up, so the range still fits
             scale = 2.0 ** np.ceil(np.log2(scale))
+        if self.symmetric:
+            zero = np.zeros_like(scale) if self.signed else np.full_like(scale, (self.qmax + 1) // 2)
+        else:  # from the step as rounded: the zero point places lo on qmin
+            zero = np.clip(np.round(self.qmin - lo / scale), self.qmin, self.qmax)
         return scale.astype(np.float32), zero.astype(np.int32)
 
     def quantize(self, x: np.ndarray, scale, zero_point) -> np.ndarray:
@@ -149,9 +151,6 @@ def unexecutable(scheme: QuantScheme) -> list[str]:
         if quant.granularity is Granularity.PER_TOKEN and (quant.power_of_two or scheme.requantize == "integer"):
             reasons.append("per-token steps are computed at run time, so they cannot be powers of two chosen at build "
                            "time nor be folded into an integer requantization (pot8)")
-    for role, quant in (("activations", scheme.activation), ("wide activations", scheme.wide_activation)):
-        if quant is not None and quant.power_of_two and not quant.symmetric:
-            reasons.append(f"{role} with power-of-two steps must be symmetric (a zero point would move with the step)")
     if scheme.activation is None:
         if scheme.weight.granularity is not Granularity.PER_GROUP or scheme.weight.bits != 4:
             reasons.append("with float activations, weights must be 4-bit in groups (the weight-only int4 kernel)")
@@ -206,10 +205,13 @@ register_scheme(
 register_scheme(
     QuantScheme(
         name="pot8",
-        description="H-ViT: symmetric int8 weights (per output channel) and activations (per tensor) whose steps are "
-        "powers of two, so requantizing between quantized ops is a rounding shift; embedding tables likewise",
+        description="H-ViT: symmetric int8 weights (per output channel) and uint8 activations with a zero point (per "
+        "tensor) whose steps are powers of two, so requantizing between quantized ops is a rounding shift; embedding "
+        "tables likewise",
         weight=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL, power_of_two=True),
-        activation=TensorQuant(bits=8, signed=True, symmetric=True, power_of_two=True),
+        # a zero point, as int8's: symmetric codes left half the grid unused on one-sided inputs (GELU's
+        # output, >= -0.17), 0.0031 of mpnet-base's embedding cosine (bench/results/*-pot8-codes-*.md)
+        activation=TensorQuant(bits=8, signed=False, symmetric=False, power_of_two=True),
         embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL,
                               power_of_two=True),
         attn_probs="uniform:15",
