@@ -72,8 +72,9 @@ def test_minilm_int8_is_a_quarter_of_the_float_size_and_stays_close_to_float(tmp
 
 @pytest.mark.slow
 def test_minilm_pot8_is_on_par_with_int8(tmp_path):
-    """#13's H-ViT bound on real text: pot8's embedding cosine within 0.002 of int8's (measured 0.9928
-    and 0.9919) and its probe drop within int8's bound of 2 sentences."""
+    """#13's H-ViT bound on real text: pot8's embedding cosine within 0.002 of int8's (measured 0.9946
+    and 0.9919, bench/results/2026-12-06-pot8-codes-minilm.md) and its probe drop within int8's bound
+    of 2 sentences."""
     from tvmcomp.evaluate import evaluate_package
 
     results = {}
@@ -87,7 +88,8 @@ def test_minilm_pot8_is_on_par_with_int8(tmp_path):
 @pytest.mark.slow
 def test_minilm_pot8_integer_only_stays_within_0_002_of_pot8(tmp_path):
     """--integer-only on real text: I-BERT's integer softmax, GELU and LayerNorm cost pot8 at most
-    0.002 of embedding cosine (measured 0.9918 against 0.9928) and keep int8's probe bound."""
+    0.002 of embedding cosine (measured 0.9933 against 0.9946, bench/results/2026-12-06-integer-only-minilm.md)
+    and keep int8's probe bound."""
     from tvmcomp.evaluate import evaluate_package
 
     results = {}
