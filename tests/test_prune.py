@@ -18,14 +18,14 @@ SEQ = 16
 
 
 class ToyEncoder(torch.nn.Module):
-    """BERT with 2 layers of 4 heads of 8 and 64 FFN neurons, returning last_hidden_state."""
+    """BERT with 2 layers (``layers``) of 4 heads of 8 and 64 FFN neurons, returning last_hidden_state."""
 
-    def __init__(self, seed=0):
+    def __init__(self, seed=0, layers=2):
         super().__init__()
         from transformers import BertConfig, BertModel
 
         torch.manual_seed(seed)
-        config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                             intermediate_size=64, max_position_embeddings=SEQ)
         self.encoder = BertModel(config, add_pooling_layer=False).eval()
 
@@ -76,12 +76,12 @@ def test_sliced_encoder_computes_what_the_masked_one_does():
 class ToyMPNet(torch.nn.Module):
     """MPNet (relative position bias per head, shared by the layers) with ToyEncoder's sizes."""
 
-    def __init__(self, seed=0):
+    def __init__(self, seed=0, layers=2):
         super().__init__()
         from transformers import MPNetConfig, MPNetModel
 
         torch.manual_seed(seed)
-        config = MPNetConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        config = MPNetConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                              intermediate_size=64, max_position_embeddings=SEQ + 2)
         self.encoder = MPNetModel(config, add_pooling_layer=False).eval()
         with torch.no_grad():  # a position bias that differs by head, as a trained one does

@@ -104,6 +104,43 @@ def test_token_counts_meet_the_budget_and_the_model_drops_them():
         choose_tokens(fresh, encoder_structure(fresh), batches, 0.01, SEQ)
 
 
+@pytest.mark.parametrize("toy", TOYS)
+def test_the_search_reads_layers_it_ran_for_the_same_fractions_and_computes_what_a_fresh_run_does(toy):
+    """While choose_tokens searches, a layer whose output's fractions were recorded is read, not run:
+    a candidate cutting from layer 2 on runs layer 0 no more (its kept tokens unchanged), and the outputs
+    are those of a model that never recorded anything."""
+    batches = _batches()
+    inputs = {name: torch.from_numpy(np.concatenate([b[name] for b in batches])) for name in batches[0]}
+    module, fractions = toy(layers=4), [0.75, 0.75, 0.75]
+    structure = encoder_structure(module)
+    runs = [0] * 4
+    for index, layer in enumerate(structure.layers):
+        layer.module.register_forward_hook(lambda *_, index=index: runs.__setitem__(index, runs[index] + 1))
+    state = drop_tokens(module, structure, fractions)
+    state.layer_outputs, state.recording = {}, True
+    with torch.no_grad():
+        module(**inputs)
+    state.recording = False
+    fractions[:] = [0.75, 0.5, 0.5]  # layer 0's output (12 tokens kept) depends on fractions[0] only: recorded
+    with torch.no_grad():
+        got = module(**inputs)
+    assert runs == [1, 2, 2, 2]
+    with torch.no_grad():
+        want = _dropping(lambda: toy(layers=4), [0.75, 0.5, 0.5])(**inputs)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+
+
+def test_reading_the_layers_before_the_cut_chooses_what_running_them_again_does():
+    """Every step tries cuts from layers 1, 2 and 3 of 4; the later ones read layers 0 and 1."""
+    batches = _batches()
+    reports = []
+    for reuse in (False, True):
+        module = ToyEncoder(layers=4)
+        reports.append(choose_tokens(module, encoder_structure(module), batches, 0.5, SEQ, reuse_layers=reuse))
+        assert module.encoder.encoder.layer[0].state.layer_outputs is None  # nothing of these inputs is exported
+    assert reports[0] == reports[1]
+
+
 def test_a_token_pruned_folder_builds_exports_and_runs_as_pytorch_does(tmp_path, capsys, empty_schedules):
     """The command a user runs, after head pruning and before int8: the graph ranks tokens with a
     top-k; the fp32 package computes what the token-dropping PyTorch module does."""

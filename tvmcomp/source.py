@@ -210,7 +210,7 @@ def _prune(model: str, entry, module, flops: float | None, tokens: float | None,
         except TvmcompError:  # a layer's attention went whole: nothing there ranks the tokens
             raise TvmcompError(f"--prune-tokens ranks tokens by each layer's attention, and --prune-flops {flops:g} "
                                f"left a layer with no head (heads {pruning['heads']}): keep more FLOPs") from None
-        report = choose_tokens(module, structure, batches, tokens, seq_len)
+        report = choose_tokens(module, structure, batches, tokens, seq_len, stream)
         print(f"[prune] tokens entering each layer at {seq_len}: {report.tokens}, {report.flops_kept:.3f} of the "
               f"encoder's FLOPs", file=stream)
         pruning["tokens"] = report.to_json()

@@ -59,13 +59,16 @@ STEPS = 8  # a search step drops an eighth of the sequence from a layer on
 
 
 def choose_tokens(module, structure: EncoderStructure, batches: list[dict[str, np.ndarray]], flops: float,
-                  seq_len: int) -> TokenReport:
+                  seq_len: int, stream=None, reuse_layers: bool = True) -> TokenReport:
     """Make ``module`` drop tokens (:func:`drop_tokens`) and choose how many each layer keeps: a
     greedy search that, from all tokens everywhere, takes the step (one layer and every later one
     down by ``seq_len / STEPS`` tokens) that costs the least embedding error per FLOP saved, until
     the encoder's FLOPs at ``seq_len`` are at most ``flops`` of the unpruned ones. The error is
     one minus the cosine of mean-pooled outputs to the module's own before token pruning, on
-    ``batches`` (run as one batch)."""
+    ``batches`` (run as one batch). A candidate changes the layers from one on, so the layers
+    before it are read from the last chosen step's run (:attr:`_TokenState.layer_outputs`), not run
+    again (``reuse_layers=False``: they are, as before 2026-12-06; bench/token_search.py compares).
+    Each step taken is printed to ``stream``, where given."""
     inputs = {name: torch.from_numpy(np.concatenate([b[name] for b in batches])) for name in batches[0]}
     weights = inputs[ATTENTION_MASK][..., None].float()
     with torch.no_grad():
@@ -73,41 +76,65 @@ def choose_tokens(module, structure: EncoderStructure, batches: list[dict[str, n
     layers, step = len(structure.layers), max(1, seq_len // STEPS)
     full = encoder_macs(structure, [seq_len] * layers)
     fractions = [1.0] * (layers - 1)
-    drop_tokens(module, structure, fractions)
+    state = drop_tokens(module, structure, fractions)
 
-    def error(tokens: list[int]) -> float:
+    def error(tokens: list[int], record: bool = False) -> float:
         fractions[:] = [n / seq_len for n in tokens[1:]]
+        state.recording = record
         with torch.no_grad():
             got = _pooled(module(**inputs), weights)
+        state.recording = False
         return float(1 - torch.nn.functional.cosine_similarity(got, want).mean())
 
     tokens, current = [seq_len] * layers, 0.0
-    while encoder_macs(structure, tokens) > flops * full:
-        candidates = []
-        for layer in range(1, layers):
-            if tokens[layer] > 1:
-                cut = max(1, tokens[layer] - step)
-                candidates.append(tokens[:layer] + [min(n, cut) for n in tokens[layer:]])
-        if not candidates:
-            raise TvmcompError(f"--prune-tokens {flops:g} is below what dropping tokens can reach at {seq_len} tokens: "
-                               f"keeping one token after the first layer keeps "
-                               f"{encoder_macs(structure, tokens) / full:.3f} of the encoder's FLOPs")
-        saved = [encoder_macs(structure, tokens) - encoder_macs(structure, c) for c in candidates]
-        errors = [error(c) for c in candidates]
-        best = min(range(len(candidates)), key=lambda i: (errors[i] - current) / saved[i])
-        tokens, current = candidates[best], errors[best]
+    state.layer_outputs = {} if reuse_layers else None
+    try:
+        if reuse_layers:
+            error(tokens, record=True)
+        while encoder_macs(structure, tokens) > flops * full:
+            tokens, current = _step(structure, tokens, current, step, error, flops, full)
+            if reuse_layers:  # the chosen step's layer outputs are what the next candidates share
+                kept = tuple(n / seq_len for n in tokens[1:])
+                state.layer_outputs = {key: value for key, value in state.layer_outputs.items()
+                                       if key[1:] == kept[:len(key) - 1]}
+                error(tokens, record=True)
+            if stream is not None:
+                print(f"[prune] token step: {tokens}, {encoder_macs(structure, tokens) / full:.3f} of the encoder's "
+                      f"FLOPs (down to {flops:g})", file=stream, flush=True)
+    finally:
+        state.layer_outputs = None  # the module is exported next: no outputs of these inputs in it
     fractions[:] = [n / seq_len for n in tokens[1:]]
     return TokenReport(encoder_macs(structure, tokens) / full, list(fractions), tokens)
+
+
+def _step(structure: EncoderStructure, tokens: list[int], current: float, step: int, error, flops: float,
+          full: int) -> tuple[list[int], float]:
+    """The search's next (tokens, error): among one layer and every later one down by ``step``
+    tokens, the one whose error grows least per FLOP saved."""
+    seq_len, candidates = tokens[0], []
+    for layer in range(1, len(tokens)):
+        if tokens[layer] > 1:
+            cut = max(1, tokens[layer] - step)
+            candidates.append(tokens[:layer] + [min(n, cut) for n in tokens[layer:]])
+    if not candidates:
+        raise TvmcompError(f"--prune-tokens {flops:g} is below what dropping tokens can reach at {seq_len} tokens: "
+                           f"keeping one token after the first layer keeps "
+                           f"{encoder_macs(structure, tokens) / full:.3f} of the encoder's FLOPs")
+    saved = [encoder_macs(structure, tokens) - encoder_macs(structure, c) for c in candidates]
+    errors = [error(c) for c in candidates]
+    best = min(range(len(candidates)), key=lambda i: (errors[i] - current) / saved[i])
+    return candidates[best], errors[best]
 
 
 def _pooled(hidden, weights):
     return (hidden * weights).sum(1) / weights.sum(1)
 
 
-def drop_tokens(module, structure: EncoderStructure, fractions: list[float]) -> None:
+def drop_tokens(module, structure: EncoderStructure, fractions: list[float]) -> "_TokenState":
     """Make ``module``'s encoder drop tokens to ``fractions`` of its input length entering each
     layer after the first (module docstring), in place: its layers are wrapped, its attention made
-    eager (the one that computes attention weights) and hooked to hand the weights over."""
+    eager (the one that computes attention weights) and hooked to hand the weights over. Returns
+    the state the wrapped layers share."""
     state = _TokenState(_AttentionWeights(structure))
     module.register_forward_pre_hook(state.record_mask, with_kwargs=True)
     for sub in module.modules():
@@ -117,6 +144,7 @@ def drop_tokens(module, structure: EncoderStructure, fractions: list[float]) -> 
                    if any(layer is structure.layers[0].module for layer in getattr(m, "layer", ())))
     for index, layer in enumerate(structure.layers):
         encoder.layer[index] = _DroppingLayer(layer.module, index, fractions, state)
+    return state
 
 
 class _AttentionWeights:
@@ -143,10 +171,15 @@ def _ask_for_weights(module, args, kwargs):
 
 
 class _TokenState:
-    """What the wrapped layers of one forward share: the kept tokens' positions and realness."""
+    """What the wrapped layers of one forward share: the kept tokens' positions and realness; and,
+    while :func:`choose_tokens` searches on one set of inputs, the layers' outputs of a run, by the
+    index and the fractions they depend on (layer ``i``'s: ``(i, *fractions[:i + 1])``), recorded
+    where ``recording``."""
 
     def __init__(self, weights: _AttentionWeights):
         self.weights = weights
+        self.layer_outputs: dict[tuple, tuple] | None = None  # key -> (output, positions, realness)
+        self.recording = False
 
     def record_mask(self, _module, args, kwargs):
         mask = kwargs.get(ATTENTION_MASK, args[1] if len(args) > 1 else None)
@@ -196,7 +229,12 @@ class _DroppingLayer(torch.nn.Module):
         state = self.state
         if self.index == 0:
             state.start(hidden_states)
-        elif state.positions.shape[1] < state.full:
+        key = (self.index, *self.fractions[:self.index + 1])
+        if state.layer_outputs is not None and key in state.layer_outputs:
+            output, positions, state.real = state.layer_outputs[key]
+            state.keep(positions)
+            return output
+        if state.positions.shape[1] < state.full:
             args = [state.cut(a) for a in args]
             kwargs = {k: state.cut(v) for k, v in kwargs.items()}
         out = self.layer(hidden_states, *args, **kwargs)
@@ -205,7 +243,10 @@ class _DroppingLayer(torch.nn.Module):
             hidden = self._drop(hidden, kept_tokens(self.fractions, state.full)[self.index + 1])
         elif hidden.shape[1] < state.full:  # the last layer: every row of the output back
             hidden = self._output(hidden)
-        return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+        output = (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+        if state.recording:
+            state.layer_outputs[key] = output, state.positions, state.real
+        return output
 
     def _drop(self, hidden, keep: int):
         state = self.state
