@@ -93,8 +93,11 @@ def linear_input_steps(site_range, weight_kn: np.ndarray, weight_levels: int, ac
     """(common step, per-channel steps, zero points, factors) of a Linear's input quantized as
     ``activation``: balanced (``balance``: an alpha or :data:`AUTO`) where asked and the site has
     channel ranges, else one step for all (the site's own where ``calibrated`` for ``activation``,
-    steps None) and factors of 1."""
+    steps None) and factors of 1. Where the step search chose the site's balancing
+    (``site_range.balance``), that choice stands for ``balance``."""
     ones = np.ones(weight_kn.shape[0], np.float32)
+    if balance is not None and site_range.balance is not None:
+        balance = None if site_range.balance == OFF else site_range.balance
     if balance is None or site_range.channel_lo is None:
         if calibrated:
             return site_range.scale, None, site_range.zero_point, ones

@@ -46,6 +46,9 @@ class SiteRange:
     channel_rms: list[float] | None = None
     # what an attention-probability quantizer calibrated (:mod:`.attn_probs`; log2: its top level)
     prob_params: dict | None = None
+    # the balancing the step search chose for this Linear input: an alpha or "off" (:mod:`.step_search`);
+    # None: the build's --balance decides (with "auto", by the noise estimate of :mod:`.balance`)
+    balance: float | str | None = None
     # sum x^T x over a Linear's inputs, for GPTQ rounding (:mod:`.gptq`); in memory only, not saved
     input_gram: np.ndarray | None = field(default=None, compare=False, repr=False)
 
