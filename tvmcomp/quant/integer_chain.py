@@ -16,8 +16,8 @@ into integer ops on the accumulator, and the same reshapes and permutes on the c
     q = clip(r + z, qmin, qmax)  then reshape / permute as before
 
 Where the codes have a step or a zero point per channel (a balanced Linear's input,
-:mod:`.balance`) and the accumulator one step for all, the bias add and the reshapes and permutes come first, on int32,
-and the requantization follows along the codes' last axis.
+:mod:`.balance`) and the accumulator one step for all, the bias add and the reshapes and permutes
+come first, on int32, and the requantization follows along the codes' last axis.
 
 Where ``s * c / t`` is a power of two for every channel (pot8: power-of-two steps everywhere),
 ``m = 1`` and the requantization is a rounding arithmetic shift in int32, no multiply at all.

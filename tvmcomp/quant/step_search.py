@@ -71,33 +71,47 @@ def shrunk(site_range, factor: float, activation):
 
 def output_error(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation, weight_quant, balance) -> float:
     """Squared error of the integer Linear's output on ``rows``, quantized as realize quantizes."""
-    step, steps, zero, factors = linear_input_steps(site_range, weight_kn, weight_quant.qmax, activation, balance,
-                                                    calibrated=True)
+    quantized = linear_input_steps(site_range, weight_kn, weight_quant.qmax, activation, balance, calibrated=True)
+    restored_w = restored_weight(quantized[3][:, None] * weight_kn, weight_quant)
+    return _error(rows, rows @ weight_kn, quantized, activation, restored_w)
+
+
+def _error(rows: np.ndarray, want: np.ndarray, quantized, activation, restored_w: np.ndarray) -> float:
+    """:func:`output_error` from the input's (step, steps, zero points, factors) and the weight ``f * W``
+    as restored from its grid; ``want``: ``rows @ W``."""
+    step, steps, zero, _ = quantized
     # x / f in steps of ``step``, times f * W: the factors cancel, as in realize's epilogue
     codes = np.clip(np.round(rows / (np.float32(step) if steps is None else steps)) + zero, activation.qmin,
                     activation.qmax)
     restored_x = (codes - zero) * np.float32(step)
-    restored_w = restored_weight(factors[:, None] * weight_kn, weight_quant)
-    return float(np.sum((restored_x.astype(np.float32) @ restored_w - rows @ weight_kn) ** 2))
+    return float(np.sum((restored_x.astype(np.float32) @ restored_w - want) ** 2))
 
 
 def search_step(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation, weight_quant, balance):
     """The shrunk range of ``site_range`` (one of :data:`SHRINK`) with the least :func:`output_error`;
     with ``balance`` "auto" and channel ranges, jointly with the balancing (none, or each alpha of
     :data:`~.balance.ALPHAS`), kept in the range for realize (``SiteRange.balance``). Candidates that
-    quantize alike (power-of-two steps from nearby ranges) are tried once."""
+    quantize alike (power-of-two steps from nearby ranges) are tried once; the float output, and the
+    restored weight while the factors stay the same, are computed once."""
     choices = [None]
     if balance == AUTO and site_range.channel_lo is not None:
         choices = [OFF, *ALPHAS]
-    candidates, seen = [], set()
+    want, seen, best = rows @ weight_kn, set(), None
+    restored_for, restored_w = None, None  # the factors of the last restored weight, and it
     for choice in choices:
         for factor in SHRINK:
             candidate = shrunk(replace(site_range, balance=choice), factor, activation)
-            step, steps, zero, factors = linear_input_steps(candidate, weight_kn, weight_quant.qmax, activation,
-                                                            balance, calibrated=True)
+            quantized = linear_input_steps(candidate, weight_kn, weight_quant.qmax, activation, balance,
+                                           calibrated=True)
+            step, steps, zero, factors = quantized
             key = tuple(np.asarray(v, np.float64).tobytes() for v in (step, steps if steps is not None else 0, zero,
                                                                           factors))
-            if key not in seen:
-                seen.add(key)
-                candidates.append(candidate)
-    return min(candidates, key=lambda c: output_error(rows, weight_kn, c, activation, weight_quant, balance))
+            if key in seen:
+                continue
+            seen.add(key)
+            if restored_for is None or not np.array_equal(factors, restored_for):
+                restored_for, restored_w = factors, restored_weight(factors[:, None] * weight_kn, weight_quant)
+            error = _error(rows, want, quantized, activation, restored_w)
+            if best is None or error < best[0]:
+                best = error, candidate
+    return best[1]
