@@ -140,8 +140,9 @@ def main() -> None:
              f"{'with ' + ' '.join(common) + ', ' if common else ''}default schedules where "
              "records lack; accuracy against the float model (tvmcomp.evaluate; text: embeddings of real sentences, "
              "images: held-out digits).", "",
-             "| build | library MiB | output cosine mean | output SQNR dB | embedding cosine mean / min | probe (float) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| build | library MiB | output cosine mean | output SQNR dB | embedding cosine mean / min | probe (float) | "
+             "probe predictions as float's |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as work:
         variants = {name: build_args for name, build_args in STUDIES[args.study].items()
                     if not any(fnmatch.fnmatch(name, pattern) for pattern in args.skip)}
@@ -155,7 +156,8 @@ def main() -> None:
             embedding = (f"{result['embedding_cosine_mean']:.4f} / {result['embedding_cosine_min']:.4f}"
                          if "embedding_cosine_mean" in result else "-")
             lines.append(f"| {name} | {library:.1f} | {result['output_cosine_mean']:.4f} | {result['sqnr_db']:.1f} | "
-                         f"{embedding} | {result['probe_accuracy_package']:.3f} ({result['probe_accuracy_float']:.3f}) |")
+                         f"{embedding} | {result['probe_accuracy_package']:.3f} ({result['probe_accuracy_float']:.3f}) | "
+                         f"{result['probe_agreement']:.1%} |")
             print(lines[-1], flush=True)
     suffix = f"-balance-{args.balance}" if args.balance else ""
     out = REPO / "bench" / "results" / f"{datetime.date.today()}-{args.study}-{args.model}{suffix}.md"

@@ -8,7 +8,7 @@ import torch
 
 from models_for_tests import mlp_source, save_mlp_pt2
 from test_cli import run_cli
-from tvmcomp.evaluate import output_agreement
+from tvmcomp.evaluate import output_agreement, probe_scores
 
 
 def test_output_agreement_by_hand():
@@ -20,6 +20,18 @@ def test_output_agreement_by_hand():
     assert result["sqnr_db"] == pytest.approx(20.0)
     assert result["output_cosine_mean"] == pytest.approx((9 + 18) / (5 * np.hypot(3, 4.5)))
     assert result["samples"] == 1
+
+
+def test_probe_agreement_counts_flipped_predictions_that_accuracy_hides():
+    class SignProbe:
+        def predict(self, x):
+            return (x[:, 0] > 0).astype(int)
+
+    labels = np.array([1, 1, 0, 0])
+    float_x = np.array([[1.0], [1.0], [-1.0], [1.0]])  # right, right, right, wrong
+    other_x = np.array([[1.0], [-1.0], [-1.0], [-1.0]])  # right, wrong, right, right: two flips
+    float_acc, other_acc, agreement = probe_scores(SignProbe(), float_x, other_x, labels)
+    assert (float_acc, other_acc, agreement) == (0.75, 0.75, 0.5)
 
 
 def test_a_pt2_int8_package_against_its_torch_program(tmp_path, capsys, empty_schedules):
@@ -63,11 +75,12 @@ def test_eval_with_labelled_texts_scores_the_users_task_with_a_probe_on_float_em
     assert result["task_probe_texts"] == 24
     # fp32: the package's embeddings are the float model's up to summation order, so the probe agrees
     assert result["task_probe_package"] == result["task_probe_float"] and result["task_probe_drop_pt"] == 0.0
+    assert result["task_probe_agreement"] == 1.0
     assert "your task (24 labelled texts; a linear probe fitted on the float embeddings of every other one" in out
     assert run_cli(capsys, "report", str(tmp_path / "pkg"), "-o", str(tmp_path / "report"))[0] == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Your task (eval --data, labelled texts)" in report
-    assert f"| 24 | {result['task_probe_float']:.3f} | {result['task_probe_package']:.3f} | 0.0 |" in report
+    assert f"| 24 | {result['task_probe_float']:.3f} | {result['task_probe_package']:.3f} | 0.0 | 100.0% |" in report
 
     texts.write_text("pos\ta good film\nneg\ta bad film\npos\tgreat\nneg\tpoor\n")  # the fitted half: pos, pos
     code, _, err = run_cli(capsys, "eval", str(tmp_path / "pkg"), "--data", str(texts))

@@ -92,6 +92,7 @@ def test_vit_s_fp32_eval_against_onnx_runtime_on_real_images(tmp_path, capsys, e
     result = json.loads((tmp_path / "pkg" / "eval.json").read_text())
     assert result["reference"] == "onnxruntime" and result["sqnr_db"] > 80
     assert result["images"] == 1000 and result["probe_accuracy_drop_pt"] == 0.0
+    assert result["probe_agreement"] == 1.0  # fp32: no prediction moves
 
 
 @pytest.mark.slow

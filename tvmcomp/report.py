@@ -68,8 +68,8 @@ def _task_probe(evaluation: dict | None) -> dict | None:
     """What eval measured on the user's labelled texts (``--data texts.tsv``), if it did."""
     if not evaluation or "task_probe_float" not in evaluation:
         return None
-    return {key: evaluation[key] for key in ("task_probe_texts", "task_probe_float", "task_probe_package",
-                                             "task_probe_drop_pt")}
+    return {key: evaluation.get(key) for key in ("task_probe_texts", "task_probe_float", "task_probe_package",
+                                                 "task_probe_drop_pt", "task_probe_agreement")}
 
 
 def _fmt(value, spec: str, missing: str = "-") -> str:
@@ -171,9 +171,10 @@ def write_report(packages: list[str | Path], out_dir: str | Path) -> dict:
     tasks = [r for r in rows if r["task"]]
     if tasks:  # eval --data texts.tsv: the user's own task
         lines += ["## Your task (eval --data, labelled texts)", "", "| package | labelled texts | probe accuracy, float | "
-                  "probe accuracy, package | drop pt |", "|---|---:|---:|---:|---:|"]
+                  "probe accuracy, package | drop pt | predictions as float's |", "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['name']} | {r['task']['task_probe_texts']} | {r['task']['task_probe_float']:.3f} | "
-                  f"{r['task']['task_probe_package']:.3f} | {r['task']['task_probe_drop_pt']:.1f} |" for r in tasks]
+                  f"{r['task']['task_probe_package']:.3f} | {r['task']['task_probe_drop_pt']:.1f} | "
+                  f"{_fmt(r['task']['task_probe_agreement'], '.1%')} |" for r in tasks]
         lines.append("")
     pruned = [r for r in rows if r["pruning"]]
     if pruned:  # what pruning removed; the table above gives each package's accuracy cost

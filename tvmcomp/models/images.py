@@ -127,6 +127,8 @@ def probe_task(preprocess: Preprocess, pool: str = "first"):
     def task_metrics(run_float, run_package, batch: int, _seq_len=None, stream=None) -> dict:
         from sklearn.linear_model import LogisticRegression
 
+        from ..evaluate import probe_scores
+
         stream = stream or sys.stderr
         count = EVALUATION_IMAGES - EVALUATION_IMAGES % batch
         images, labels = bundled_images(CALIBRATION_IMAGES, count)
@@ -137,11 +139,13 @@ def probe_task(preprocess: Preprocess, pool: str = "first"):
             features[name] = np.concatenate([t[:, 0] if pool == "first" else t.mean(axis=1) for t in tokens])
         train = np.arange(count) < count // 2  # both halves are class-balanced (interleaved order)
         probe = LogisticRegression(max_iter=3000).fit(features["float"][train], labels[train])
-        accuracy = {name: float(probe.score(f[~train], labels[~train])) for name, f in features.items()}
-        drop = (accuracy["float"] - accuracy["package"]) * 100
-        return {"probe_accuracy_float": accuracy["float"], "probe_accuracy_package": accuracy["package"],
-                "probe_accuracy_drop_pt": drop, "images": count,
-                "task_summary": [f"MNIST probe top-1 ({count // 2} held-out digits): float {accuracy['float']:.3f}, "
-                                 f"package {accuracy['package']:.3f} (drop {drop:.1f} pt)"]}
+        float_acc, package_acc, agreement = probe_scores(probe, features["float"][~train],
+                                                         features["package"][~train], labels[~train])
+        drop = (float_acc - package_acc) * 100
+        return {"probe_accuracy_float": float_acc, "probe_accuracy_package": package_acc,
+                "probe_accuracy_drop_pt": drop, "probe_agreement": agreement, "images": count,
+                "task_summary": [f"MNIST probe top-1 ({count // 2} held-out digits): float {float_acc:.3f}, "
+                                 f"package {package_acc:.3f} (drop {drop:.1f} pt; {agreement:.1%} of "
+                                 "predictions as float's)"]}
 
     return task_metrics
