@@ -6,7 +6,7 @@ import numpy as np
 from test_cli import run_cli
 from tvmcomp.quant.calibrate import SiteRange
 from tvmcomp.quant.schemes import get_scheme
-from tvmcomp.quant.step_search import RowSample, output_error, search_step
+from tvmcomp.quant.step_search import ROWS, RowSample, output_error, search_step, shrunk
 
 RNG = np.random.default_rng(21)
 INT8, POT8 = get_scheme("int8"), get_scheme("pot8")
@@ -66,19 +66,27 @@ def test_search_clips_a_range_whose_width_the_output_does_not_need():
     assert error < 0.5 * output_error(rows, weight, full, INT8.activation, INT8.weight, None)
 
 
-def test_power_of_two_search_keeps_power_of_two_steps():
+def test_power_of_two_search_keeps_the_full_range():
+    """Where a uniform step clips (the test above), the power-of-two step stays the full range's,
+    rounded up: the step below it would clip the widest channel at half its range."""
     rows, weight, site = _wide_channel_linear()
-    scale, _ = POT8.activation.scale_zero_point(np.float64(site.lo), np.float64(site.hi))
-    found = search_step(rows, weight, SiteRange(float(scale), 0, site.lo, site.hi), POT8.activation, POT8.weight, None)
-    assert found.scale < scale and np.log2(found.scale) == np.round(np.log2(found.scale))
+    scale, zero = POT8.activation.scale_zero_point(np.float64(site.lo), np.float64(site.hi))
+    assert scale == 2.0 ** np.ceil(np.log2((site.hi - site.lo) / 255))
+    full = SiteRange(float(scale), int(zero), site.lo, site.hi)
+    found = search_step(rows, weight, full, POT8.activation, POT8.weight, None)
+    assert (found.scale, found.zero_point, found.lo, found.hi) == (full.scale, full.zero_point, full.lo, full.hi)
+    half = shrunk(full, 0.5, POT8.activation)
+    assert half.scale == scale / 2
+    assert output_error(rows, weight, half, POT8.activation, POT8.weight, None) < \
+        output_error(rows, weight, full, POT8.activation, POT8.weight, None)  # the sample alone would clip
 
 
 def test_row_sample_spreads_its_rows_over_the_batches():
     sample = RowSample(batches=4)
     for b in range(4):
-        sample.observe(np.full((1, 300, 8), b, np.float32))
+        sample.observe(np.full((1, ROWS, 8), b, np.float32))
     rows = sample.array()
-    assert rows.shape == (512, 8) and [int((rows[:, 0] == b).sum()) for b in range(4)] == [128] * 4
+    assert rows.shape == (ROWS, 8) and [int((rows[:, 0] == b).sum()) for b in range(4)] == [ROWS // 4] * 4
 
 
 def test_step_search_builds_a_tiny_encoder_close_to_float(tmp_path, capsys, empty_schedules):
