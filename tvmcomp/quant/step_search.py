@@ -4,21 +4,19 @@ chosen by the error of the Linear's output on calibration data, not by the input
 An observer judges a range by how well the input survives rounding; what matters is the
 Linear's output, where the weight's rounding and each channel's weight magnitude weigh in. So
 during calibration every Linear site keeps a sample of its input rows (:class:`RowSample`; a text
-model's padding rows left out), and
-afterwards its range is shrunk by each factor of :data:`SHRINK` (every channel's range with it,
-for balancing) and quantized exactly as realize will quantize it (balancing, power-of-two steps,
-the scheme's weight grid); the factor whose integer Linear output is nearest the float one,
-``|| dq(q(x)) @ dq(q(W)) - x @ W ||^2`` over the sample, wins. Power-of-two schemes have few
-distinct steps among the factors (the full range's, half of it, ...), so few are tried.
+model's padding rows left out), and afterwards its range is shrunk by each factor of
+:data:`SHRINK` (every channel's range with it, for balancing) and quantized exactly as realize
+will quantize it (balancing, power-of-two steps, the scheme's weight grid); the factor whose
+integer Linear output is nearest the float one, ``|| dq(q(x)) @ dq(q(W)) - x @ W ||^2`` over the
+sample, wins. Power-of-two steps keep the full range (:data:`POWER_OF_TWO_SHRINK`).
 
 With ``--balance auto`` the balancing is searched with the step, by the same error: no balancing
 and each alpha of :data:`~.balance.ALPHAS`, where the noise estimate of :mod:`.balance` would pick
 one alone. The estimate models rounding as uniform noise of a step's size, which power-of-two
 steps and factors are not (a factor rounded to a power of two moves a channel's step by up to
-a factor of sqrt 2): on mpnet-base, pot8's embedding cosine 0.9774 -> 0.9793 against int8's 0.9828
-(bench/results/2026-12-06-pot8-codes-mpnet-base-balance-auto.md, then -pot8-mpnet-base-balance-auto.md).
-The same table has min-max steps with the estimate's balancing at 0.9805: one Linear's output error
-on 512 rows is not the model's.
+a factor of sqrt 2). On mpnet-base pot8's embedding cosine is 0.9821 against int8's 0.9828, and
+min-max steps with the estimate's balancing 0.9805
+(bench/results/2026-12-06-pot8-mpnet-base-balance-auto.md).
 
 Other sites (attention operands, convolutions) keep the minmax range.
 """
@@ -35,7 +33,7 @@ from .grids import restored_weight
 SHRINK = tuple(np.geomspace(1.0, 0.25, 13))  # the range factors tried, from the full observed range down
 # Power-of-two steps keep the full range: below it, the next step clips the widest channel at half its
 # range, which one Linear's output error on a sample of rows accepts and the model does not (mpnet-base
-# pot8 0.9808 -> 0.9821 without those candidates, manual builds with 2048 rows; the bench follows)
+# pot8 0.9808 -> 0.9821 without those candidates, manual builds with 2048 rows; docs/quantization.md)
 POWER_OF_TWO_SHRINK = (1.0,)
 ROWS = 2048  # input rows a Linear site keeps for the search (512: mpnet-base pot8 0.9814, a manual build)
 
