@@ -16,6 +16,10 @@ Studies:
   side at groups of 32 and 128, each rounded to nearest and by GPTQ, next to int8;
 - ``wide4`` (#14, mpnet-base's 4-bit gap): w4a8 and pwlq4 with ``--wide-inputs``, whose Linears
   estimated too noisy in int8 take 12-bit inputs and int8 weights, next to w4a8 and int8 with it;
+- ``balance`` (#14: "--balance makes static per-tensor W8A8 at least as accurate as today's int8 on
+  every model and closes at least half of w4a8's cosine gap to int8"): int8 and w4a8, each without
+  balancing, balanced with the alpha the noise estimate picks, and with the balancing (none or an
+  alpha) and the step chosen by each Linear's output error (``--observer search``);
 - ``per-token`` (#13's per-token granularity, #14's 4-bit gap on mpnet-base): int8, w4a8 and pwlq4
   with ``--per-token`` (each token's Linear inputs on a step of its own, computed at run time), next
   to int8 calibrated per tensor with and without balancing and w4a8;
@@ -96,6 +100,13 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
                    "pot8, symmetric signed codes (until 2026-12-06)": ["--quant", "pot8-symmetric"],
                    "pot8 (unsigned codes, a zero point)": ["--quant", "pot8"],
                    "pot8, GPTQ-rounded weights": ["--quant", "pot8", "--weight-rounding", "gptq"]},
+    "balance": {"int8": ["--quant", "int8"],
+                "int8 --balance (alpha by the noise estimate)": ["--quant", "int8", "--balance"],
+                "int8 --balance --observer search (balancing and step by the output error)":
+                    ["--quant", "int8", "--balance", "--observer", "search"],
+                "w4a8": ["--quant", "w4a8"],
+                "w4a8 --balance": ["--quant", "w4a8", "--balance"],
+                "w4a8 --balance --observer search": ["--quant", "w4a8", "--balance", "--observer", "search"]},
     "per-token": {"int8": ["--quant", "int8"],
                   "int8 --balance auto": ["--quant", "int8", "--balance"],
                   "int8 --per-token": ["--quant", "int8", "--per-token"],
