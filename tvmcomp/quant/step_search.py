@@ -93,8 +93,8 @@ def search_step(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation,
     """The shrunk range of ``site_range`` (one of :data:`SHRINK`) with the least :func:`output_error`;
     with ``balance`` "auto" and channel ranges, jointly with the balancing (none, or each alpha of
     :data:`~.balance.ALPHAS`), kept in the range for realize (``SiteRange.balance``). Candidates that
-    quantize alike (power-of-two steps from nearby ranges) are tried once; the float output, and the
-    restored weight while the factors stay the same, are computed once."""
+    quantize alike (alphas whose power-of-two factors round the same) are tried once; the float
+    output, and the restored weight while the factors stay the same, are computed once."""
     choices = [None]
     if balance == AUTO and site_range.channel_lo is not None:
         choices = [OFF, *ALPHAS]
