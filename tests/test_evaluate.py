@@ -49,6 +49,20 @@ def test_a_pt2_int8_package_against_its_torch_program(tmp_path, capsys, empty_sc
     assert "vs the float model in pytorch" in out and "SQNR" in out
 
 
+def test_a_pt2_exported_with_positional_arguments_is_called_with_them(tmp_path, capsys, empty_schedules):
+    # export(model, (x,)): the program takes its input positionally, named by the forward's parameter
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU()).eval()
+    torch.export.save(torch.export.export(model, (torch.zeros(4, 16),)), str(tmp_path / "seq.pt2"))
+    x = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+    np.savez(tmp_path / "held_out.npz", input=x)
+    assert run_cli(capsys, "build", "--model", str(tmp_path / "seq.pt2"), "-o", str(tmp_path / "pkg"))[0] == 0
+    code, _, err = run_cli(capsys, "eval", str(tmp_path / "pkg"), "--data", str(tmp_path / "held_out.npz"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "pkg" / "eval.json").read_text())
+    assert result["reference"] == "pytorch" and result["samples"] == 8
+    assert result["output_cosine_min"] > 0.99999
+
+
 def test_an_onnx_fp32_package_against_onnx_runtime(tmp_path, capsys, empty_schedules):
     source = mlp_source()
     torch.onnx.export(source.torch_module, (torch.from_numpy(source.example_inputs["x"]),), str(tmp_path / "m.onnx"),

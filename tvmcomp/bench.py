@@ -36,7 +36,9 @@ def reference_torch_module(model: str):
     if Path(model).suffix.lower() == ".pt2":
         import torch
 
-        return torch.export.load(model).module()
+        from .frontend.torch_frontend import program_module
+
+        return program_module(torch.export.load(model))
     if Path(model).suffix.lower() == ".onnx":
         raise TvmcompError("--compare torch needs a PyTorch source; this package was built from an ONNX file")
     from .models import find_model

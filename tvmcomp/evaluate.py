@@ -178,7 +178,9 @@ def float_reference(model: str, entry=None):
         return "onnxruntime", lambda inputs: session.run(None, inputs)[0]
     import torch
 
-    return "pytorch", torch_runner(torch.export.load(model).module())
+    from .frontend.torch_frontend import program_module
+
+    return "pytorch", torch_runner(program_module(torch.export.load(model)))
 
 
 def output_agreement(run_float, run_package, batches: list[dict]) -> dict:

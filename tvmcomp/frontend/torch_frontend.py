@@ -64,6 +64,23 @@ def from_pt2_file(path: Path) -> ImportedModel:
     return imported
 
 
+def program_module(program):
+    """``program`` (a loaded .pt2) as a callable taking its inputs by name, as every reference here
+    calls a model: a program exported with positional arguments (``export(model, (x,))``) gets them
+    back in order, under the names its graph gives them (the forward's parameter names)."""
+    module = program.module()
+    positional = program.call_spec.in_spec.children_specs[0].num_children
+    if positional == 0:
+        return module
+    names = list(program.graph_signature.user_inputs)
+
+    def call(**inputs):
+        return module(*(inputs[name] for name in names[:positional]),
+                      **{name: inputs[name] for name in names[positional:]})
+
+    return call
+
+
 def torch_reference(module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Outputs of the PyTorch module on numpy inputs, as a flat list of numpy arrays."""
     import torch
