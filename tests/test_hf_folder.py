@@ -71,9 +71,13 @@ def test_a_folder_builds_and_matches_transformers(encoder_dir, tmp_path, capsys,
 def test_a_folder_quantizes_on_bundled_text_and_evaluates_with_no_other_flag(encoder_dir, tmp_path, capsys,
                                                                              empty_schedules):
     code, _, err = run_cli(capsys, "build", "--model", str(encoder_dir), "--seq-len", str(SEQ_LEN), "--quant", "int8",
-                           "--calibration-samples", "4", "-o", str(tmp_path / "int8"))
+                           "--calibration-samples", "4", "--dump-code", "relax", "-o", str(tmp_path / "int8"))
     assert code == 0, err
     assert "calibrating int8 on 4 batches of the bundled data" in err
+    # Q, K and V read one LayerNorm output on the same calibrated step: one quantize kernel call, not three
+    quantized = re.findall(r"R\.call_tir\((\w*quantize\w*), \((\w+),",
+                           (tmp_path / "int8" / "code" / "model.relax.py").read_text())
+    assert len(quantized) >= 6 and len({tensor for _, tensor in quantized}) == len(quantized), quantized
     code, out, err = run_cli(capsys, "eval", str(tmp_path / "int8"))
     assert code == 0, err
     result = json.loads((tmp_path / "int8" / "eval.json").read_text())

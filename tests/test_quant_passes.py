@@ -308,6 +308,41 @@ def test_realized_linear_matches_the_numpy_integer_reference_exactly(kernel):
     np.testing.assert_array_equal(got, want)
 
 
+@tvm.script.ir_module
+class TwoLinearsOnOneInputAnnotated:  # as Q and K: each Linear reshapes the one input for itself
+    @R.function
+    def main(x: R.Tensor((1, 2, 8), "float32"), w: R.Tensor((16, 8), "float32"), v: R.Tensor((16, 8), "float32")):
+        R.func_attr({"num_input": 1, "tvmcomp.quant_sites": ["w:T", "v:T"]})
+        with R.dataflow():
+            x_w = R.reshape(x, R.shape([2, 8]))
+            xs_w = R.call_pure_packed("tvmcomp.quant_site", x_w, R.prim_value(0), ty_args=(R.Tensor((2, 8), dtype="float32"),))
+            y_w = R.matmul(xs_w, R.permute_dims(w, axes=[1, 0]), out_dtype="float32")
+            x_v = R.reshape(x, R.shape([2, 8]))
+            xs_v = R.call_pure_packed("tvmcomp.quant_site", x_v, R.prim_value(1), ty_args=(R.Tensor((2, 8), dtype="float32"),))
+            y_v = R.matmul(xs_v, R.permute_dims(v, axes=[1, 0]), out_dtype="float32")
+            z = R.add(y_w, y_v)
+            R.output(z)
+        return z
+
+
+@pytest.mark.parametrize("v_zero_point", [120, 121], ids=["same-step", "other-step"])
+def test_linears_reading_one_tensor_on_one_step_share_its_codes(v_zero_point):
+    rng = np.random.default_rng(3)
+    params = {"w": rng.standard_normal((16, 8)).astype(np.float32), "v": rng.standard_normal((16, 8)).astype(np.float32)}
+    ranges = {0: SiteRange(scale=0.021, zero_point=120, lo=-2.5, hi=2.8),
+              1: SiteRange(scale=0.021, zero_point=v_zero_point, lo=-2.5, hi=2.8)}
+    realized = Realize(params, ranges, INT8)(TwoLinearsOnOneInputAnnotated)
+    assert _op_names(realized).count("relax.quantize") == (1 if v_zero_point == 120 else 2)
+    x = rng.standard_normal((1, 2, 8)).astype(np.float32)
+    target = tvm.target.Target({"kind": "llvm"})
+    executable = tvm.compile(relax.transform.BindParams("main", {k: tvm.runtime.tensor(a) for k, a in params.items()})(realized), target=target)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    zero = np.zeros(16, np.float32)
+    want = (int8_linear_reference(x[0], params["w"], zero, 0.021, 120, INT8.activation, INT8.weight) +
+            int8_linear_reference(x[0], params["v"], zero, 0.021, v_zero_point, INT8.activation, INT8.weight))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 class TwoLayer(torch.nn.Module):
     def __init__(self):
         super().__init__()

@@ -42,6 +42,11 @@ class _Realizer(PyExprMutator):
         self.wide_below_db, self.probs, self.skip, self.rules = wide_below_db, probs, skip, rules
         self.counts = {"wide_linears": 0, "prob_matmuls": 0, "int4_linears": 0}
         self.sites = {site.index: site for site in quant_sites(mod)}
+        self.codes = {}  # (tensor, shape, dtype, axis, steps, zero points) -> its codes (:meth:`quantize`)
+
+    def visit_dataflow_block_(self, block):
+        self.codes = {}  # codes are dataflow variables: reused within their own block only
+        return super().visit_dataflow_block_(block)
 
     def _site_of(self, operand):
         """The quant site ``operand`` is bound to, and the float tensor it marks (else None)."""
@@ -58,11 +63,23 @@ class _Realizer(PyExprMutator):
         width = int(x.ty.shape.values[axis])
         # Scale and zero point as per-channel vectors, not scalars: scalars get inlined into the kernel
         # as literals, so every recalibration would change the kernel and miss its tuning records.
-        steps = np.broadcast_to(np.float32(self.ranges[site.index].scale) if scale is None else scale, (width,))
-        zeros = np.broadcast_to(np.asarray(zero_point, np.int32), (width,))
-        return self.builder_.emit(relax.op.quantize(
-            x, relax.const(np.ascontiguousarray(steps, np.float32)), relax.const(np.ascontiguousarray(zeros)),
-            axis=axis, out_dtype=dtype))
+        steps = np.ascontiguousarray(np.broadcast_to(
+            np.float32(self.ranges[site.index].scale) if scale is None else scale, (width,)), np.float32)
+        zeros = np.ascontiguousarray(np.broadcast_to(np.asarray(zero_point, np.int32), (width,)))
+        # Q, K and V read one LayerNorm output, calibrated alike: their codes are computed once
+        key = (*self._tensor_key(x), dtype, axis % len(x.ty.shape.values), steps.tobytes(), zeros.tobytes())
+        if key not in self.codes:
+            self.codes[key] = self.builder_.emit(relax.op.quantize(x, relax.const(steps), relax.const(zeros),
+                                                                   axis=axis, out_dtype=dtype))
+        return self.codes[key]
+
+    def _tensor_key(self, x) -> tuple:
+        """What ``x`` holds, for :meth:`quantize`'s reuse: each Linear reshapes its input for itself, so
+        a reshape of ``y`` is known as (y, shape)."""
+        bound = self.lookup_binding(x) if isinstance(x, relax.Var) else None
+        if bound is not None and is_op(bound, "relax.reshape"):
+            return bound.args[0], tuple(int(d) for d in x.ty.shape.values)
+        return x, None
 
     def input_codes(self, x, site, activation: TensorQuant, dtype: str | None, steps, zero_point):
         """``x`` as ``activation`` codes stored in ``dtype`` (a dot kernel's; None: the codes' own), and
