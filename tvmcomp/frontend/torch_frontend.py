@@ -69,7 +69,7 @@ def program_module(program):
     calls a model: a program exported with positional arguments (``export(model, (x,))``) gets them
     back in order, under the names its graph gives them (the forward's parameter names)."""
     module = program.module()
-    positional = program.call_spec.in_spec.children_specs[0].num_children
+    positional = program.call_spec.in_spec.child(0).num_children
     if positional == 0:
         return module
     names = list(program.graph_signature.user_inputs)
