@@ -2,7 +2,8 @@
 against the unpruned one on real text (tvmcomp.evaluate: embedding cosine on Pang & Lee sentences,
 polarity probe, WordSim-353), and the seconds pruning took. Two studies:
 
-- steps: the mask search alone, with the mask rearrangement, with the mask tuning, and with both,
+- steps: the mask search alone, with the mask rearrangement, with the mask tuning, with both, and
+  with both and the refit of the kept output-projection columns (the default since 2026-12-06),
   ranked and tuned label-free on the bundled calibration text (Lee corpus);
 - data: all steps, ranked and tuned on the bundled Lee text, on the probe's training half of the
   Pang & Lee sentences without their labels, and on the same half with their polarity labels (the
@@ -32,8 +33,9 @@ STUDIES = {"steps": "ranked and tuned label-free on the bundled Lee calibration 
                    "Lee sentences without their labels, or on the same half with their polarity labels (task loss)"}
 STEPS = {"search only": {"rearrange": False, "tune": False},
          "search + rearrangement": {"rearrange": True, "tune": False},
-         "search + tuning": {"rearrange": False, "tune": True},
-         "search + rearrangement + tuning": {"rearrange": True, "tune": True}}
+         "search + tuning": {"rearrange": False, "tune": True, "refit": False},
+         "search + rearrangement + tuning": {"rearrange": True, "tune": True, "refit": False},
+         "search + rearrangement + tuning + refit": {"rearrange": True, "tune": True, "refit": True}}
 
 
 def _variants(study: str, entry, seq_len: int) -> dict[str, dict]:

@@ -39,11 +39,11 @@ class PruneReport:
 
 
 def prune_encoder(module, batches, flops: float, seq_len: int, tune: bool = True, rearrange: bool = True,
-                  labels: np.ndarray | None = None) -> PruneReport:
+                  labels: np.ndarray | None = None, refit: bool = True) -> PruneReport:
     """Prune ``module`` (a PyTorch BERT-class encoder) in place to at most ``flops`` of its encoder
     FLOPs per token, ranking and tuning on ``batches`` (calibration inputs by input name); with
-    ``labels`` (a class index per sample), ranking by the task's loss. ``tune`` / ``rearrange``:
-    whether those steps run (off: to measure what each buys)."""
+    ``labels`` (a class index per sample), ranking by the task's loss. ``tune`` / ``rearrange`` /
+    ``refit`` (after tuning: :mod:`.tuning`): whether those steps run (off: to measure what each buys)."""
     structure = encoder_structure(module)
     params = sum(p.numel() for p in module.parameters())
     macs = structure.macs(seq_len)
@@ -53,7 +53,7 @@ def prune_encoder(module, batches, flops: float, seq_len: int, tune: bool = True
     if rearrange:
         selection = Selection([rearranged(kept, g) for kept, g in zip(selection.heads, head_grads)],
                               [rearranged(kept, g) for kept, g in zip(selection.neurons, neuron_grads)])
-    head_scales, neuron_scales = tune_masks(module, structure, selection, batches) if tune else (None, None)
+    head_scales, neuron_scales = tune_masks(module, structure, selection, batches, refit) if tune else (None, None)
     slice_encoder(structure, selection, head_scales, neuron_scales)
     return PruneReport(structure.macs(seq_len) / macs, sum(p.numel() for p in module.parameters()) / params,
                        [layer.heads for layer in structure.layers], [layer.neurons for layer in structure.layers])
