@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from interleaved import write_result  # bench/, the script's own folder
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from interleaved import write_result  # noqa: E402
 
 ROWS = (32, 128, 512, 2048, 8192)
 HELD_OUT = 256

@@ -34,11 +34,9 @@ def time_callable(fn, repeat: int, warmup: int = 3) -> list[float]:
 def reference_torch_module(model: str):
     """The float PyTorch model a package was built from (bundled models and .pt2 files)."""
     if Path(model).suffix.lower() == ".pt2":
-        import torch
+        from .frontend.torch_frontend import load_program_module
 
-        from .frontend.torch_frontend import program_module
-
-        return program_module(torch.export.load(model))
+        return load_program_module(model)
     if Path(model).suffix.lower() == ".onnx":
         raise TvmcompError("--compare torch needs a PyTorch source; this package was built from an ONNX file")
     from .models import find_model

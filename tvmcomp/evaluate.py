@@ -176,11 +176,9 @@ def float_reference(model: str, entry=None):
                                "pip install onnxruntime") from None
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         return "onnxruntime", lambda inputs: session.run(None, inputs)[0]
-    import torch
+    from .frontend.torch_frontend import load_program_module
 
-    from .frontend.torch_frontend import program_module
-
-    return "pytorch", torch_runner(program_module(torch.export.load(model)))
+    return "pytorch", torch_runner(load_program_module(model))
 
 
 def output_agreement(run_float, run_package, batches: list[dict]) -> dict:

@@ -152,7 +152,6 @@ def load_source(model: str, batch: str | int | None = None, seq_len: str | int |
         raise TvmcompError("--batch/--seq-len apply to bundled models; for a file use --input-shape NAME=D1,D2,...")
     imported = import_file(model, _parse_input_shapes(input_shapes))
     program = imported.meta.get("exported_program")  # .pt2: the float reference, loaded once
-
     torch_module = program_module(program) if program is not None else None
     return ModelSource(str(model), imported, synthetic_inputs(imported.inputs), torch_module)
 

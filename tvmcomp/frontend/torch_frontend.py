@@ -64,6 +64,13 @@ def from_pt2_file(path: Path) -> ImportedModel:
     return imported
 
 
+def load_program_module(path):
+    """The .pt2 file at ``path`` as :func:`program_module` gives it."""
+    import torch
+
+    return program_module(torch.export.load(str(path)))
+
+
 def program_module(program):
     """``program`` (a loaded .pt2) as a callable taking its inputs by name, as every reference here
     calls a model: a program exported with positional arguments (``export(model, (x,))``) gets them

@@ -80,7 +80,7 @@ def _refit(linear, inputs: np.ndarray, target: np.ndarray, columns: np.ndarray, 
         linear.weight[:, torch.as_tensor(columns, dtype=torch.long)] = torch.as_tensor(fitted, dtype=linear.weight.dtype)
 
 
-def tune_masks(module, structure: EncoderStructure, selection: Selection, batches, refit: bool = False):
+def tune_masks(module, structure: EncoderStructure, selection: Selection, batches, refit: bool = True):
     """Per layer, the scales of the kept heads and of the kept neurons (the masks' values); with
     ``refit``, the kept columns of each output projection are fitted in place after them and their
     scales are 1."""
@@ -110,9 +110,8 @@ def tune_masks(module, structure: EncoderStructure, selection: Selection, batche
             target = float_sum - residual - bias  # what sum_u m_u c_u should be
             # errors as the LayerNorm passes them on: centred over channels, times gamma, over the token's std
             token_scale = 1.0 / float_sum.std(axis=1, keepdims=True)
-            refit_rows = (inputs * token_scale, target * token_scale)
+            inputs, refit_target = inputs * token_scale, target * token_scale
             gamma = norm.weight.detach().double().numpy()
-            inputs = inputs * token_scale
             weight = gamma[:, None] * (weight - weight.mean(axis=0))
             target = gamma * (target - target.mean(axis=1, keepdims=True)) * token_scale
             # <c_u, c_v> over tokens and outputs = the (u, v) block of (X^T X) o (W^T W), summed
@@ -122,7 +121,7 @@ def tune_masks(module, structure: EncoderStructure, selection: Selection, batche
             scales = _least_squares(products[np.ix_(kept, kept)], correlations[kept])
             if refit:
                 columns = (np.asarray(kept)[:, None] * width + np.arange(width)).reshape(-1)
-                _refit(linear, refit_rows[0][:, columns], refit_rows[1], columns, np.repeat(scales, width))
+                _refit(linear, inputs[:, columns], refit_target, columns, np.repeat(scales, width))
                 scales = np.ones_like(scales)
             masks[i][torch.as_tensor(kept, dtype=torch.long)] = torch.as_tensor(scales, dtype=torch.float32)
     return ([m[torch.as_tensor(k, dtype=torch.long)].numpy() for m, k in zip(head_masks, selection.heads)],
