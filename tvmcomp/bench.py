@@ -164,14 +164,14 @@ def format_bench(result: dict) -> str:
     lines = [
         f"model {result['model']} | target {result['target']} | {where} | "
         f"library {result['library_bytes'] / 2**20:.1f} MiB",
-        f"{'engine':<22}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'min ms':>9}{'std ms':>9}{'runs':>6}{'per s':>8}",
+        f"{'engine':<22}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'min ms':>9}{'std ms':>9}{'runs':>6}{'per s':>11}",
     ]
     for shape in result.get("shapes", []):  # every shape of a package built with --seq-len / --batch lists
         name, dims = next(iter(shape["inputs"].items()))
         rows.append((f"  {name} {'x'.join(map(str, dims))}", shape))
     for name, s in rows:
         lines.append(f"{name:<22}{s['p50_ms']:>9.3f}{s['p90_ms']:>9.3f}{s['p99_ms']:>9.3f}{s['min_ms']:>9.3f}"
-                     f"{s['std_ms']:>9.3f}{s['runs']:>6}{s['throughput_per_s']:>8.1f}")
+                     f"{s['std_ms']:>9.3f}{s['runs']:>6}{s['throughput_per_s']:>11.1f}")
     if result.get("max_abs_err_vs_host") is not None:
         lines.append(f"outputs checked against this machine's reference (max abs difference {result['max_abs_err_vs_host']:.2e})")
     if "speedup_vs_torch" in result:
