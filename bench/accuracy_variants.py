@@ -36,7 +36,8 @@ Run: .venv/bin/python bench/accuracy_variants.py STUDY [--model minilm] [--balan
 ``--balance A`` is added to every build of the study, before its own arguments, which win (mpnet-base's
 FFN outputs need balancing in 8 bits). ``--skip`` leaves out the variants whose names match (fnmatch),
 for models too slow to build them all.
-Writes bench/results/<date>-<study>-<model>[-balance-A].md.
+Writes bench/results/<date>-<study>-<model>[-balance-A][-TAG].md (``--tag TAG``: a rerun's file beside
+the run it follows; an existing file is never overwritten).
 """
 
 from __future__ import annotations
@@ -122,7 +123,12 @@ def main() -> None:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--balance", help="channel balancing for every build: an alpha or 'auto'")
     parser.add_argument("--skip", nargs="+", default=[], metavar="PATTERN", help="variants left out (fnmatch)")
+    parser.add_argument("--tag", help="appended to the result's file name and title (a rerun after a change)")
     args = parser.parse_args()
+    suffix = (f"-balance-{args.balance}" if args.balance else "") + (f"-{args.tag}" if args.tag else "")
+    out = REPO / "bench" / "results" / f"{datetime.date.today()}-{args.study}-{args.model}{suffix}.md"
+    if out.exists():
+        sys.exit(f"{out.relative_to(REPO)} exists (results are cited by name): rerun with --tag")
 
     from tvmcomp.cli import main as tvmcomp_main
     from tvmcomp.evaluate import evaluate_package
@@ -145,8 +151,10 @@ def main() -> None:
                             activation=replace(symmetric, power_of_two=True)))
     common = ["--balance", args.balance] if args.balance else []
     skipped = ["--skip", *(f"'{pattern}'" for pattern in args.skip)] if args.skip else []
-    lines = [f"# Accuracy variants, {args.study}: {args.model} ({host_cpu()}, {datetime.date.today()})", "",
-             f"bench/accuracy_variants.py {args.study} --model {args.model} {' '.join(common + skipped)}: one build "
+    tagged = ["--tag", args.tag] if args.tag else []
+    lines = [f"# Accuracy variants, {args.study}{', ' + args.tag if args.tag else ''}: {args.model} ({host_cpu()}, "
+             f"{datetime.date.today()})", "",
+             f"bench/accuracy_variants.py {args.study} --model {args.model} {' '.join(common + skipped + tagged)}: one build "
              "each "
              f"{'with ' + ' '.join(common) + ', ' if common else ''}default schedules where "
              "records lack; accuracy against the float model (tvmcomp.evaluate; text: embeddings of real sentences, "
@@ -170,8 +178,6 @@ def main() -> None:
                          f"{embedding} | {result['probe_accuracy_package']:.3f} ({result['probe_accuracy_float']:.3f}) | "
                          f"{result['probe_agreement']:.1%} |")
             print(lines[-1], flush=True)
-    suffix = f"-balance-{args.balance}" if args.balance else ""
-    out = REPO / "bench" / "results" / f"{datetime.date.today()}-{args.study}-{args.model}{suffix}.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 

@@ -343,6 +343,31 @@ def test_linears_reading_one_tensor_on_one_step_share_its_codes(v_zero_point):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+def test_linears_reading_one_tensor_are_balanced_with_one_set_of_factors():
+    """SmoothQuant's factors for Q, K and V: from their weights side by side, so one quantize serves them."""
+    rng = np.random.default_rng(4)
+    params = {"w": rng.standard_normal((16, 8)).astype(np.float32),
+              "v": (rng.standard_normal((16, 8)) * np.geomspace(0.05, 4, 8)).astype(np.float32)}
+    lo, hi = -np.geomspace(0.2, 9, 8), np.geomspace(0.3, 8, 8)[::-1]
+    site = SiteRange(scale=0.07, zero_point=128, lo=float(lo.min()), hi=float(hi.max()), channel_lo=lo.tolist(),
+                     channel_hi=hi.tolist(), channel_rms=(hi / 3).tolist())
+    realized = Realize(params, {0: site, 1: site}, INT8, balance=0.5)(TwoLinearsOnOneInputAnnotated)
+    quantizes = [b.value for b in realized["main"].body.blocks[0].bindings
+                 if isinstance(b.value, relax.Call) and b.value.op == tvm.ir.Op.get("relax.quantize")]
+    assert len(quantizes) == 1
+    # f_j = max|x_j|^0.5 / max_n |W_nj|^0.5 over both weights' rows; the steps are one step times f
+    x_max = np.maximum(-lo, hi)
+    w_max = np.maximum(np.abs(params["w"]).max(axis=0), np.abs(params["v"]).max(axis=0))
+    steps_per_factor = quantizes[0].args[1].value.numpy() / (np.sqrt(x_max) / np.sqrt(w_max))
+    np.testing.assert_allclose(steps_per_factor, steps_per_factor[0], rtol=1e-5)
+    x = (rng.uniform(lo, hi, (1, 2, 8))).astype(np.float32)
+    target = tvm.target.Target({"kind": "llvm"})
+    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(a) for k, a in params.items()})(realized)
+    got = relax.VirtualMachine(tvm.compile(bound, target=target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    want = x[0] @ params["w"].T + x[0] @ params["v"].T
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+
+
 class TwoLayer(torch.nn.Module):
     def __init__(self):
         super().__init__()

@@ -106,3 +106,22 @@ class Annotate:
 def quant_sites(mod: tvm.IRModule) -> list[QuantSite]:
     listing = (mod["main"].attrs or {}).get(SITES_ATTR, [])
     return [QuantSite(i, *str(entry).rsplit(":", 1)) for i, entry in enumerate(listing)]
+
+
+def shared_inputs(mod: tvm.IRModule) -> dict[int, tuple[int, ...]]:
+    """Each Linear site of ``main`` with the Linear sites that mark the same tensor (or reshapes of it
+    to one shape), in site order, itself included: Q, K and V read one LayerNorm output."""
+    bound = {binding.var: binding.value for block in mod["main"].body.blocks for binding in block.bindings}
+    sites = quant_sites(mod)
+    by_tensor: dict[tuple, list[int]] = {}
+    for value in bound.values():
+        if not (is_op(value, "relax.call_pure_packed") and str(value.args[0].global_symbol) == QUANT_SITE):
+            continue
+        site = sites[int(value.args[2].value)]
+        if site.is_linear:
+            x = value.args[1]
+            source = bound.get(x) if isinstance(x, relax.Var) else None
+            key = ((source.args[0], tuple(int(d) for d in x.ty.shape.values))
+                   if source is not None and is_op(source, "relax.reshape") else (x, None))
+            by_tensor.setdefault(key, []).append(site.index)
+    return {index: tuple(group) for group in by_tensor.values() for index in group}

@@ -11,6 +11,8 @@ is coarse for all but the outliers. With factors ``f_j`` per input channel ``j``
 alpha suits every Linear (on all-mpnet-base-v2, 0.5 everywhere made int8 worse), so by default
 each Linear gets the alpha, or no balancing, that minimizes an estimate of its output's
 quantization noise from its calibrated channel ranges and its weights (:func:`noise_estimate`).
+Linears that read one tensor (Q, K and V) are balanced as one Linear with their weights side by
+side, as SmoothQuant does, so that one quantize serves all of them (:func:`~.ops.linear.balance_groups`).
 
 Nothing is added to the graph: the realized Linear already quantizes its input with one scale and
 zero point per input channel (vectors, see :mod:`.realize`), so the balanced step is

@@ -9,7 +9,7 @@ does not recalibrate.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import tvm
@@ -19,11 +19,11 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ..console import progress_step
 from ..errors import TvmcompError
 from ..lowering import fuse_for_tuning
-from .annotate import QUANT_SITE, quant_sites
+from .annotate import QUANT_SITE, quant_sites, shared_inputs
 from .ops import is_op
 from .dot_kernels import DotKernels
 from .ops.attention import PROBS_ROLE
-from .ops.linear import weight_quant_of
+from .ops.linear import balance_groups, balance_weight, linear_weight, weight_quant_of
 from .gptq import InputGram
 from .observers import make_observer
 from .schemes import QuantScheme
@@ -84,12 +84,16 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     stream = stream or sys.stderr
     check_samples(samples, input_specs)
     sites = quant_sites(annotated_mod)
+    by_index = {site.index: site for site in sites}
     if not sites:
         raise TvmcompError("the model has nothing to quantize: no Linear layer, conv2d with a constant weight or "
                            "attention matmul (or --keep-float kept them all)")
     observer = observer or scheme.observer
     observers = {site.index: make_observer(observer) for site in sites}
-    kept_rows = {site.index: RowSample(len(samples)) for site in sites if observer == SEARCH and site.is_linear}
+    # Linears reading one input are searched as one (their input quantized once), on the rows of the first
+    groups = balance_groups(shared_inputs(annotated_mod), params, by_index, scheme, kernels)
+    kept_rows = {site.index: RowSample(len(samples)) for site in sites
+                 if observer == SEARCH and site.is_linear and groups[site.index][0] == site.index}
     channels = {site.index: [np.inf, -np.inf, 0.0, 0] for site in sites if channel_ranges and site.is_linear}
     grams = {site.index: InputGram() for site in sites if input_grams and site.is_linear}
     prob_observers = {site.index: probs.observer() for site in sites
@@ -144,12 +148,13 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
         if index in grams:
             per_channel["input_gram"] = grams[index].gram
         ranges[index] = SiteRange(float(scale), int(zero), float(lo), float(hi), **per_channel)
-    for done, site in enumerate((site for site in sites if site.index in kept_rows), 1):
-        weight = np.asarray(params[site.name], np.float32)
-        weight_kn = weight.T if site.transposed else weight
-        ranges[site.index] = search_step(kept_rows[site.index].array(), weight_kn, ranges[site.index],
-                                         scheme.activation, weight_quant_of(scheme, kernels, *weight_kn.shape), balance)
-        progress_step(stream, "[calibrate] step search, Linear", done, len(kept_rows))
+    for done, index in enumerate(kept_rows, 1):
+        group, weight_kn = groups[index], linear_weight(params, by_index[index])
+        searched = search_step(kept_rows[index].array(), balance_weight(params, by_index, group), ranges[index],
+                               scheme.activation, weight_quant_of(scheme, kernels, *weight_kn.shape), balance)
+        for member in group:
+            ranges[member] = replace(searched, input_gram=ranges[member].input_gram)
+        progress_step(stream, "[calibrate] step search, Linear input", done, len(kept_rows))
     return ranges
 
 

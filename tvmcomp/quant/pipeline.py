@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TvmcompError
-from .annotate import Annotate, quant_sites
+from .annotate import Annotate, quant_sites, shared_inputs
 from .attn_probs import parse_attn_probs
 from .balance import OFF
 from .calibrate import SEARCH, SiteRange, calibrate
 from .dot_kernels import DotKernels
 from .integer_chain import IntegerChain
 from .integer_only import IntegerOnly
+from .ops.linear import balance_groups
 from .realize import Realize
 from .schemes import FLOAT, Granularity, get_scheme, unexecutable
 
@@ -133,6 +134,9 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
     if settings["observer"] == SEARCH:  # the steps searched are the best for the Linears balanced, on these kernels
         settings["balance"] = options.balancing(scheme)
         settings["weight_kernels"] = [kernel.intrinsic for kernel in (kernels.linear, kernels.int4) if kernel]
+        groups = balance_groups(shared_inputs(annotated), imported.params,
+                                {site.index: site for site in quant_sites(annotated)}, scheme, kernels)
+        settings["searched_together"] = sorted({group for group in groups.values() if len(group) > 1})
     gptq = scheme.weight_rounding == "gptq"  # its inputs' second moments are not saved: calibrate again
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package and not gptq else None
     if ranges is None:

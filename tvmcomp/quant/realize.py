@@ -19,9 +19,10 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .annotate import QUANT_SITE, SITES_ATTR, quant_sites
+from .annotate import QUANT_SITE, SITES_ATTR, quant_sites, shared_inputs
 from .dot_kernels import DotKernels
 from .ops import OP_RULES, is_op, rule_for_role
+from .ops.linear import balance_groups
 from .schemes import QuantScheme, TensorQuant
 from .token_steps import token_quantize
 from ..tune.default_schedules import REGISTER_ROWS
@@ -42,6 +43,7 @@ class _Realizer(PyExprMutator):
         self.wide_below_db, self.probs, self.skip, self.rules = wide_below_db, probs, skip, rules
         self.counts = {"wide_linears": 0, "prob_matmuls": 0, "int4_linears": 0}
         self.sites = {site.index: site for site in quant_sites(mod)}
+        self.balance_groups = balance_groups(shared_inputs(mod), params, self.sites, scheme, kernels)
         self.codes = {}  # (tensor, shape, dtype, axis, steps, zero points) -> its codes (:meth:`quantize`)
 
     def visit_dataflow_block_(self, block):
@@ -66,7 +68,7 @@ class _Realizer(PyExprMutator):
         steps = np.ascontiguousarray(np.broadcast_to(
             np.float32(self.ranges[site.index].scale) if scale is None else scale, (width,)), np.float32)
         zeros = np.ascontiguousarray(np.broadcast_to(np.asarray(zero_point, np.int32), (width,)))
-        # Q, K and V read one LayerNorm output, calibrated alike: their codes are computed once
+        # Q, K and V read one LayerNorm output, calibrated and balanced as one: their codes are computed once
         key = (*self._tensor_key(x), dtype, axis % len(x.ty.shape.values), steps.tobytes(), zeros.tobytes())
         if key not in self.codes:
             self.codes[key] = self.builder_.emit(relax.op.quantize(x, relax.const(steps), relax.const(zeros),

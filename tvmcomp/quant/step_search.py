@@ -18,6 +18,10 @@ a factor of sqrt 2). On mpnet-base pot8's embedding cosine is 0.9821 against int
 min-max steps with the estimate's balancing 0.9805
 (bench/results/2026-12-06-pot8-mpnet-base-balance-auto.md).
 
+Linears that read one tensor (Q, K and V) are searched as one Linear whose weight is theirs side
+by side (:func:`~.ops.linear.balance_groups`): one step and one balancing for the three, whose
+summed output error the search minimizes, so realize quantizes their input once.
+
 Other sites (attention operands, convolutions) keep the minmax range.
 """
 

@@ -101,6 +101,33 @@ def weight_quant_of(scheme: QuantScheme, kernels: DotKernels, channels: int, out
     return weight_quant_for(scheme, kernel if kernel is not None and kernel.fits(channels, outputs) else None)
 
 
+def linear_weight(params: dict, site) -> np.ndarray:
+    """A Linear site's weight as [K, N] float32."""
+    weight = params[site.name]
+    return np.ascontiguousarray(weight.T if site.transposed else weight, np.float32)
+
+
+def balance_groups(shared: dict[int, tuple[int, ...]], params: dict, sites: dict, scheme: QuantScheme,
+                   kernels: DotKernels) -> dict[int, tuple[int, ...]]:
+    """The Linears whose one input is balanced and stepped as one, by site: of the Linears that read
+    one tensor (``shared``, :func:`~..annotate.shared_inputs`), those whose weights quantize alike.
+    SmoothQuant balances Q, K and V with one set of factors from their weights side by side, so one
+    quantize serves all three; factors of their own made pot8 quantize MiniLM's Q/K/V input three times.
+    ``sites``: by index."""
+    def weight_quant(index):
+        site = sites[index]
+        channels, outputs = params[site.name].shape[::-1] if site.transposed else params[site.name].shape
+        return weight_quant_of(scheme, kernels, channels, outputs)
+
+    return {index: tuple(other for other in group if weight_quant(other) == weight_quant(index))
+            for index, group in shared.items()}
+
+
+def balance_weight(params: dict, sites: dict, group: tuple[int, ...]) -> np.ndarray:
+    """The [K, sum N] weight a group's input is balanced and stepped for: its Linears' side by side."""
+    return np.concatenate([linear_weight(params, sites[index]) for index in group], axis=1)
+
+
 class Linear(OpRule):
     name, ops, roles = "linear", ("relax.matmul",), LINEAR_ROLES
 
@@ -116,8 +143,7 @@ class Linear(OpRule):
 
     def realize(self, ctx, call, operands):
         site, x = operands[0]
-        weight = ctx.params[site.name]
-        return self.linear(ctx, site, x, np.ascontiguousarray(weight.T if site.transposed else weight, np.float32))
+        return self.linear(ctx, site, x, linear_weight(ctx.params, site))
 
     def linear(self, ctx, site, x, weight_kn: np.ndarray):
         """``x @ weight_kn`` ([K, N]) on integers, ``x`` calibrated at ``site`` (convolutions run as
@@ -126,8 +152,7 @@ class Linear(OpRule):
         if scheme.activation is None:
             return _weight_only(ctx, site, x, weight_kn)
         channels, outputs = weight_kn.shape
-        act = ctx.ranges[site.index]
-        wide = _wide(ctx, act, weight_kn)  # 12-bit codes in int16 and int8 weights, on the int16 kernel
+        wide = _wide(ctx, site, weight_kn)  # 12-bit codes in int16 and int8 weights, on the int16 kernel
         int4 = None if wide else _int4(ctx, site, x, weight_kn)
         if int4 is not None:
             return int4
@@ -177,13 +202,18 @@ def _input_codes(ctx, site, x, weight_kn: np.ndarray, weight_quant: TensorQuant,
     if activation.granularity is Granularity.PER_TOKEN:
         xq, row_steps, zero_points = ctx.token_codes(x, activation, dtype)
         return InputCodes(xq, np.float32(1.0), zero_points, np.ones(len(weight_kn), np.float32), row_steps)
-    step, steps, zero_point, factors = _balanced(ctx, ctx.ranges[site.index], weight_kn, weight_quant, activation)
+    step, steps, zero_point, factors = _balanced(ctx, site, weight_kn, weight_quant, activation)
     xq, zero_point = ctx.input_codes(x, site, activation, dtype, steps, zero_point)
     return InputCodes(xq, step, zero_point, factors)
 
 
-def _balanced(ctx, act, weight_kn: np.ndarray, weight_quant: TensorQuant, activation: TensorQuant):
-    return linear_input_steps(act, weight_kn, weight_quant.qmax, activation, ctx.balance,
+def _balanced(ctx, site, weight_kn: np.ndarray, weight_quant: TensorQuant, activation: TensorQuant):
+    """The input steps of :func:`~..balance.linear_input_steps`, for the weights of the Linears
+    balanced with this one (:func:`balance_groups`)."""
+    group = ctx.balance_groups.get(site.index, ())
+    if len(group) > 1:
+        weight_kn = balance_weight(ctx.params, ctx.sites, group)
+    return linear_input_steps(ctx.ranges[site.index], weight_kn, weight_quant.qmax, activation, ctx.balance,
                               calibrated=activation == ctx.scheme.activation)
 
 
@@ -198,15 +228,15 @@ def _weight_codes(ctx, site, factors: np.ndarray, weight_kn: np.ndarray, weight_
     return gptq_round(balanced, gram / np.outer(factors, factors), weight_quant)
 
 
-def _wide(ctx, act, weight_kn: np.ndarray) -> bool:
+def _wide(ctx, site, weight_kn: np.ndarray) -> bool:
     """Whether this Linear's int8 output is estimated noisier than ``wide_below_db`` (:mod:`..precision`)."""
-    scheme = ctx.scheme
+    scheme, act = ctx.scheme, ctx.ranges[site.index]
     if ctx.wide_below_db is None or act.channel_rms is None or scheme.wide_activation is None:
         return False
     kernel = ctx.kernels.linear
     # the int8 weights this Linear would otherwise get: the int8 kernel's bits where it fits the shape
     weight_quant = weight_quant_for(scheme, kernel if kernel is not None and kernel.fits(*weight_kn.shape) else None)
-    *_, factors = _balanced(ctx, act, weight_kn, weight_quant, scheme.activation)
+    *_, factors = _balanced(ctx, site, weight_kn, weight_quant, scheme.activation)
     return output_sqnr_db(act, weight_kn, scheme.activation, weight_quant.qmax, factors) < ctx.wide_below_db
 
 
