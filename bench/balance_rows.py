@@ -7,11 +7,13 @@ every channel sits at its calibrated edge, and an unseen row past it is clipped.
 estimate that picks each Linear's alpha (``balance.noise_estimate``) counts rounding only.
 
 Model: Linear(64, 512), GELU, Linear(512, 64), random weights (seed 0), standard normal inputs: no
-outlier channels. Built int8 with ``--balance auto`` and ``--balance off``, calibrated on N rows,
+outlier channels. Built int8 with ``--balance off``, ``--balance auto`` (alpha by the noise
+estimate) and ``--balance auto --observer search`` (balancing and step scored on held-out rows,
+``step_search.search_step``), calibrated on N rows,
 evaluated on 256 other rows against the float model (``tvmcomp eval --data``).
 
 Run: .venv/bin/python bench/balance_rows.py
-Writes bench/results/<date>-balance-calibration-rows-gaussian-mlp.md.
+Writes bench/results/<date>-balance-calibration-rows-gaussian-mlp-with-the-step-search.md.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 ROWS = (32, 128, 512, 2048, 8192)
 HELD_OUT = 256
+VARIANTS = {"`--balance off`": ["--balance", "off"], "`--balance auto`": ["--balance", "auto"],
+            "`--balance auto --observer search`": ["--balance", "auto", "--observer", "search"]}
 
 
 def tvmcomp(*args: str) -> None:
@@ -56,7 +60,7 @@ def main() -> None:
              "bench/balance_rows.py: Linear(64, 512), GELU, Linear(512, 64), standard normal inputs (no outlier "
              f"channels); output against the float model on {HELD_OUT} held-out rows (`tvmcomp eval --data`): "
              "cosine mean / min, SQNR.", "",
-             "| calibration rows | `--balance off` | `--balance auto` |", "|---:|---|---|"]
+             f"| calibration rows | {' | '.join(VARIANTS)} |", "|---:|" + "---|" * len(VARIANTS)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         save_mlp(work / "mlp.pt2")
@@ -64,9 +68,9 @@ def main() -> None:
         for count in ROWS:
             np.savez(work / f"calib{count}.npz", input=rows[:count])
             cells = []
-            for balance in ("off", "auto"):
-                package = work / f"{balance}-{count}"
-                tvmcomp("build", "--model", str(work / "mlp.pt2"), "--quant", "int8", "--balance", balance,
+            for i, options in enumerate(VARIANTS.values()):
+                package = work / f"{i}-{count}"
+                tvmcomp("build", "--model", str(work / "mlp.pt2"), "--quant", "int8", *options,
                         "--calib-data", str(work / f"calib{count}.npz"), "--calibration-samples", str(count),
                         "-o", str(package))
                 tvmcomp("eval", str(package), "--data", str(work / "held_out.npz"))
@@ -74,7 +78,7 @@ def main() -> None:
                 cells.append(f"{result['output_cosine_mean']:.4f} / {result['output_cosine_min']:.4f} / "
                              f"{result['sqnr_db']:.1f} dB")
             lines.append(f"| {count} | " + " | ".join(cells) + " |")
-    write_result("balance", "calibration rows gaussian mlp", date, lines)
+    write_result("balance", "calibration rows gaussian mlp, with the step search", date, lines)
 
 
 if __name__ == "__main__":

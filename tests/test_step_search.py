@@ -1,9 +1,13 @@
 """Step search (tvmcomp.quant.step_search, ``--observer search``): Linear inputs' steps chosen by the
 error of the integer Linear's output on calibration rows."""
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from test_cli import run_cli
+from tvmcomp.quant.balance import AUTO, OFF
 from tvmcomp.quant.calibrate import SiteRange
 from tvmcomp.quant.schemes import get_scheme
 from tvmcomp.quant.step_search import ROWS, RowSample, output_error, search_step, shrunk
@@ -79,6 +83,33 @@ def test_power_of_two_search_keeps_the_full_range():
     assert half.scale == scale / 2
     assert output_error(rows, weight, half, POT8.activation, POT8.weight, None) < \
         output_error(rows, weight, full, POT8.activation, POT8.weight, None)  # the sample alone would clip
+
+
+def _channel_site(rows):
+    """A Linear site calibrated on ``rows`` with channel ranges: min and max per tensor and per channel."""
+    lo, hi = rows.min(axis=0), rows.max(axis=0)
+    scale, zero = INT8.activation.scale_zero_point(np.float64(lo.min()), np.float64(hi.max()))
+    return SiteRange(float(scale), int(zero), float(lo.min()), float(hi.max()), lo.tolist(), hi.tolist(),
+                     np.sqrt((rows.astype(np.float64) ** 2).mean(axis=0)).tolist())
+
+
+@pytest.mark.parametrize("outlier, count", [(False, 32), (True, 512)], ids=["even-channels", "a-channel-30x-wider"])
+def test_search_balances_only_what_holds_on_rows_its_ranges_did_not_see(outlier, count):
+    """Balanced, each channel's calibrated range is its edge (its zero point puts its minimum at code
+    0), and new rows past it clip: on 32 rows of even channels the search leaves balancing off (on
+    the rows that made the ranges it chose alpha 0.8). A channel 30x wider in every row is worth
+    balancing. Either way the choice is the better one on 4096 new rows."""
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((count + 4096, 64)).astype(np.float32)
+    if outlier:
+        rows[:, 3] *= 30
+    weight = rng.standard_normal((64, 128)).astype(np.float32) * 0.1
+    calibration, new = rows[:count], rows[count:]
+    found = search_step(calibration, weight, _channel_site(calibration), INT8.activation, INT8.weight, AUTO)
+    assert (found.balance != OFF) == outlier
+    other = replace(found, balance=0.5 if found.balance == OFF else OFF)
+    assert output_error(new, weight, found, INT8.activation, INT8.weight, AUTO) < \
+        output_error(new, weight, other, INT8.activation, INT8.weight, AUTO)
 
 
 def test_row_sample_spreads_its_rows_over_the_batches():

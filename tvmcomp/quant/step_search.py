@@ -93,31 +93,59 @@ def _error(rows: np.ndarray, want: np.ndarray, quantized, activation, restored_w
     return float(np.sum((restored_x.astype(np.float32) @ restored_w - want) ** 2))
 
 
+def fitted_range(site_range, rows: np.ndarray, activation):
+    """``site_range`` as calibration would have made it from ``rows`` alone: their min and max, per
+    tensor and per channel where it keeps channels, and its step and zero point for ``activation``."""
+    fitted = {"lo": float(rows.min()), "hi": float(rows.max())}
+    if site_range.channel_lo is not None:
+        fitted |= {"channel_lo": rows.min(axis=0).tolist(), "channel_hi": rows.max(axis=0).tolist(),
+                   "channel_rms": np.sqrt((rows.astype(np.float64) ** 2).mean(axis=0)).tolist()}
+    return shrunk(replace(site_range, **fitted), 1.0, activation)
+
+
 def search_step(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation, weight_quant, balance):
-    """The shrunk range of ``site_range`` (one of :data:`SHRINK`) with the least :func:`output_error`;
-    with ``balance`` "auto" and channel ranges, jointly with the balancing (none, or each alpha of
-    :data:`~.balance.ALPHAS`), kept in the range for realize (``SiteRange.balance``). Candidates that
-    quantize alike (alphas whose power-of-two factors round the same) are tried once; the float
-    output, and the restored weight while the factors stay the same, are computed once."""
+    """The shrunk range of ``site_range`` (one of :data:`SHRINK`) with the least :func:`output_error`
+    on rows its ranges did not see; with ``balance`` "auto" and channel ranges, jointly with the
+    balancing (none, or each alpha of :data:`~.balance.ALPHAS`), kept in the range for realize
+    (``SiteRange.balance``).
+
+    Each candidate is scored by two-fold cross-validation: the rows split into interleaved halves,
+    each half quantized on the ranges of the other (:func:`fitted_range`). On the rows that made
+    the ranges, nothing is ever clipped, so a choice that puts every channel at its calibrated edge
+    (balancing, a shrunk range) looks free there, and clips values past that edge later: with 32
+    calibration rows of a model without outlier channels, balancing chosen so cost 19 dB of held-out
+    SQNR (bench/results/2026-12-06-balance-calibration-rows-gaussian-mlp.md). The winner is applied
+    to the ranges of all rows. Candidates that quantize alike on those (alphas whose power-of-two
+    factors round the same) are scored once."""
     choices = [None]
     if balance == AUTO and site_range.channel_lo is not None:
         choices = [OFF, *ALPHAS]
-    want, seen, best = rows @ weight_kn, set(), None
-    restored_for, restored_w = None, None  # the factors of the last restored weight, and it
+    folds = [rows[0::2], rows[1::2]] if len(rows) >= 2 else [rows, rows]
+    scored = [(held_out, held_out @ weight_kn, fitted_range(site_range, fitted, activation), {})
+              for held_out, fitted in (folds, folds[::-1])]
+    seen, best = set(), None
     for choice in choices:
         for factor in POWER_OF_TWO_SHRINK if activation.power_of_two else SHRINK:
             candidate = shrunk(replace(site_range, balance=choice), factor, activation)
-            quantized = linear_input_steps(candidate, weight_kn, weight_quant.qmax, activation, balance,
-                                           calibrated=True)
-            step, steps, zero, factors = quantized
-            key = tuple(np.asarray(v, np.float64).tobytes() for v in (step, steps if steps is not None else 0, zero,
-                                                                          factors))
+            key = _quantizes_as(linear_input_steps(candidate, weight_kn, weight_quant.qmax, activation, balance,
+                                                   calibrated=True))
             if key in seen:
                 continue
             seen.add(key)
-            if restored_for is None or not np.array_equal(factors, restored_for):
-                restored_for, restored_w = factors, restored_weight(factors[:, None] * weight_kn, weight_quant)
-            error = _error(rows, want, quantized, activation, restored_w)
+            error = 0.0
+            for held_out, want, fitted, restored in scored:
+                quantized = linear_input_steps(shrunk(replace(fitted, balance=choice), factor, activation), weight_kn,
+                                               weight_quant.qmax, activation, balance, calibrated=True)
+                factors = quantized[3]
+                if factors.tobytes() not in restored:  # the restored weight, once for each set of factors
+                    restored[factors.tobytes()] = restored_weight(factors[:, None] * weight_kn, weight_quant)
+                error += _error(held_out, want, quantized, activation, restored[factors.tobytes()])
             if best is None or error < best[0]:
                 best = error, candidate
     return best[1]
+
+
+def _quantizes_as(quantized) -> tuple:
+    """A key equal for two (step, steps, zero points, factors) that quantize alike."""
+    step, steps, zero, factors = quantized
+    return tuple(np.asarray(v, np.float64).tobytes() for v in (step, steps if steps is not None else 0, zero, factors))
