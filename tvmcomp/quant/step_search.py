@@ -105,9 +105,9 @@ def fitted_range(site_range, rows: np.ndarray, activation):
 
 def search_step(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation, weight_quant, balance):
     """The shrunk range of ``site_range`` (one of :data:`SHRINK`) with the least :func:`output_error`
-    on rows its ranges did not see; with ``balance`` "auto" and channel ranges, jointly with the
-    balancing (none, or each alpha of :data:`~.balance.ALPHAS`), kept in the range for realize
-    (``SiteRange.balance``).
+    on rows its ranges did not see; with ``balance`` "auto" and channel ranges, after the balancing
+    (none, or each alpha of :data:`~.balance.ALPHAS`) with the least error on the full range, kept in
+    the range for realize (``SiteRange.balance``).
 
     Each candidate is scored by two-fold cross-validation: the rows split into interleaved halves,
     each half quantized on the ranges of the other (:func:`fitted_range`). On the rows that made
@@ -116,33 +116,36 @@ def search_step(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation,
     calibration rows of a model without outlier channels, balancing chosen so cost 19 dB of held-out
     SQNR (bench/results/2026-12-06-balance-calibration-rows-gaussian-mlp.md). The winner is applied
     to the ranges of all rows. Candidates that quantize alike on those (alphas whose power-of-two
-    factors round the same) are scored once."""
+    factors round the same) are scored once. The balancing, then the shrink: 8 + 13 candidates
+    where every pair was 104."""
     choices = [None]
     if balance == AUTO and site_range.channel_lo is not None:
         choices = [OFF, *ALPHAS]
     folds = [rows[0::2], rows[1::2]] if len(rows) >= 2 else [rows, rows]
     scored = [(held_out, held_out @ weight_kn, fitted_range(site_range, fitted, activation), {})
               for held_out, fitted in (folds, folds[::-1])]
-    seen, best = set(), None
-    for choice in choices:
-        for factor in POWER_OF_TWO_SHRINK if activation.power_of_two else SHRINK:
-            candidate = shrunk(replace(site_range, balance=choice), factor, activation)
-            key = _quantizes_as(linear_input_steps(candidate, weight_kn, weight_quant.qmax, activation, balance,
-                                                   calibrated=True))
-            if key in seen:
-                continue
-            seen.add(key)
-            error = 0.0
+    errors = {}
+
+    def error_of(choice, factor):
+        """(the candidate's cross-validated error, the candidate on the full ranges)."""
+        candidate = shrunk(replace(site_range, balance=choice), factor, activation)
+        key = _quantizes_as(linear_input_steps(candidate, weight_kn, weight_quant.qmax, activation, balance,
+                                               calibrated=True))
+        if key not in errors:
+            errors[key] = 0.0
             for held_out, want, fitted, restored in scored:
                 quantized = linear_input_steps(shrunk(replace(fitted, balance=choice), factor, activation), weight_kn,
                                                weight_quant.qmax, activation, balance, calibrated=True)
-                factors = quantized[3]
-                if factors.tobytes() not in restored:  # the restored weight, once for each set of factors
-                    restored[factors.tobytes()] = restored_weight(factors[:, None] * weight_kn, weight_quant)
-                error += _error(held_out, want, quantized, activation, restored[factors.tobytes()])
-            if best is None or error < best[0]:
-                best = error, candidate
-    return best[1]
+                factors = quantized[3].tobytes()
+                if restored.get("factors") != factors:  # the restored weight, again only where the factors change
+                    restored.update(factors=factors, weight=restored_weight(quantized[3][:, None] * weight_kn,
+                                                                            weight_quant))
+                errors[key] += _error(held_out, want, quantized, activation, restored["weight"])
+        return errors[key], candidate
+
+    shrinks = POWER_OF_TWO_SHRINK if activation.power_of_two else SHRINK
+    chosen = min(choices, key=lambda choice: error_of(choice, shrinks[0])[0])
+    return min((error_of(chosen, factor) for factor in shrinks), key=lambda pair: pair[0])[1]
 
 
 def _quantizes_as(quantized) -> tuple:
