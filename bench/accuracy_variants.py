@@ -20,6 +20,9 @@ Studies:
   every model and closes at least half of w4a8's cosine gap to int8"): int8 and w4a8, each without
   balancing, balanced with the alpha the noise estimate picks, and with the balancing (none or an
   alpha) and the step chosen by each Linear's output error (``--observer search``);
+- ``defaults`` (#14: "--balance makes static per-tensor W8A8 at least as accurate as today's int8"):
+  int8 as it was built until 2026-12-06 (min-max steps, no balancing) and as it is built now
+  (balancing and each Linear input's step searched on held-out calibration rows), and w4a8 both ways;
 - ``per-token`` (#13's per-token granularity, #14's 4-bit gap on mpnet-base): int8, w4a8 and pwlq4
   with ``--per-token`` (each token's Linear inputs on a step of its own, computed at run time), next
   to int8 calibrated per tensor with and without balancing and w4a8;
@@ -108,6 +111,13 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
                 "w4a8": ["--quant", "w4a8"],
                 "w4a8 --balance": ["--quant", "w4a8", "--balance"],
                 "w4a8 --balance --observer search": ["--quant", "w4a8", "--balance", "--observer", "search"]},
+    "defaults": {"int8 until 2026-12-06 (--balance off --observer minmax)": ["--quant", "int8", "--balance", "off",
+                                                                             "--observer", "minmax"],
+                 "int8 (balancing and steps searched on held-out rows)": ["--quant", "int8"],
+                 "w4a8 (--balance off --observer minmax)": ["--quant", "w4a8", "--balance", "off",
+                                                            "--observer", "minmax"],
+                 "w4a8 (balancing and steps searched on held-out rows)": ["--quant", "w4a8", "--balance", "auto",
+                                                                          "--observer", "search"]},
     "per-token": {"int8": ["--quant", "int8"],
                   "int8 --balance auto": ["--quant", "int8", "--balance"],
                   "int8 --per-token": ["--quant", "int8", "--per-token"],

@@ -1,5 +1,6 @@
-"""Why channel balancing is not int8's default: on a model with no outlier channels it fits the
-calibration rows and clips the rows it has not seen.
+"""Channel balancing against the number of calibration rows: on a model with no outlier channels,
+balancing fits the calibration rows and clips the rows it has not seen, unless its choice is
+scored on held-out rows (the step search, int8's default since 2026-12-06).
 
 `--balance` gives each input channel its own range (``balance.balanced_steps``): the per-channel
 maxima of the calibration rows. Per tensor, every channel but the widest keeps headroom; balanced,
@@ -7,13 +8,13 @@ every channel sits at its calibrated edge, and an unseen row past it is clipped.
 estimate that picks each Linear's alpha (``balance.noise_estimate``) counts rounding only.
 
 Model: Linear(64, 512), GELU, Linear(512, 64), random weights (seed 0), standard normal inputs: no
-outlier channels. Built int8 with ``--balance off``, ``--balance auto`` (alpha by the noise
-estimate) and ``--balance auto --observer search`` (balancing and step scored on held-out rows,
-``step_search.search_step``), calibrated on N rows,
+outlier channels. Built int8 with min-max steps unbalanced and balanced (alpha by the noise
+estimate), and with the balancing and step scored on held-out rows (``step_search.search_step``),
+calibrated on N rows,
 evaluated on 256 other rows against the float model (``tvmcomp eval --data``).
 
 Run: .venv/bin/python bench/balance_rows.py
-Writes bench/results/<date>-balance-calibration-rows-gaussian-mlp-with-the-step-search.md.
+Writes bench/results/<date>-balance-calibration-rows-gaussian-mlp-held-out-search.md.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 ROWS = (32, 128, 512, 2048, 8192)
 HELD_OUT = 256
-VARIANTS = {"`--balance off`": ["--balance", "off"], "`--balance auto`": ["--balance", "auto"],
-            "`--balance auto --observer search`": ["--balance", "auto", "--observer", "search"]}
+VARIANTS = {"`--balance off --observer minmax`": ["--balance", "off", "--observer", "minmax"],
+            "`--balance auto --observer minmax`": ["--balance", "auto", "--observer", "minmax"],
+            "`--balance auto --observer search` (int8's default)": ["--balance", "auto", "--observer", "search"]}
 
 
 def tvmcomp(*args: str) -> None:
@@ -78,7 +80,7 @@ def main() -> None:
                 cells.append(f"{result['output_cosine_mean']:.4f} / {result['output_cosine_min']:.4f} / "
                              f"{result['sqnr_db']:.1f} dB")
             lines.append(f"| {count} | " + " | ".join(cells) + " |")
-    write_result("balance", "calibration rows gaussian mlp, with the step search", date, lines)
+    write_result("balance", "calibration rows gaussian mlp held-out search", date, lines)
 
 
 if __name__ == "__main__":

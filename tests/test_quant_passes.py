@@ -561,11 +561,14 @@ def test_power_of_two_activations_balance_by_power_of_two_factors_and_keep_power
 def test_balance_off_turns_off_a_schemes_default_balancing():
     from tvmcomp.quant.pipeline import QuantOptions
 
-    pot8 = get_scheme("pot8")
-    assert QuantOptions("pot8").balancing(pot8) == "auto" and QuantOptions("pot8").channel_ranges(pot8)
-    assert QuantOptions("pot8", balance="off").balancing(pot8) is None
-    assert QuantOptions("int8").balancing(INT8) is None and not QuantOptions("int8").channel_ranges(INT8)
+    for name in ("int8", "pot8"):  # balanced by default, the choice searched on held-out rows
+        scheme = get_scheme(name)
+        assert QuantOptions(name).balancing(scheme) == "auto" and QuantOptions(name).channel_ranges(scheme)
+        assert scheme.observer == "search"
+        off = QuantOptions(name, balance="off")
+        assert off.balancing(scheme) is None and not off.channel_ranges(scheme)
     assert QuantOptions("int8", balance=0.5).balancing(INT8) == 0.5
+    assert QuantOptions("w4a8").balancing(get_scheme("w4a8")) is None
 
 
 def test_balance_needs_a_quantized_build_and_an_alpha_between_0_and_1(tmp_path, capsys):

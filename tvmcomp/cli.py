@@ -59,12 +59,15 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
                         "your task's loss (default for bundled models and folders: the bundled real text or images)")
     parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl, or search "
                         "(AOCQ's step search: each Linear input's step chosen by the error of the Linear's integer "
-                        "output on the calibration data; slower calibration) (default: the scheme's, minmax)")
+                        "output on held-out calibration rows; slower calibration) (default: the scheme's: search for "
+                        "int8 and pot8, else minmax)")
     parser.add_argument("--balance", nargs="?", const=AUTO, metavar="ALPHA",
                         help="channel balancing (SmoothQuant): move Linear inputs' outlier channels into the weights "
                         "by factors max|x_j|^ALPHA / max|W_j|^(1-ALPHA), with no extra op in the graph; without ALPHA "
-                        "each Linear gets the least noisy ALPHA (or none); 'off': none. For encoders with outlier "
-                        "channels (base-size BERT class); pot8 balances by default, with power-of-two factors")
+                        "each Linear gets the ALPHA (or none) whose output is the least noisy, on calibration rows its "
+                        "ranges did not see with --observer search; 'off': none. int8 and pot8 (with power-of-two "
+                        "factors) balance by default: it pays on encoders with outlier channels (base-size BERT "
+                        "class), and the search leaves it off where the calibration rows do not show them")
     parser.add_argument("--wide-inputs", nargs="?", type=float, const=WIDE_BELOW_DB, metavar="SQNR_DB",
                         help="mixed precision: Linears whose int8 output would be noisier than SQNR_DB (estimated from "
                         f"calibration; default {WIDE_BELOW_DB:g} dB) quantize their inputs to 12 bits and run on the "

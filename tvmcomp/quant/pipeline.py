@@ -71,7 +71,7 @@ class QuantOptions:
         if conflicts:
             raise TvmcompError(f"--per-token computes each token's step at run time, so it takes no "
                                f"{' or '.join(conflicts)} (they choose or fold steps at build time)")
-        per_token = replace(scheme, balance=None,
+        per_token = replace(scheme, balance=None, observer="minmax",  # run-time steps: nothing to balance or search
                             linear_activation=replace(scheme.activation, granularity=Granularity.PER_TOKEN))
         reasons = unexecutable(per_token)
         if reasons:

@@ -199,6 +199,11 @@ register_scheme(
         embedding=TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL),
         wide_activation=WIDE_INPUTS,
         attn_probs="uniform:15",
+        # balancing and each Linear input's step chosen by its output's error on held-out calibration rows:
+        # MiniLM's embedding cosine 0.9919 -> 0.9968, all-mpnet-base-v2's 0.880 -> 0.98 (its outlier
+        # channels); on rows that do not show outliers the search leaves balancing off (docs/quantization.md)
+        balance="auto",
+        observer="search",
     )
 )
 
