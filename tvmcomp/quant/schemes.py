@@ -200,8 +200,9 @@ register_scheme(
         wide_activation=WIDE_INPUTS,
         attn_probs="uniform:15",
         # balancing and each Linear input's step chosen by its output's error on held-out calibration rows:
-        # MiniLM's embedding cosine 0.9919 -> 0.9968, all-mpnet-base-v2's 0.880 -> 0.98 (its outlier
-        # channels); on rows that do not show outliers the search leaves balancing off (docs/quantization.md)
+        # MiniLM's embedding cosine 0.9919 -> 0.9968, all-mpnet-base-v2's 0.8806 -> 0.9875 (its outlier
+        # channels; bench/results/2026-12-06-defaults-*.md); where the calibration rows show no outliers
+        # the search leaves balancing off (docs/quantization.md)
         balance="auto",
         observer="search",
     )
