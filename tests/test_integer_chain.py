@@ -126,7 +126,7 @@ def test_pot8_tiny_encoder_requantizes_by_shifts_and_stays_close_to_float(tmp_pa
                            "--calibration-samples", "4", "--dump-code", "tir", "-o", str(tmp_path / "pkg"))
     assert code == 0, err
     # per layer: Q, K and V into the attention matmuls, P @ V into the output projection
-    assert "[quant] pot8: 8 requantizations between quantized ops stay integer" in err
+    assert "[quant] pot8: 8 requantizations between quantized ops stay integer, 8 of them shifts" in err
     kernels = (tmp_path / "pkg" / "code" / "kernels.tir.py").read_text()
     requantize = re.findall(r"# (fused_packed_matmul\w*right_shift\w*)\n(.*?)(?=\n# \w+\n# from|\Z)", kernels, re.S)
     assert requantize and all("float" not in body for _, body in requantize)  # no float multiply, no float at all

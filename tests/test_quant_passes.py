@@ -558,6 +558,57 @@ def test_power_of_two_activations_balance_by_power_of_two_factors_and_keep_power
     assert np.all(np.log2(step * factors) == np.round(np.log2(step * factors)))
 
 
+def test_pot8_inputs_quantized_from_float_take_int8s_steps_and_a_power_of_two_common_step():
+    """A LayerNorm's or GELU's output (float): steps a * f_j as int8's (real factors, real step); the
+    accumulator's step 2^e = the power of two above a, the factors f_j a / 2^e taken by the weight rows.
+    Codes that arrive from another quantized op (integer_input) keep powers of two throughout."""
+    from tvmcomp.quant.balance import linear_input_steps
+
+    rng = np.random.default_rng(6)
+    weight = rng.standard_normal((8, 16)).astype(np.float32)
+    absmax = np.array([2.0, 1.5, 3.0, 40.0, 2.0, 0.5, 2.5, 6.0])
+    site = SiteRange(scale=0.25, zero_point=0, lo=-40.0, hi=40.0, channel_lo=list(-absmax), channel_hi=list(absmax),
+                     channel_rms=list(absmax / 3))
+    activation = get_scheme("pot8").activation
+    common, steps, zeros, factors = linear_input_steps(site, weight, 127, activation, 0.5, calibrated=True)
+    f = np.sqrt(absmax) / np.sqrt(np.abs(weight.astype(np.float64)).max(axis=1))
+    a = (2 * absmax / f).max() / 255  # uint8 codes: the widest balanced span over 255 steps
+    np.testing.assert_allclose(steps, a * f, rtol=1e-6)
+    assert common == 2.0 ** np.ceil(np.log2(a))
+    np.testing.assert_allclose(factors, f * a / common, rtol=1e-6)
+    np.testing.assert_array_equal(zeros, np.round(absmax / f / a))  # each channel's -lo on the codes
+    common, steps, _, factors = linear_input_steps(site, weight, 127, activation, 0.5, calibrated=True,
+                                                   integer_input=True)
+    assert np.all(np.log2(factors) == np.round(np.log2(factors))) and np.log2(common) == np.round(np.log2(common))
+
+
+@tvm.script.ir_module
+class AttentionThenLinears:
+    @R.function
+    def main(p: R.Tensor((2, 4, 4), "float32"), v: R.Tensor((2, 4, 8), "float32"), w: R.Tensor((16, 16), "float32"),
+             u: R.Tensor((16, 16), "float32")):
+        R.func_attr({"num_input": 2})
+        with R.dataflow():
+            c = R.matmul(p, v, out_dtype="float32")  # P @ V, heads first
+            t = R.permute_dims(c, axes=[1, 0, 2])
+            r = R.reshape(t, R.shape([4, 16]))
+            o = R.matmul(r, R.permute_dims(w, axes=[1, 0]), out_dtype="float32")  # the output projection
+            g = R.nn.gelu(o)
+            y = R.matmul(g, R.permute_dims(u, axes=[1, 0]), out_dtype="float32")  # fed by a float op
+            R.output(y)
+        return y
+
+
+def test_the_linear_inputs_that_arrive_as_integer_codes_are_those_a_quantized_op_feeds():
+    from tvmcomp.quant.annotate import integer_inputs
+
+    annotated = Annotate(["w", "u"])(AttentionThenLinears)
+    index = {site.name: site.index for site in quant_sites(annotated)}
+    assert integer_inputs(annotated) == {index["w"]}  # through the permute and the reshape
+    assert integer_inputs(annotated, integer_only=True) == {index["w"], index["u"]}  # the GELU is integer too
+    assert integer_inputs(Annotate(["w", "u"], skip=["bmm_*"])(AttentionThenLinears)) == set()  # P @ V float
+
+
 def test_balance_off_turns_off_a_schemes_default_balancing():
     from tvmcomp.quant.pipeline import QuantOptions
 

@@ -125,3 +125,47 @@ def shared_inputs(mod: tvm.IRModule) -> dict[int, tuple[int, ...]]:
                    if source is not None and is_op(source, "relax.reshape") else (x, None))
             by_tensor.setdefault(key, []).append(site.index)
     return {index: tuple(group) for group in by_tensor.values() for index in group}
+
+
+
+_LAYOUT = ("relax.reshape", "relax.permute_dims", "relax.broadcast_to")
+_SCALINGS = ("relax.multiply", "relax.divide", "relax.add")  # by a constant or a parameter (a bias)
+
+
+def integer_inputs(mod: tvm.IRModule, integer_only: bool = False) -> frozenset[int]:
+    """The Linear sites of ``main`` whose input reaches them as another quantized op's integer codes
+    once requantization is integer (:mod:`.integer_chain`): fed by a quantized op's output through
+    reshapes, permutes, scalings by a constant and a bias only (P @ V into the attention output
+    projection). With ``integer_only``, every Linear site: the LayerNorms and GELUs before them
+    become integer kernels too. A power-of-two scheme keeps these inputs' per-channel steps powers
+    of two, for shifts; the others it quantizes from float (:func:`~.balance.linear_input_steps`)."""
+    sites = quant_sites(mod)
+    if integer_only:
+        return frozenset(site.index for site in sites if site.is_linear)
+    bound = {binding.var: binding.value for block in mod["main"].body.blocks for binding in block.bindings}
+
+    def site_of(value):
+        if is_op(value, "relax.call_pure_packed") and str(value.args[0].global_symbol) == QUANT_SITE:
+            return sites[int(value.args[2].value)]
+        return None
+
+    def is_given(arg) -> bool:  # a constant or one of main's parameters
+        return isinstance(arg, tvm.ir.expr.Constant) or isinstance(arg, relax.Var) and arg not in bound
+
+    def producer(x):
+        """The call computing ``x``, below layout calls and scalings."""
+        call = bound.get(x)
+        while call is not None and (any(is_op(call, op) for op in _LAYOUT) or
+                                    any(is_op(call, op) for op in _SCALINGS) and any(map(is_given, call.args))):
+            below = [arg for arg in call.args[:1 if any(is_op(call, op) for op in _LAYOUT) else 2]
+                     if not is_given(arg)]
+            call = bound.get(below[0]) if below else None
+        return call
+
+    chained = set()
+    for value in bound.values():
+        site = site_of(value)
+        fed_by = producer(value.args[1]) if site is not None and site.is_linear else None
+        if fed_by is not None and any(site_of(bound.get(arg)) is not None for arg in fed_by.args):
+            chained.add(site.index)
+    return frozenset(chained)

@@ -23,6 +23,8 @@ correction stays a constant (``sum_j z_j Wq_jn``). The float model is untouched.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 AUTO = "auto"  # choose alpha per Linear (choose_factors)
@@ -91,15 +93,20 @@ def choose_factors(site_range, weight_kn: np.ndarray, activation, weight_levels:
 
 
 def linear_input_steps(site_range, weight_kn: np.ndarray, weight_levels: int, activation, balance,
-                       calibrated: bool):
+                       calibrated: bool, integer_input: bool = False):
     """(common step, per-channel steps, zero points, factors) of a Linear's input quantized as
     ``activation``: balanced (``balance``: an alpha or :data:`AUTO`) where asked and the site has
     channel ranges, else one step for all (the site's own where ``calibrated`` for ``activation``,
     steps None) and factors of 1. Where the step search chose the site's balancing
-    (``site_range.balance``), that choice stands for ``balance``."""
-    ones = np.ones(weight_kn.shape[0], np.float32)
+    (``site_range.balance``), that choice stands for ``balance``. Power-of-two ``activation`` steps
+    on an input quantized from float, balanced: :func:`power_of_two_common_step`; on an
+    ``integer_input`` (another quantized op's codes, :func:`~.annotate.integer_inputs`): powers of
+    two throughout."""
+    ones, requested = np.ones(weight_kn.shape[0], np.float32), balance
     if balance is not None and site_range.balance is not None:
         balance = None if site_range.balance == OFF else site_range.balance
+    if takes_real_steps(site_range, activation, requested, integer_input):
+        return power_of_two_common_step(site_range, weight_kn, weight_levels, activation, balance)
     if balance is None or site_range.channel_lo is None:
         if calibrated:
             return site_range.scale, None, site_range.zero_point, ones
@@ -109,3 +116,29 @@ def linear_input_steps(site_range, weight_kn: np.ndarray, weight_levels: int, ac
     factors = choose_factors(site_range, weight_kn, activation, weight_levels, alpha)
     step, zeros = balanced_steps(site_range.channel_lo, site_range.channel_hi, factors, activation)
     return step, np.float32(step) * factors, zeros, factors
+
+
+def takes_real_steps(site_range, activation, balance, integer_input: bool) -> bool:
+    """Whether a Linear input of power-of-two ``activation`` steps is quantized with int8's steps
+    (:func:`power_of_two_common_step`): balanced (``balance`` asked, channel ranges kept), from float."""
+    return activation.power_of_two and balance is not None and site_range.channel_lo is not None and not integer_input
+
+
+def power_of_two_common_step(site_range, weight_kn: np.ndarray, weight_levels: int, activation, balance):
+    """:func:`linear_input_steps` of a power-of-two scheme's Linear input quantized from float: its
+    steps are int8's (real factors for ``balance``, an alpha or :data:`AUTO` as :func:`choose_factors`
+    picks them, or none where None, and a real step for the balanced input), and only the step the
+    accumulator carries is a power of two. With int8's step ``a`` and factors ``f``, the common step
+    is the power of two ``2^e >= a`` and the factors are ``f a / 2^e``: ``x`` is quantized by
+    ``a f``, the weight rows take ``f a / 2^e``, and the accumulator's step ``2^e s_w`` stays a
+    power of two, so requantizing it to the next op's codes is still a shift (H-ViT's point). A
+    float producer (a LayerNorm, a GELU) does not care how its output is divided; the factors are
+    what SmoothQuant folds into a LayerNorm's gamma and beta. Factors and steps rounded to powers of
+    two moved a channel's step by up to sqrt(2) and the common one by up to 2: mpnet-base pot8 was
+    0.0027 of embedding cosine under int8 that way (bench/results/2026-12-06-schemes-*-common-step.md)."""
+    real = replace(activation, power_of_two=False)
+    factors = np.ones(weight_kn.shape[0], np.float32) if balance is None else \
+        choose_factors(site_range, weight_kn, real, weight_levels, None if balance == AUTO else float(balance))
+    step, zeros = balanced_steps(site_range.channel_lo, site_range.channel_hi, factors, real)
+    common = float(2.0 ** np.ceil(np.log2(step)))
+    return common, np.float32(step) * factors, zeros, (factors * np.float32(step / common)).astype(np.float32)

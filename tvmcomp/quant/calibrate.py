@@ -19,7 +19,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ..console import progress_step
 from ..errors import TvmcompError
 from ..lowering import fuse_for_tuning
-from .annotate import QUANT_SITE, quant_sites, shared_inputs
+from .annotate import QUANT_SITE, integer_inputs, quant_sites, shared_inputs
 from .ops import is_op
 from .dot_kernels import DotKernels
 from .ops.attention import PROBS_ROLE
@@ -73,13 +73,15 @@ def check_samples(samples: list[dict[str, np.ndarray]], input_specs) -> None:
 
 def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantScheme, observer: str | None = None,
               stream=None, channel_ranges: bool = False, probs=None, balance=None,
-              input_grams: bool = False, kernels: DotKernels = DotKernels()) -> dict[int, SiteRange]:
+              input_grams: bool = False, kernels: DotKernels = DotKernels(),
+              integer_only: bool = False) -> dict[int, SiteRange]:
     """Activation ranges of every quant site of ``annotated_mod`` over ``samples``; with
     ``channel_ranges``, each Linear site's per-input-channel min and max too; with ``probs`` (an
     attention-probability quantizer that calibrates), its parameters at every ``P @ V``'s probabilities
     (the ``probs`` sites, :mod:`.ops.attention`). With the ``search`` observer, Linear sites' steps are then
     searched (:mod:`.step_search`) for the Linears as realize will build them on the target's dot
-    ``kernels`` (their weights' bits and groups), balanced by ``balance``.
+    ``kernels`` (their weights' bits and groups), balanced by ``balance``, their inputs integer codes
+    or not as realize will have them (``integer_only``: :func:`~.annotate.integer_inputs`).
     With ``input_grams``, each Linear site's ``sum x^T x`` is kept too (for GPTQ, :mod:`.gptq`)."""
     stream = stream or sys.stderr
     check_samples(samples, input_specs)
@@ -92,6 +94,7 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     observers = {site.index: make_observer(observer) for site in sites}
     # Linears reading one input are searched as one (their input quantized once), on the rows of the first
     groups = balance_groups(shared_inputs(annotated_mod), params, by_index, scheme, kernels)
+    chained = integer_inputs(annotated_mod, integer_only)
     kept_rows = {site.index: RowSample(len(samples)) for site in sites
                  if observer == SEARCH and site.is_linear and groups[site.index][0] == site.index}
     channels = {site.index: [np.inf, -np.inf, 0.0, 0] for site in sites if channel_ranges and site.is_linear}
@@ -151,7 +154,8 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
     for done, index in enumerate(kept_rows, 1):
         group, weight_kn = groups[index], linear_weight(params, by_index[index])
         searched = search_step(kept_rows[index].array(), balance_weight(params, by_index, group), ranges[index],
-                               scheme.activation, weight_quant_of(scheme, kernels, *weight_kn.shape), balance)
+                               scheme.activation, weight_quant_of(scheme, kernels, *weight_kn.shape), balance,
+                               integer_input=index in chained)
         for member in group:
             ranges[member] = replace(searched, input_gram=ranges[member].input_gram)
         progress_step(stream, "[calibrate] step search, Linear input", done, len(kept_rows))

@@ -119,7 +119,7 @@ def accumulator_chain(y, mutator, params: dict):
 class _IntegerChain(PyExprMutator):
     def __init__(self, mod, params: dict):
         super().__init__(mod)
-        self.params, self.rewritten = params, 0
+        self.params, self.rewritten, self.shifts = params, 0, 0
 
     def visit_call_(self, call):
         call = self.visit_expr_post_order(call)
@@ -144,6 +144,7 @@ class _IntegerChain(PyExprMutator):
         if after_layout:
             acc = relayout(self.builder_, acc, layout)
         ratio = _uniform(s) * c / np.float64(steps) if after_layout else np.float64(s) * c / _uniform(steps)
+        self.shifts += _powers_of_two(ratio)
         codes = self.builder_.emit(_requantize(acc, ratio, zeros if zero is None else zero, call.attrs.out_dtype))
         return codes if after_layout else relayout(self.builder_, codes, layout)
 
@@ -164,8 +165,8 @@ def rescale(acc, ratio: np.ndarray):
     if np.all(m == 1):  # a rounding shift in int32
         return relax.op.right_shift(relax.op.add(acc, relax.const((1 << (k - 1)).astype(np.int32))),
                                     relax.const(k.astype(np.int32)))
-    exponent = np.log2(np.asarray(ratio, np.float64))
-    if np.all(exponent == np.round(exponent)):  # powers of two, some of them 1 or more: shifts both ways
+    if _powers_of_two(ratio):  # some of them 1 or more: shifts both ways
+        exponent = np.log2(np.asarray(ratio, np.float64))
         up, down = np.maximum(exponent, 0).astype(np.int32), np.maximum(-exponent, 0).astype(np.int32)
         half = np.where(down > 0, np.left_shift(1, np.maximum(down - 1, 0)), 0).astype(np.int32)
         return relax.op.right_shift(relax.op.add(relax.op.left_shift(acc, relax.const(up)), relax.const(half)),
@@ -174,6 +175,11 @@ def rescale(acc, ratio: np.ndarray):
     wide = relax.op.multiply(relax.op.astype(acc, "int64"), relax.const(m, "int64"))
     rounded = relax.op.add(wide, relax.const(np.left_shift(1, k - 1), "int64"))
     return relax.op.astype(relax.op.right_shift(rounded, relax.const(k, "int64")), "int32")
+
+
+def _powers_of_two(ratio: np.ndarray) -> bool:
+    exponent = np.log2(np.asarray(ratio, np.float64))
+    return bool(np.all(exponent == np.round(exponent)))
 
 
 def _requantize(acc, ratio: np.ndarray, zero, out_dtype: str):
@@ -190,10 +196,10 @@ def _requantize(acc, ratio: np.ndarray, zero, out_dtype: str):
 class IntegerChain:
     """The rewrite of the module docstring on every Relax function of a module. ``params``: the
     weights not yet bound, by name. After it runs, ``rewritten`` is how many quantizes became
-    integer requantizations."""
+    integer requantizations, ``shifts`` how many of those are shifts (no multiply)."""
 
     def __init__(self, params: dict | None = None):
-        self.params, self.rewritten = params or {}, 0
+        self.params, self.rewritten, self.shifts = params or {}, 0, 0
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         chain = _IntegerChain(mod, self.params)
@@ -201,4 +207,5 @@ class IntegerChain:
             if isinstance(func, relax.Function):
                 chain.builder_.update_func(gvar, chain.visit_expr(func))
         self.rewritten += chain.rewritten
+        self.shifts += chain.shifts
         return relax.transform.DeadCodeElimination()(chain.builder_.finalize())

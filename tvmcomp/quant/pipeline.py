@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TvmcompError
-from .annotate import Annotate, quant_sites, shared_inputs
+from .annotate import Annotate, integer_inputs, quant_sites, shared_inputs
 from .attn_probs import parse_attn_probs
 from .balance import OFF
 from .calibrate import SEARCH, SiteRange, calibrate
@@ -137,6 +137,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         groups = balance_groups(shared_inputs(annotated), imported.params,
                                 {site.index: site for site in quant_sites(annotated)}, scheme, kernels)
         settings["searched_together"] = sorted({group for group in groups.values() if len(group) > 1})
+        settings["integer_inputs"] = sorted(integer_inputs(annotated, options.integer_only))
     gptq = scheme.weight_rounding == "gptq"  # its inputs' second moments are not saved: calibrate again
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package and not gptq else None
     if ranges is None:
@@ -146,7 +147,8 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
               f"({settings['observer']} observer)", file=stream)
         ranges = calibrate(annotated, imported.params, imported.inputs, batches, scheme, options.observer,
                            stream=stream, channel_ranges=options.channel_ranges(scheme), probs=probs,
-                           balance=options.balancing(scheme), input_grams=gptq, kernels=kernels)
+                           balance=options.balancing(scheme), input_grams=gptq, kernels=kernels,
+                           integer_only=options.integer_only)
     else:
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
     for shape_imported in source.shapes().values():  # every shape reuses the ranges calibrated at the largest
@@ -155,7 +157,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         if [f"{site.name}:{site.role}" for site in quant_sites(shape_annotated)] != settings["sites"]:
             raise TvmcompError(f"{source.name} quantizes different layers at another shape: build one shape per package")
         realize = Realize(shape_imported.params, ranges, scheme, kernels, options.balancing(scheme),
-                          options.wide_below_db, probs, skip=keep_float)
+                          options.wide_below_db, probs, skip=keep_float, integer_only=options.integer_only)
         shape_imported.mod = realize(shape_annotated)
         counts = dict(realize.counts)
         if options.integer_only:
@@ -164,7 +166,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         if scheme.requantize == "integer" or options.integer_only:
             chain = IntegerChain(shape_imported.params)
             shape_imported.mod = chain(shape_imported.mod)
-            counts["integer_chains"] = chain.rewritten
+            counts["integer_chains"], counts["shifts"] = chain.rewritten, chain.shifts
     _say_what_options_changed(options, counts, stream)
     if options.integer_only:
         done = counts["integer_only"]
@@ -172,8 +174,8 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
               f"{done['layer_norm']} residual adds + LayerNorms (integer square root) run on integers; "
               f"{counts['integer_chains']} requantizations between them", file=stream)
     elif scheme.requantize == "integer":
-        print(f"[quant] {scheme.name}: {counts['integer_chains']} requantizations between quantized ops stay integer",
-              file=stream)
+        print(f"[quant] {scheme.name}: {counts['integer_chains']} requantizations between quantized ops stay integer, "
+              f"{counts['shifts']} of them shifts", file=stream)
     return {"model_hash": model_hash, "settings": settings, "balance": options.balancing(scheme),
             "wide_below_db": options.wide_below_db, "attn_probs": probs.spec if probs is not None else None,
             "group_size": scheme.weight.group_size,
@@ -186,7 +188,7 @@ def _placeholder_realize(annotated, params: dict, scheme, kernels: DotKernels, p
     scale, zero = scheme.activation.scale_zero_point(np.float64(-8.0), np.float64(8.0))
     ranges = {site.index: SiteRange(float(scale), int(zero), -8.0, 8.0) for site in quant_sites(annotated)}
     return Realize(dict(params), ranges, replace(scheme, weight_rounding="nearest"), kernels, probs=probs,
-                   skip=keep_float)(annotated)
+                   skip=keep_float, integer_only=True)(annotated)
 
 
 def _integer_only(model: str, mod, params: dict):

@@ -19,7 +19,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .annotate import QUANT_SITE, SITES_ATTR, quant_sites, shared_inputs
+from .annotate import QUANT_SITE, SITES_ATTR, integer_inputs, quant_sites, shared_inputs
 from .dot_kernels import DotKernels
 from .ops import OP_RULES, is_op, rule_for_role
 from .ops.linear import balance_groups
@@ -33,17 +33,19 @@ _SIGNED_SHIFT = {("uint8", "int8"): -128, ("int8", "uint8"): 128}
 @mutator
 class _Realizer(PyExprMutator):
     """The rules' context: the pass's configuration (``params``, ``ranges``, ``scheme``, ``kernels``,
-    ``balance``, ``wide_below_db``, ``probs``, ``skip``), ``counts`` for what the options changed,
+    ``balance``, ``wide_below_db``, ``probs``, ``skip``), the Linear sites whose inputs arrive as
+    integer codes (``integer_inputs``), ``counts`` for what the options changed,
     and the emit helpers below."""
 
     def __init__(self, mod, params, ranges, scheme: QuantScheme, kernels: DotKernels, balance, wide_below_db,
-                 probs, skip: list[str], rules):
+                 probs, skip: list[str], rules, integer_only: bool):
         super().__init__(mod)
         self.params, self.ranges, self.scheme, self.kernels, self.balance = params, ranges, scheme, kernels, balance
         self.wide_below_db, self.probs, self.skip, self.rules = wide_below_db, probs, skip, rules
         self.counts = {"wide_linears": 0, "prob_matmuls": 0, "int4_linears": 0}
         self.sites = {site.index: site for site in quant_sites(mod)}
         self.balance_groups = balance_groups(shared_inputs(mod), params, self.sites, scheme, kernels)
+        self.integer_inputs = integer_inputs(mod, integer_only)
         self.codes = {}  # (tensor, shape, dtype, axis, steps, zero points) -> its codes (:meth:`quantize`)
 
     def visit_dataflow_block_(self, block):
@@ -174,21 +176,24 @@ class Realize:
     (:mod:`.attn_probs`), attention probabilities take that quantizer's codes; without, their
     site's uniform 8-bit ones. Embedding tables take the scheme's ``embedding`` codes unless a
     ``skip`` pattern (fnmatch) names them. ``rules``: the op rules to apply (default: every
-    registered one). After it runs, ``counts`` says how many Linears got wide inputs or int4
-    weights and how many matmuls the probabilities' own codes.
+    registered one). ``integer_only``: the encoder's float ops will become integer kernels
+    (:mod:`.integer_only`), so every Linear input arrives as integer codes
+    (:func:`~.annotate.integer_inputs`). After it runs, ``counts`` says how many Linears got wide
+    inputs or int4 weights and how many matmuls the probabilities' own codes.
     """
 
     def __init__(self, params: dict, ranges: dict, scheme: QuantScheme, kernels: DotKernels = DotKernels(),
                  balance: str | float | None = None, wide_below_db: float | None = None, probs=None,
-                 skip: list[str] | None = None, rules=None):
+                 skip: list[str] | None = None, rules=None, integer_only: bool = False):
         self.params, self.ranges, self.scheme, self.kernels = params, ranges, scheme, kernels
+        self.integer_only = integer_only
         self.balance, self.wide_below_db, self.probs, self.skip = balance, wide_below_db, probs, list(skip or [])
         self.rules = list(OP_RULES.values() if rules is None else rules)
         self.counts = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         realizer = _Realizer(mod, self.params, self.ranges, self.scheme, self.kernels, self.balance,
-                             self.wide_below_db, self.probs, self.skip, self.rules)
+                             self.wide_below_db, self.probs, self.skip, self.rules, self.integer_only)
         func = realizer.visit_expr(mod["main"]).without_attr(SITES_ATTR)
         realizer.builder_.update_func(mod.get_global_var("main"), func)
         self.counts = dict(realizer.counts)

@@ -223,7 +223,10 @@ register_scheme(
                               power_of_two=True),
         attn_probs="uniform:15",
         requantize="integer",
-        balance="auto",  # FQ-ViT's power-of-two factors for LayerNorm outputs' channels, as H-ViT uses them
+        # Linear inputs balanced: from float (LayerNorm, GELU), with int8's factors and steps, the power of two
+        # above the step carried by the accumulator (balance.power_of_two_common_step); codes from another
+        # quantized op (or with --integer-only), FQ-ViT's power-of-two factors, as H-ViT uses them
+        balance="auto",
         observer="search",  # each Linear input's power-of-two step chosen by its output's error, not rounded up
     )
 )

@@ -8,7 +8,10 @@ model's padding rows left out), and afterwards its range is shrunk by each facto
 :data:`SHRINK` (every channel's range with it, for balancing) and quantized exactly as realize
 will quantize it (balancing, power-of-two steps, the scheme's weight grid); the factor whose
 integer Linear output is nearest the float one, ``|| dq(q(x)) @ dq(q(W)) - x @ W ||^2`` over the
-sample, wins. Power-of-two steps keep the full range (:data:`POWER_OF_TWO_SHRINK`).
+sample, wins. Power-of-two steps keep the full range (:data:`POWER_OF_TWO_SHRINK`) where they are
+powers of two throughout, on inputs that arrive as integer codes; a balanced input a power-of-two
+scheme quantizes from float takes int8's steps (:func:`~.balance.power_of_two_common_step`), and
+every shrink.
 
 With ``--balance auto`` the balancing is searched with the step, by the same error: no balancing
 and each alpha of :data:`~.balance.ALPHAS`, where the noise estimate of :mod:`.balance` would pick
@@ -31,11 +34,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from .balance import ALPHAS, AUTO, OFF, linear_input_steps
+from .balance import ALPHAS, AUTO, OFF, linear_input_steps, takes_real_steps
 from .grids import restored_weight
 
 SHRINK = tuple(np.geomspace(1.0, 0.25, 13))  # the range factors tried, from the full observed range down
-# Power-of-two steps keep the full range: below it, the next step clips the widest channel at half its
+# Whole power-of-two steps keep the full range: below it, the next step clips the widest channel at half its
 # range, which one Linear's output error on a sample of rows accepts and the model does not (mpnet-base
 # pot8 0.9808 -> 0.9821 without those candidates, manual builds with 2048 rows; docs/quantization.md)
 POWER_OF_TWO_SHRINK = (1.0,)
@@ -103,7 +106,8 @@ def fitted_range(site_range, rows: np.ndarray, activation):
     return shrunk(replace(site_range, **fitted), 1.0, activation)
 
 
-def search_step(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation, weight_quant, balance):
+def search_step(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation, weight_quant, balance,
+                integer_input: bool = False):
     """The shrunk range of ``site_range`` (one of :data:`SHRINK`) with the least :func:`output_error`
     on rows its ranges did not see; with ``balance`` "auto" and channel ranges, after the balancing
     (none, or each alpha of :data:`~.balance.ALPHAS`) with the least error on the full range, kept in
@@ -130,12 +134,13 @@ def search_step(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation,
         """(the candidate's cross-validated error, the candidate on the full ranges)."""
         candidate = shrunk(replace(site_range, balance=choice), factor, activation)
         key = _quantizes_as(linear_input_steps(candidate, weight_kn, weight_quant.qmax, activation, balance,
-                                               calibrated=True))
+                                               calibrated=True, integer_input=integer_input))
         if key not in errors:
             errors[key] = 0.0
             for held_out, want, fitted, restored in scored:
                 quantized = linear_input_steps(shrunk(replace(fitted, balance=choice), factor, activation), weight_kn,
-                                               weight_quant.qmax, activation, balance, calibrated=True)
+                                               weight_quant.qmax, activation, balance, calibrated=True,
+                                               integer_input=integer_input)
                 factors = quantized[3].tobytes()
                 if restored.get("factors") != factors:  # the restored weight, again only where the factors change
                     restored.update(factors=factors, weight=restored_weight(quantized[3][:, None] * weight_kn,
@@ -143,7 +148,8 @@ def search_step(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation,
                 errors[key] += _error(held_out, want, quantized, activation, restored["weight"])
         return errors[key], candidate
 
-    shrinks = POWER_OF_TWO_SHRINK if activation.power_of_two else SHRINK
+    whole_steps = activation.power_of_two and not takes_real_steps(site_range, activation, balance, integer_input)
+    shrinks = POWER_OF_TWO_SHRINK if whole_steps else SHRINK
     chosen = min(choices, key=lambda choice: error_of(choice, shrinks[0])[0])
     return min((error_of(chosen, factor) for factor in shrinks), key=lambda pair: pair[0])[1]
 

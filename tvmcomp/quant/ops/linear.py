@@ -214,7 +214,8 @@ def _balanced(ctx, site, weight_kn: np.ndarray, weight_quant: TensorQuant, activ
     if len(group) > 1:
         weight_kn = balance_weight(ctx.params, ctx.sites, group)
     return linear_input_steps(ctx.ranges[site.index], weight_kn, weight_quant.qmax, activation, ctx.balance,
-                              calibrated=activation == ctx.scheme.activation)
+                              calibrated=activation == ctx.scheme.activation,
+                              integer_input=site.index in ctx.integer_inputs)
 
 
 def _weight_codes(ctx, site, factors: np.ndarray, weight_kn: np.ndarray, weight_quant: TensorQuant):
