@@ -537,16 +537,20 @@ def test_auto_balancing_balances_an_outlier_channel_and_leaves_even_channels_alo
     assert noise(factors) < 0.5 * noise(np.ones(8, np.float32))
 
 
+def _outlier_linear():
+    """A Linear's weight [8, 16], its input channels' max |x| (channel 3 an outlier) and its site."""
+    weight = np.random.default_rng(6).standard_normal((8, 16)).astype(np.float32)
+    absmax = np.array([2.0, 1.5, 3.0, 40.0, 2.0, 0.5, 2.5, 6.0])
+    return weight, absmax, SiteRange(scale=0.25, zero_point=0, lo=-40.0, hi=40.0, channel_lo=list(-absmax),
+                                     channel_hi=list(absmax), channel_rms=list(absmax / 3))
+
+
 def test_power_of_two_activations_balance_by_power_of_two_factors_and_keep_power_of_two_steps():
     """pot8 (FQ-ViT's factors, H-ViT's use): f_j = 2^round(log2(max|x_j|^a / max|W_j|^(1-a))), and the
     steps a * f_j of the balanced input stay powers of two."""
     from tvmcomp.quant.balance import balanced_steps, choose_factors
 
-    rng = np.random.default_rng(6)
-    weight = rng.standard_normal((8, 16)).astype(np.float32)
-    absmax = np.array([2.0, 1.5, 3.0, 40.0, 2.0, 0.5, 2.5, 6.0])
-    outlier = SiteRange(scale=0.25, zero_point=0, lo=-40.0, hi=40.0, channel_lo=list(-absmax), channel_hi=list(absmax),
-                        channel_rms=list(absmax / 3))
+    weight, absmax, outlier = _outlier_linear()
     activation = get_scheme("pot8").activation
     factors = choose_factors(outlier, weight, activation, 127, 0.5)
     smooth = np.sqrt(absmax) / np.sqrt(np.abs(weight.astype(np.float64)).max(axis=1))
@@ -564,11 +568,7 @@ def test_pot8_inputs_quantized_from_float_take_int8s_steps_and_a_power_of_two_co
     Codes that arrive from another quantized op (integer_input) keep powers of two throughout."""
     from tvmcomp.quant.balance import linear_input_steps
 
-    rng = np.random.default_rng(6)
-    weight = rng.standard_normal((8, 16)).astype(np.float32)
-    absmax = np.array([2.0, 1.5, 3.0, 40.0, 2.0, 0.5, 2.5, 6.0])
-    site = SiteRange(scale=0.25, zero_point=0, lo=-40.0, hi=40.0, channel_lo=list(-absmax), channel_hi=list(absmax),
-                     channel_rms=list(absmax / 3))
+    weight, absmax, site = _outlier_linear()
     activation = get_scheme("pot8").activation
     common, steps, zeros, factors = linear_input_steps(site, weight, 127, activation, 0.5, calibrated=True)
     f = np.sqrt(absmax) / np.sqrt(np.abs(weight.astype(np.float64)).max(axis=1))
