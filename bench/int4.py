@@ -2,8 +2,9 @@
 
 Engines: the peers of bench/int8.py (PyTorch fp32 and dynamic int8, ONNX Runtime fp32, dynamic and
 static int8) and ONNX Runtime's int4 ``MatMulNBits`` (its matmul_nbits_quantizer: symmetric, blocks
-of 32, accuracy level 4 = int8 compute); tvmcomp fp32, int8 (also balanced, and rounded by GPTQ),
-w4a8 with groups of 32 (GPTQ, as shipped; nearest rounding; balanced) and 128, pwlq4, weight-only w4. For each: latency,
+of 32, accuracy level 4 = int8 compute); tvmcomp fp32, int8 (as shipped: balanced, steps searched; as it was
+until 2026-12-06: min-max, unbalanced; rounded by GPTQ), w4a8 with groups of 32 (GPTQ, as shipped; nearest
+rounding; balanced and searched) and 128, pwlq4, weight-only w4. For each: latency,
 size on disk, accuracy against the float model on real text. Latency comparisons between two
 tvmcomp packages belong to bench/interleaved.py (this machine's timing noise is ~20%).
 
@@ -26,13 +27,13 @@ _spec.loader.exec_module(int8_bench)
 
 TVMCOMP_VARIANTS = {
     "tvmcomp fp32": ["--quant", "fp32"],
-    "tvmcomp int8": ["--quant", "int8"],
-    "tvmcomp int8 --balance": ["--quant", "int8", "--balance"],
+    "tvmcomp int8": ["--quant", "int8"],  # balanced and its steps searched (the default since 2026-12-06)
+    "tvmcomp int8 --balance off --observer minmax": ["--quant", "int8", "--balance", "off", "--observer", "minmax"],
     "tvmcomp int8 --weight-rounding gptq": ["--quant", "int8", "--weight-rounding", "gptq"],
     "tvmcomp w4a8 g32 (GPTQ)": ["--quant", "w4a8"],
     "tvmcomp w4a8 g32 --weight-rounding nearest": ["--quant", "w4a8", "--weight-rounding", "nearest"],
     "tvmcomp w4a8 g128 (GPTQ)": ["--quant", "w4a8", "--group-size", "128"],
-    "tvmcomp w4a8 g32 (GPTQ) --balance": ["--quant", "w4a8", "--balance"],
+    "tvmcomp w4a8 g32 (GPTQ) --balance --observer search": ["--quant", "w4a8", "--balance", "--observer", "search"],
     "tvmcomp pwlq4 g32 (GPTQ)": ["--quant", "pwlq4"],
     "tvmcomp w4 g32 (GPTQ), weight-only": ["--quant", "w4"],
 }
