@@ -357,6 +357,7 @@ def test_linears_reading_one_tensor_are_balanced_with_one_set_of_factors():
     assert len(quantizes) == 1
     # f_j = max|x_j|^0.5 / max_n |W_nj|^0.5 over both weights' rows; the steps are one step times f
     x_max = np.maximum(-lo, hi)
+    x_max = np.maximum(x_max, np.median(x_max))  # no channel below the median channel's range
     w_max = np.maximum(np.abs(params["w"]).max(axis=0), np.abs(params["v"]).max(axis=0))
     steps_per_factor = quantizes[0].args[1].value.numpy() / (np.sqrt(x_max) / np.sqrt(w_max))
     np.testing.assert_allclose(steps_per_factor, steps_per_factor[0], rtol=1e-5)
@@ -487,7 +488,9 @@ def test_a_balanced_linear_matches_the_numpy_integer_reference_exactly(kernel):
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
 
     w_kn = params["w"].T.astype(np.float64)  # [K=8, N=16]
-    f = (np.maximum(-channel_lo, channel_hi).astype(np.float64) ** 0.5 / np.abs(w_kn).max(axis=1) ** 0.5)
+    x_max = np.maximum(-channel_lo, channel_hi).astype(np.float64)
+    x_max = np.maximum(x_max, np.median(x_max))  # no channel below the median channel's range
+    f = x_max ** 0.5 / np.abs(w_kn).max(axis=1) ** 0.5
     f = f.astype(np.float32)
     # one common step for the widest balanced channel, a zero point per channel
     lo_f, hi_f = np.minimum(channel_lo, 0) / f.astype(np.float64), np.maximum(channel_hi, 0) / f.astype(np.float64)
@@ -545,6 +548,19 @@ def _outlier_linear():
                                      channel_hi=list(absmax), channel_rms=list(absmax / 3))
 
 
+def test_a_channel_calibration_saw_quiet_keeps_the_median_channels_step():
+    """A GELU neuron no calibration sentence fired, which a short input fires: balanced on its own
+    range (0.01), its step was 1/14 of the others' and clipped the first value of theirs it saw."""
+    from tvmcomp.quant.balance import linear_input_steps
+
+    weight = np.ones((8, 16), np.float32)
+    absmax = np.array([2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 40.0, 0.01])
+    site = SiteRange(scale=0.5, zero_point=0, lo=-40.0, hi=40.0, channel_lo=list(-absmax), channel_hi=list(absmax))
+    _, steps, zeros, _ = linear_input_steps(site, weight, 127, INT8.activation, 0.5, calibrated=True)
+    assert steps[7] == steps[0] and steps[6] > 4 * steps[0]  # the outlier still balanced
+    assert np.round(1.0 / steps[7]) + zeros[7] <= 255  # 1.0 in the quiet channel: not clipped
+
+
 def test_power_of_two_activations_balance_by_power_of_two_factors_and_keep_power_of_two_steps():
     """pot8 (FQ-ViT's factors, H-ViT's use): f_j = 2^round(log2(max|x_j|^a / max|W_j|^(1-a))), and the
     steps a * f_j of the balanced input stay powers of two."""
@@ -553,7 +569,7 @@ def test_power_of_two_activations_balance_by_power_of_two_factors_and_keep_power
     weight, absmax, outlier = _outlier_linear()
     activation = get_scheme("pot8").activation
     factors = choose_factors(outlier, weight, activation, 127, 0.5)
-    smooth = np.sqrt(absmax) / np.sqrt(np.abs(weight.astype(np.float64)).max(axis=1))
+    smooth = np.sqrt(np.maximum(absmax, np.median(absmax))) / np.sqrt(np.abs(weight.astype(np.float64)).max(axis=1))
     np.testing.assert_array_equal(factors, np.float32(2.0 ** np.round(np.log2(smooth))))
     step, zeros = balanced_steps(outlier.channel_lo, outlier.channel_hi, factors, activation)
     widest = (2 * absmax / factors).max() / 255  # uint8 codes: the widest balanced span over 255 steps
@@ -571,7 +587,7 @@ def test_pot8_inputs_quantized_from_float_take_int8s_steps_and_a_power_of_two_co
     weight, absmax, site = _outlier_linear()
     activation = get_scheme("pot8").activation
     common, steps, zeros, factors = linear_input_steps(site, weight, 127, activation, 0.5, calibrated=True)
-    f = np.sqrt(absmax) / np.sqrt(np.abs(weight.astype(np.float64)).max(axis=1))
+    f = np.sqrt(np.maximum(absmax, np.median(absmax))) / np.sqrt(np.abs(weight.astype(np.float64)).max(axis=1))
     a = (2 * absmax / f).max() / 255  # uint8 codes: the widest balanced span over 255 steps
     np.testing.assert_allclose(steps, a * f, rtol=1e-6)
     assert common == 2.0 ** np.ceil(np.log2(a))

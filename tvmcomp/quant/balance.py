@@ -33,12 +33,23 @@ ALPHAS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the grid ``choose_factors`` sear
 
 
 def balance_factors(channel_absmax: np.ndarray, weight_kn: np.ndarray, alpha: float) -> np.ndarray:
-    """``f_j = max|x_j|^alpha / max|W_j|^(1 - alpha)`` for a Linear with weight ``[K, N]``; channels
-    that never saw data (or have an all-zero weight row) keep ``f_j = 1``."""
+    """``f_j = max|x_j|^alpha / max|W_j|^(1 - alpha)`` for a Linear with weight ``[K, N]``, with
+    ``max|x_j|`` no less than the median channel's; channels that never saw data (or have an all-zero
+    weight row) keep ``f_j = 1``.
+
+    The floor: balancing moves outlier channels into the weights, and gives quiet channels finer
+    steps, each covering its calibrated range and little more. A channel calibration saw near zero
+    says least about new inputs: in MiniLM pruned to 0.7, FFN neurons that no calibration sentence
+    fired (GELU outputs up to 0.0) fire on the [SEP] of a one-word input (1.05), which their step
+    clipped at a fraction of that (WordSim Spearman 0.51 against 0.76 unbalanced). A quiet channel
+    now gets the median channel's step: 0.65 there, and unpruned MiniLM int8 went 0.9968 -> 0.9973
+    of embedding cosine (min 0.9879 -> 0.9932; manual builds, not saved)."""
     x_max = np.asarray(channel_absmax, np.float64)
     w_max = np.abs(np.asarray(weight_kn, np.float64)).max(axis=1)
     usable = (x_max > 0) & (w_max > 0)
     factors = np.ones_like(x_max)
+    if usable.any():  # channels calibration saw quiet keep the median channel's range
+        x_max = np.maximum(x_max, np.median(x_max[usable]))
     factors[usable] = x_max[usable] ** alpha / w_max[usable] ** (1 - alpha)
     return factors.astype(np.float32)
 
