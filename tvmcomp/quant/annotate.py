@@ -22,6 +22,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .integer_chain import LAYOUT_OPS
 from .ops import OP_RULES, is_op
 from .ops.linear import LINEAR_ROLES
 
@@ -127,8 +128,6 @@ def shared_inputs(mod: tvm.IRModule) -> dict[int, tuple[int, ...]]:
     return {index: tuple(group) for group in by_tensor.values() for index in group}
 
 
-
-_LAYOUT = ("relax.reshape", "relax.permute_dims", "relax.broadcast_to")
 _SCALINGS = ("relax.multiply", "relax.divide", "relax.add")  # by a constant or a parameter (a bias)
 
 
@@ -155,12 +154,15 @@ def integer_inputs(mod: tvm.IRModule, integer_only: bool = False) -> frozenset[i
     def producer(x):
         """The call computing ``x``, below layout calls and scalings."""
         call = bound.get(x)
-        while call is not None and (any(is_op(call, op) for op in _LAYOUT) or
-                                    any(is_op(call, op) for op in _SCALINGS) and any(map(is_given, call.args))):
-            below = [arg for arg in call.args[:1 if any(is_op(call, op) for op in _LAYOUT) else 2]
-                     if not is_given(arg)]
-            call = bound.get(below[0]) if below else None
-        return call
+        while call is not None:
+            if any(is_op(call, op) for op in LAYOUT_OPS):
+                below = call.args[0]
+            elif any(is_op(call, op) for op in _SCALINGS) and any(map(is_given, call.args)):
+                below = next((arg for arg in call.args if not is_given(arg)), None)
+            else:
+                return call
+            call = bound.get(below)
+        return None
 
     chained = set()
     for value in bound.values():

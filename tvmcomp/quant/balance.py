@@ -42,8 +42,9 @@ def balance_factors(channel_absmax: np.ndarray, weight_kn: np.ndarray, alpha: fl
     says least about new inputs: in MiniLM pruned to 0.7, FFN neurons that no calibration sentence
     fired (GELU outputs up to 0.0) fire on the [SEP] of a one-word input (1.05), which their step
     clipped at a fraction of that (WordSim Spearman 0.51 against 0.76 unbalanced). A quiet channel
-    now gets the median channel's step: 0.65 there, and unpruned MiniLM int8 went 0.9968 -> 0.9973
-    of embedding cosine (min 0.9879 -> 0.9932; manual builds, not saved)."""
+    now gets the median channel's step: 0.65 there (bench/results/2026-12-06-prune-minilm-median-floor.md),
+    and int8's embedding cosine went 0.9968 -> 0.9973 on MiniLM, 0.9875 -> 0.9945 on mpnet-base
+    (bench/results/2026-12-06-schemes-*-median-floor.md)."""
     x_max = np.asarray(channel_absmax, np.float64)
     w_max = np.abs(np.asarray(weight_kn, np.float64)).max(axis=1)
     usable = (x_max > 0) & (w_max > 0)

@@ -35,7 +35,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .ops import is_op
 
-_LAYOUT = ("relax.reshape", "relax.permute_dims", "relax.broadcast_to")
+LAYOUT_OPS = ("relax.reshape", "relax.permute_dims", "relax.broadcast_to")
 _SCALINGS = ("relax.multiply", "relax.divide")  # by a scalar constant
 MULTIPLIER_BITS = 15
 
@@ -85,7 +85,7 @@ def accumulator_chain(y, mutator, params: dict):
 
     layout, scale = [], 1.0
     call = bound(y)
-    while call is not None and (any(is_op(call, op) for op in (*_LAYOUT, *_SCALINGS))):
+    while call is not None and (any(is_op(call, op) for op in (*LAYOUT_OPS, *_SCALINGS))):
         if any(is_op(call, op) for op in _SCALINGS):
             c = _uniform(constant_value(call.args[1], params))
             below = bound(call.args[0])

@@ -200,9 +200,9 @@ register_scheme(
         wide_activation=WIDE_INPUTS,
         attn_probs="uniform:15",
         # balancing and each Linear input's step chosen by its output's error on held-out calibration rows:
-        # MiniLM's embedding cosine 0.9919 -> 0.9968, all-mpnet-base-v2's 0.8806 -> 0.9875 (its outlier
-        # channels; bench/results/2026-12-06-defaults-*.md); where the calibration rows show no outliers
-        # the search leaves balancing off (docs/quantization.md)
+        # MiniLM's embedding cosine 0.9919 -> 0.9973, all-mpnet-base-v2's 0.8806 -> 0.9945 (its outlier
+        # channels; bench/results/2026-12-06-defaults-*.md, then *-median-floor.md); where the calibration
+        # rows show no outliers the search leaves balancing off (docs/quantization.md)
         balance="auto",
         observer="search",
     )
@@ -227,7 +227,7 @@ register_scheme(
         # above the step carried by the accumulator (balance.power_of_two_common_step); codes from another
         # quantized op (or with --integer-only), FQ-ViT's power-of-two factors, as H-ViT uses them
         balance="auto",
-        observer="search",  # each Linear input's power-of-two step chosen by its output's error, not rounded up
+        observer="search",  # each Linear input's step (and balancing) chosen by its output's error
     )
 )
 
