@@ -8,7 +8,7 @@ int8 and pot8 with --integer-only
 (kernels from schedules/),
 PyTorch eager fp32 and dynamic int8 (torch.ao.quantization.quantize_dynamic on the Linear layers), ONNX
 Runtime fp32, dynamic int8 and static QDQ int8 (per-channel int8 weights, per-tensor uint8 activations, calibrated on
-the same 32 Lee-corpus sentences tvmcomp calibrates on). For each: latency, size on disk, and accuracy
+the same 32 Lee-corpus texts, sentences and phrases, tvmcomp calibrates on). For each: latency, size on disk, and accuracy
 against the float model on real text (tvmcomp.evaluate: embedding cosine, polarity probe,
 WordSim-353 Spearman).
 

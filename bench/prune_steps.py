@@ -1,15 +1,17 @@
 """What each step of pruning buys (#15), in PyTorch, no builds; accuracy of each pruned float model
 against the unpruned one on real text (tvmcomp.evaluate: embedding cosine on Pang & Lee sentences,
-polarity probe, WordSim-353), and the seconds pruning took. Two studies:
+polarity probe, WordSim-353), and the seconds pruning took. Three studies:
 
 - steps: the mask search alone, with the mask rearrangement, with the mask tuning, with both, and
   with both and the refit of the kept output-projection columns (the default since 2026-12-06),
   ranked and tuned label-free on the bundled calibration text (Lee corpus);
+- samples: all steps, label-free, on 32 and on 128 of the bundled calibration texts (the default
+  since 2026-12-06);
 - data: all steps, ranked and tuned on the bundled Lee text, on the probe's training half of the
   Pang & Lee sentences without their labels, and on the same half with their polarity labels (the
   task loss; what `--calib-data labelled.tsv` does). The probe is scored on the other half.
 
-Run: .venv/bin/python bench/prune_steps.py [steps|data] [--model minilm] [--seq-len 128] [--flops 0.7 0.5 0.4]
+Run: .venv/bin/python bench/prune_steps.py [steps|samples|data] [--model minilm] [--seq-len 128] [--flops 0.7 0.5 0.4]
 Writes bench/results/<date>-prune-<study>-<model>.md.
 """
 
@@ -29,6 +31,7 @@ sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve()
 sys.path.insert(0, str(REPO))
 
 STUDIES = {"steps": "ranked and tuned label-free on the bundled Lee calibration text",
+           "samples": "all steps, ranked and tuned label-free on 32 and on 128 of the bundled calibration texts",
            "data": "all steps; ranked and tuned on the bundled Lee text, on the probe's training half of the Pang & "
                    "Lee sentences without their labels, or on the same half with their polarity labels (task loss)"}
 STEPS = {"search only": {"rearrange": False, "tune": False},
@@ -49,10 +52,13 @@ def _variants(study: str, entry, seq_len: int) -> dict[str, dict]:
     lee = entry.make_calibration_inputs(PRUNE_SAMPLES, 1, seq_len)
     if study == "steps":
         return {name: {"batches": lee, **steps} for name, steps in STEPS.items()}
+    if study == "samples":
+        return {f"label-free, {count} calibration texts": {"batches": entry.make_calibration_inputs(count, 1, seq_len)}
+                for count in (32, 128)}
     pairs = pang_lee_polarity()
     half = [pair for pair, train in zip(pairs, probe_training_half(len(pairs))) if train]
     texts = [entry.tokenize([sentence], seq_len) for sentence, _ in half]
-    return {f"label-free, {len(lee)} Lee sentences": {"batches": lee},
+    return {f"label-free, {len(lee)} Lee calibration texts": {"batches": lee},
             f"label-free, {len(texts)} Pang & Lee training-half sentences": {"batches": texts},
             f"task loss, the same {len(texts)} with their labels": {
                 "batches": texts, "labels": np.array([label for _, label in half])}}

@@ -148,3 +148,21 @@ def test_bad_image_folders_are_one_line(tmp_path, capsys):
                             (broken, "01.png is not a readable image (UnidentifiedImageError")):
         assert_user_error(capsys, ["build", "--model", str(model), "--quant", "int8", "--calib-data", str(folder),
                                    "-o", str(tmp_path / "pkg")], message)
+
+
+def test_the_bundled_calibration_text_holds_a_phrase_every_fourth_text_in_the_sentences_words():
+    """Short queries get calibrated too: texts 3, 7, 11, ... are 1, 2, 3, 1, ... words of the
+    sentence they replace, from its longest word on, with no punctuation; the rest are the sentences."""
+    from tvmcomp.data import lee_calibration_texts, lee_sentences
+
+    texts, sentences = lee_calibration_texts(), lee_sentences()
+    assert len(texts) == len(sentences)
+    phrases = texts[3::4]
+    assert [len(p.split()) for p in phrases[:6]] == [1, 2, 3, 1, 2, 3]
+    for k, text in enumerate(texts):
+        if k % 4 != 3:
+            assert text == sentences[k]
+            continue
+        assert re.fullmatch(r"[\w'-]+( [\w'-]+)*", text)
+        first = text.split()[0]
+        assert first in sentences[k] and len(first) == max(len(re.sub(r"[^\w'-]", "", w)) for w in sentences[k].split())

@@ -77,11 +77,11 @@ def text_encoder(name: str, model_dir: Callable[[], str], description: str, max_
         return tokenize([EXAMPLE_SENTENCES[i % len(EXAMPLE_SENTENCES)] for i in range(batch)], seq_len)
 
     def make_calibration_inputs(count: int, batch: int, seq_len: int) -> list[dict[str, np.ndarray]]:
-        """Lee-corpus sentences (evaluation uses Pang & Lee, so the two never overlap)."""
-        from ..data import lee_sentences
+        """Lee-corpus sentences and phrases (evaluation uses Pang & Lee, so the two never overlap)."""
+        from ..data import lee_calibration_texts
 
-        sentences = lee_sentences()
-        return [tokenize([sentences[(i * batch + j) % len(sentences)] for j in range(batch)], seq_len)
+        texts = lee_calibration_texts()
+        return [tokenize([texts[(i * batch + j) % len(texts)] for j in range(batch)], seq_len)
                 for i in range(count)]
 
     from ..evaluate import sentence_encoder_task
