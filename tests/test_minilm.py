@@ -72,8 +72,8 @@ def test_minilm_int8_is_a_quarter_of_the_float_size_and_stays_close_to_float(tmp
 
 @pytest.mark.slow
 def test_minilm_pot8_is_on_par_with_int8(tmp_path):
-    """#13's H-ViT bound on real text: pot8's embedding cosine within 0.002 of int8's (measured 0.9964
-    and 0.9973, bench/results/2026-12-06-schemes-minilm-median-floor.md; 0.9951 with power-of-two steps
+    """#13's H-ViT bound on real text: pot8's embedding cosine within 0.002 of int8's (measured 0.9965
+    and 0.9974, bench/results/2026-12-06-schemes-minilm-phrases.md; 0.9951 with power-of-two steps
     and factors on every input; 0.9946 and 0.9919 before int8 balanced) and its probe drop within
     int8's bound of 2 sentences."""
     from tvmcomp.evaluate import evaluate_package

@@ -58,7 +58,7 @@ def test_mpnet_base_int8_and_w4a8_with_per_token_steps_need_no_balancing(tmp_pat
 @pytest.mark.skipif(not _installed(), reason="mpnet-base's wheels are not installed (make install-base)")
 def test_mpnet_base_pot8_is_on_par_with_int8(tmp_path, capsys):
     """#13's H-ViT bound on the base-size encoder, both balanced: pot8's embedding cosine within 0.002
-    of int8's (measured 0.9927 and 0.9945, bench/results/2026-12-06-schemes-mpnet-base-median-floor.md; 0.9867
+    of int8's (measured 0.9928 and 0.9946, bench/results/2026-12-06-schemes-mpnet-base-phrases.md; 0.9867
     and 0.9875 before quiet channels kept the median channel's range, ...-common-step.md; with power-of-two
     factors and steps on every input pot8 had 0.9848, and missed it)."""
     int8 = _built_and_evaluated(tmp_path / "int8", capsys, "int8", "--balance")
