@@ -87,19 +87,22 @@ def test_minilm_pot8_is_on_par_with_int8(tmp_path):
 
 
 @pytest.mark.slow
-def test_minilm_pot8_integer_only_stays_within_0_002_of_pot8(tmp_path):
-    """--integer-only on real text: I-BERT's integer softmax, GELU and LayerNorm cost pot8 at most
-    0.002 of embedding cosine (measured 0.9933 against 0.9946, bench/results/2026-12-06-integer-only-minilm.md)
-    and keep int8's probe bound."""
+def test_minilm_pot8_integer_only_stays_where_it_was_measured(tmp_path):
+    """--integer-only on real text: I-BERT's integer softmax, GELU and LayerNorm, every Linear input
+    an integer code with power-of-two factors, stay where they were measured (embedding cosine 0.9939
+    with phrases in the calibration text, bench/results/2026-12-06-integer-only-minilm-phrases.md, and
+    at dff2c21 before them in a manual build)
+    and keep int8's probe bound. It was 0.0013 under pot8 (0.9933 against 0.9946,
+    2026-12-06-integer-only-minilm.md) until pot8's inputs quantized from float took int8's steps
+    (0.9965 now): an integer-only layer has no such input, so that gap (0.0026) is not the integer
+    approximations' cost and no longer bounded here."""
     from tvmcomp.evaluate import evaluate_package
 
-    results = {}
-    for name, extra in (("pot8", []), ("integer-only", ["--integer-only"])):
-        assert main(["build", "--model", "minilm", "--target", "x86", "--quant", "pot8", *extra,
-                     "-o", str(tmp_path / name)]) == 0
-        results[name] = evaluate_package(tmp_path / name)
-    assert results["integer-only"]["embedding_cosine_mean"] >= results["pot8"]["embedding_cosine_mean"] - 0.002
-    assert round(results["integer-only"]["probe_accuracy_drop_pt"], 6) <= 2.0
+    assert main(["build", "--model", "minilm", "--target", "x86", "--quant", "pot8", "--integer-only",
+                 "-o", str(tmp_path / "integer-only")]) == 0
+    result = evaluate_package(tmp_path / "integer-only")
+    assert result["embedding_cosine_mean"] >= 0.993
+    assert round(result["probe_accuracy_drop_pt"], 6) <= 2.0
 
 
 @pytest.mark.slow
