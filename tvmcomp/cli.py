@@ -66,8 +66,9 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
                         "by factors max|x_j|^ALPHA / max|W_j|^(1-ALPHA), with no extra op in the graph; without ALPHA "
                         "each Linear gets the ALPHA (or none) whose output is the least noisy, on calibration rows its "
                         "ranges did not see with --observer search; 'off': none. int8 and pot8 (power-of-two factors "
-                        "where a Linear's input arrives as integer codes) balance by default: it pays on encoders with outlier channels (base-size BERT "
-                        "class), and the search leaves it off where the calibration rows do not show them")
+                        "where a Linear's input arrives as integer codes) balance by default: it pays on encoders "
+                        "with outlier channels (base-size BERT class), and the search leaves it off where the "
+                        "calibration rows do not show them")
     parser.add_argument("--wide-inputs", nargs="?", type=float, const=WIDE_BELOW_DB, metavar="SQNR_DB",
                         help="mixed precision: Linears whose int8 output would be noisier than SQNR_DB (estimated from "
                         f"calibration; default {WIDE_BELOW_DB:g} dB) quantize their inputs to 12 bits and run on the "

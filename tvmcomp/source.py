@@ -157,7 +157,8 @@ def load_source(model: str, batch: str | int | None = None, seq_len: str | int |
 
 
 # calibration texts the label-free importance and the mask tuning are computed on: the refit's least
-# squares wants tokens (MiniLM at 0.5 FLOPs, embedding cosine 0.77 with 32, 0.81 with 128), ~1 min on MiniLM
+# squares wants tokens (MiniLM at 0.5 FLOPs, embedding cosine 0.767 with 32, 0.799 with 128, in 63 s:
+# bench/results/2026-12-06-prune-samples-minilm.md)
 PRUNE_SAMPLES = 128
 TOKEN_PRUNE_SAMPLES = 32  # inputs the token counts are chosen on
 LABELLED_PRUNE_SAMPLES = 256  # labelled texts: one gradient each, and a linear head to fit on them
