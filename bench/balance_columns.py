@@ -91,7 +91,8 @@ def _study(module, layer: int, entry, run_float, seq_len: int) -> list[str]:
     word_batches = [entry.tokenize([w], seq_len) for w in words]
     groups = {"sentences": _real([r for r, p in zip(per_batch, phrases) if not p],
                                  [b for b, p in zip(calibration, phrases) if not p]),
-              "phrases": _real([r for r, p in zip(per_batch, phrases) if p], [b for b, p in zip(calibration, phrases) if p]),
+              "phrases": _real([r for r, p in zip(per_batch, phrases) if p],
+                               [b for b, p in zip(calibration, phrases) if p]),
               "words": _real(_inputs_of(module, linear, word_batches), word_batches)}
     real_calibration = _real(per_batch, calibration)
     column = int(np.argmax(np.sqrt(((real_calibration @ weight_kn) ** 2).mean(0))))
@@ -124,7 +125,8 @@ def _study(module, layer: int, entry, run_float, seq_len: int) -> list[str]:
         finally:
             hook.remove()
         kept_float = f"{int((sparse_part != 0).sum())} of {sparse.size}" if split else "none"
-        lines.append(f"| {balance} | {kept_float} | {result['embedding_cosine_mean']:.4f} | {result['wordsim_spearman_float_vs_package']:.4f} "
+        lines.append(f"| {balance} | {kept_float} | {result['embedding_cosine_mean']:.4f} "
+                     f"| {result['wordsim_spearman_float_vs_package']:.4f} "
                      f"| {column} | {column_step:.4f} | {zeroed} of {weight_kn.shape[0]} | {errors} |")
         print(lines[-1], flush=True)
     return lines
@@ -157,8 +159,9 @@ def main() -> None:
              "calibration sentences / calibration phrases / WordSim words. Weights kept float: the weights "
              f"past {SPARSE_RMS:g} times their column's rms, computed as x @ S in float beside the integer Linear "
              "(a dense-and-sparse split, simulated here only).", ""]
-    header = ["| balancing | weights kept float | embedding cosine | WordSim Spearman vs float | column | its weight step "
-              "| its weights rounded to 0 | its error: sentences / phrases / words |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ["| balancing | weights kept float | embedding cosine | WordSim Spearman vs float | column "
+              "| its weight step | its weights rounded to 0 | its error: sentences / phrases / words |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, module in (("unpruned", entry.load_torch()), (f"pruned to {args.flops:g} FLOPs", pruned)):
         with redirect_stderr(io.StringIO()):
             float_result = accuracy_against_float(run_float, torch_runner(module), entry.tokenize, 1, args.seq_len)
