@@ -91,8 +91,7 @@ def test_minilm_pot8_integer_only_stays_where_it_was_measured(tmp_path):
     """--integer-only on real text: I-BERT's integer softmax, GELU and LayerNorm, every Linear input
     an integer code with power-of-two factors, stay where they were measured (embedding cosine 0.9939
     with phrases in the calibration text, bench/results/2026-12-06-integer-only-minilm-phrases.md, and
-    at dff2c21 before them in a manual build)
-    and keep int8's probe bound. It was 0.0013 under pot8 (0.9933 against 0.9946,
+    at dff2c21 before them in a manual build) and keep int8's probe bound. It was 0.0013 under pot8 (0.9933 against 0.9946,
     2026-12-06-integer-only-minilm.md) until pot8's inputs quantized from float took int8's steps
     (0.9965 now): an integer-only layer has no such input, so that gap (0.0026) is not the integer
     approximations' cost and no longer bounded here."""

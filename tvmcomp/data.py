@@ -39,8 +39,8 @@ def lee_calibration_texts() -> tuple[str, ...]:
 
     A sentence encoder also embeds short queries, and a text of a word or two drives channels that
     no sentence does: in MiniLM pruned to 0.7, FFN neurons that no calibration sentence fired reach
-    1.05 on a one-word input's ``[SEP]`` (:func:`~.quant.balance.balance_factors`). Ranges, balancing factors and pruning's least-squares fits taken on
-    sentences alone do not hold there.
+    1.05 on a one-word input's ``[SEP]`` (:func:`~.quant.balance.balance_factors`). Ranges,
+    balancing factors and pruning's least-squares fits taken on sentences alone do not hold there.
     """
     texts = []
     for k, sentence in enumerate(lee_sentences()):
