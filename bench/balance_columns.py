@@ -74,6 +74,7 @@ def _study(module, layer: int, entry, run_float, seq_len: int) -> list[str]:
     from tvmcomp.quant.grids import restored_weight
     from tvmcomp.quant.ops.linear import weight_quant_of
     from tvmcomp.quant.schemes import get_scheme
+    from tvmcomp.quant.step_search import restored_input
 
     scheme = get_scheme("int8")
     activation = scheme.activation
@@ -102,9 +103,9 @@ def _study(module, layer: int, entry, run_float, seq_len: int) -> list[str]:
     for balance, split in [(balance, False) for balance in BALANCINGS] + [(balance, True) for balance in BALANCINGS]:
         sparse_part = sparse if split else np.zeros_like(sparse)
         dense = weight_kn - sparse_part
-        step, steps, zeros, factors = linear_input_steps(replace(site, balance=balance), dense, weight_quant.qmax,
-                                                         activation, "auto", calibrated=True)
-        steps = np.float32(step) if steps is None else steps
+        quantized_input = linear_input_steps(replace(site, balance=balance), dense, weight_quant.qmax, activation,
+                                             "auto", calibrated=True)
+        factors = quantized_input[3]
         balanced = restored_weight(factors[:, None] * dense, weight_quant)
         column_step = np.abs(factors * dense[:, column]).max() / weight_quant.qmax
         zeroed = int(((balanced[:, column] == 0) & (dense[:, column] != 0)).sum())
@@ -112,10 +113,9 @@ def _study(module, layer: int, entry, run_float, seq_len: int) -> list[str]:
         column_error = balanced[:, column] / factors - dense[:, column]
         errors = " / ".join(f"{np.sqrt(((x @ column_error) ** 2).mean()):.2f}" for x in groups.values())
 
-        def quantized(_m, args, out, steps=steps, zeros=zeros, balanced=balanced, step=step, sparse_part=sparse_part):
+        def quantized(_m, args, out, quantized_input=quantized_input, balanced=balanced, sparse_part=sparse_part):
             x = args[0].numpy()
-            codes = np.clip(np.round(x / steps) + zeros, activation.qmin, activation.qmax)
-            restored = ((codes - zeros) * np.float32(step)).astype(np.float32)
+            restored = restored_input(x, quantized_input, activation)
             return torch.from_numpy(restored @ balanced.astype(np.float32) + x @ sparse_part) + _m.bias
 
         hook = linear.register_forward_hook(quantized)

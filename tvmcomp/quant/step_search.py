@@ -88,12 +88,16 @@ def output_error(rows: np.ndarray, weight_kn: np.ndarray, site_range, activation
 def _error(rows: np.ndarray, want: np.ndarray, quantized, activation, restored_w: np.ndarray) -> float:
     """:func:`output_error` from the input's (step, steps, zero points, factors) and the weight ``f * W``
     as restored from its grid; ``want``: ``rows @ W``."""
+    return float(np.sum((restored_input(rows, quantized, activation) @ restored_w - want) ** 2))
+
+
+def restored_input(rows: np.ndarray, quantized, activation) -> np.ndarray:
+    """``x / f`` as realize's codes restore it, from the input's (step, steps, zero points, factors):
+    in steps of ``step``, to be multiplied by ``f * W`` (the factors cancel, as in realize's epilogue)."""
     step, steps, zero, _ = quantized
-    # x / f in steps of ``step``, times f * W: the factors cancel, as in realize's epilogue
     codes = np.clip(np.round(rows / (np.float32(step) if steps is None else steps)) + zero, activation.qmin,
                     activation.qmax)
-    restored_x = (codes - zero) * np.float32(step)
-    return float(np.sum((restored_x.astype(np.float32) @ restored_w - want) ** 2))
+    return ((codes - zero) * np.float32(step)).astype(np.float32)
 
 
 def fitted_range(site_range, rows: np.ndarray, activation):
