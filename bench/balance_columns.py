@@ -73,6 +73,7 @@ def _study(module, layer: int, entry, run_float, seq_len: int) -> list[str]:
     from tvmcomp.quant.dot_kernels import DotKernels
     from tvmcomp.quant.grids import restored_weight
     from tvmcomp.quant.ops.linear import weight_quant_of
+    from tvmcomp.quant.outliers import split_outliers
     from tvmcomp.quant.schemes import get_scheme
     from tvmcomp.quant.step_search import restored_input
 
@@ -97,8 +98,7 @@ def _study(module, layer: int, entry, run_float, seq_len: int) -> list[str]:
               "words": _real(_inputs_of(module, linear, word_batches), word_batches)}
     real_calibration = _real(per_batch, calibration)
     column = int(np.argmax(np.sqrt(((real_calibration @ weight_kn) ** 2).mean(0))))
-    column_rms = np.sqrt((weight_kn ** 2).mean(0))
-    sparse = np.where(np.abs(weight_kn) > SPARSE_RMS * column_rms, weight_kn, 0).astype(np.float32)
+    sparse = split_outliers(weight_kn, SPARSE_RMS).sparse
     lines = []
     for balance, split in [(balance, False) for balance in BALANCINGS] + [(balance, True) for balance in BALANCINGS]:
         sparse_part = sparse if split else np.zeros_like(sparse)

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import TvmcompError
 from ..targets import TargetSpec
+from .outliers import plus_outlier_codes
 
 _REQUIRED = ("feature", "intrinsic", "weight_block", "activation_dtype")  # "weight_bits" defaults to 8
 
@@ -199,18 +200,21 @@ def pack_operand(x, block: tuple[int, int]):
     return relax.op.permute_dims(blocked, [*range(d), d + 2, d, d + 3, d + 1])
 
 
-def packed_matmul(x, packed, name: str = "packed_int8_matmul"):
+def packed_matmul(x, packed, name: str = "packed_int8_matmul", outlier_channels: tuple[int, ...] = (),
+                  outlier_codes=None):
     """TE compute: ``x[..., K]`` times a packed right-hand operand, accumulated in int32 -> ``[..., N]``.
 
     ``packed`` is ``[N/bn, K/bk, bn, bk]`` (a weight, shared by all rows of ``x``) or has the
     leading batch dimensions of ``x[*batch, M, K]`` in front (the other operand of a batched matmul).
+    With ``outlier_channels``, the weight's outlier codes on those input channels are added
+    (:func:`~.outliers.plus_outlier_codes`).
     """
     from tvm import te
 
     n_blocks, _, bn, bk = packed.shape[-4:]
     batch = len(packed.shape) - 4
     k = te.reduce_axis((0, x.shape[-1]), name="k")
-    return te.compute(
+    acc = te.compute(
         (*x.shape[:-1], n_blocks * bn),
         lambda *i: te.sum(
             x[(*i[:-1], k)].astype("int32")
@@ -219,3 +223,16 @@ def packed_matmul(x, packed, name: str = "packed_int8_matmul"):
         ),
         name=name,
     )
+    return plus_outlier_codes(acc, x, outlier_channels, outlier_codes) if outlier_channels else acc
+
+
+def integer_matmul(x, weight, outlier_channels: tuple[int, ...], outlier_codes):
+    """TE compute: ``x[..., K] @ weight[K, N]`` in int32 plus the weight's outlier codes
+    (:func:`~.outliers.plus_outlier_codes`): a Linear with outliers on a target without a dot kernel."""
+    from tvm import te
+
+    k = te.reduce_axis((0, x.shape[-1]), name="k")
+    acc = te.compute((*x.shape[:-1], weight.shape[1]),
+                     lambda *i: te.sum(x[(*i[:-1], k)].astype("int32") * weight[k, i[-1]].astype("int32"), axis=k),
+                     name="integer_matmul")
+    return plus_outlier_codes(acc, x, outlier_channels, outlier_codes)

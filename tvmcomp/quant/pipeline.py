@@ -133,6 +133,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
     if settings["observer"] == SEARCH:  # the steps searched are the best for the Linears balanced, on these kernels
         settings["balance"] = options.balancing(scheme)
+        settings["weight_outliers"] = scheme.weight_outliers
         settings["weight_kernels"] = [kernel.intrinsic for kernel in (kernels.linear, kernels.int4) if kernel]
         groups = balance_groups(shared_inputs(annotated), imported.params,
                                 {site.index: site for site in quant_sites(annotated)}, scheme, kernels)
@@ -168,6 +169,10 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
             shape_imported.mod = chain(shape_imported.mod)
             counts["integer_chains"], counts["shifts"] = chain.rewritten, chain.shifts
     _say_what_options_changed(options, counts, stream)
+    if counts["outlier_weights"]:
+        print(f"[quant] {counts['outlier_weights']} weights of {counts['outlier_linears']} Linears, past "
+              f"{scheme.weight_outliers:g}x their column's rms, leave the int8 weights for int16 codes on a finer "
+              "step (a dense-and-sparse split)", file=stream)
     if options.integer_only:
         done = counts["integer_only"]
         print(f"[quant] --integer-only: {done['softmax']} softmaxes (i-exp), {done['gelu']} GELUs (i-erf) and "

@@ -42,7 +42,8 @@ class _Realizer(PyExprMutator):
         super().__init__(mod)
         self.params, self.ranges, self.scheme, self.kernels, self.balance = params, ranges, scheme, kernels, balance
         self.wide_below_db, self.probs, self.skip, self.rules = wide_below_db, probs, skip, rules
-        self.counts = {"wide_linears": 0, "prob_matmuls": 0, "int4_linears": 0}
+        self.counts = {"wide_linears": 0, "prob_matmuls": 0, "int4_linears": 0, "outlier_linears": 0,
+                       "outlier_weights": 0}
         self.sites = {site.index: site for site in quant_sites(mod)}
         self.balance_groups = balance_groups(shared_inputs(mod), params, self.sites, scheme, kernels)
         self.integer_inputs = integer_inputs(mod, integer_only)

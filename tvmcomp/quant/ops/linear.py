@@ -29,6 +29,13 @@ With channel balancing (:mod:`..balance`), ``s_x`` is a vector ``a * f`` over in
 ``z_x`` a vector too, and the weight quantized is ``f[:, None] * W``; the correction is
 ``z_x @ Wq`` and the rescale ``a * s_w``.
 
+With the scheme's ``weight_outliers`` (int8's: 8), the few weights past that many times their
+column's rms leave ``W`` before it is balanced and quantized (:mod:`..outliers`), so that they do
+not set their column's step, and return as int16 codes ``B`` on that step, added in the same
+kernel after its reduction, for the R input channels that hold them::
+
+    acc = xq @ Wq + sum_r xq[..., k_r] * B[k_r]            # the correction: z_x @ (Wq + B)
+
 With per-token steps (``--per-token``, :mod:`..token_steps`), one kernel computes each row's step
 ``s_r`` and zero point ``z_r`` from its min and max at run time, and its codes; the correction and
 the rescale take them per row (neither balanced nor widened: each token's step already follows
@@ -62,10 +69,11 @@ import numpy as np
 from tvm import relax
 
 from ..balance import linear_input_steps
-from ..dot_kernels import (WEIGHT_ONLY_BLOCK, DotKernel, DotKernels, int4_decoded_matmul, int4_group_matmul, pack_int4_weight,
-                           pack_weight, packed_matmul)
+from ..dot_kernels import (WEIGHT_ONLY_BLOCK, DotKernel, DotKernels, int4_decoded_matmul, int4_group_matmul,
+                           integer_matmul, pack_int4_weight, pack_weight, packed_matmul)
 from ..gptq import gptq_round
 from ..grids import quantize_weight
+from ..outliers import outlier_codes, split_outliers
 from ..precision import output_sqnr_db
 from ..schemes import Granularity, QuantScheme, TensorQuant
 from .registry import Operand, OpRule, is_op, register_op_rule
@@ -123,9 +131,12 @@ def balance_groups(shared: dict[int, tuple[int, ...]], params: dict, sites: dict
             for index, group in shared.items()}
 
 
-def balance_weight(params: dict, sites: dict, group: tuple[int, ...]) -> np.ndarray:
-    """The [K, sum N] weight a group's input is balanced and stepped for: its Linears' side by side."""
-    return np.concatenate([linear_weight(params, sites[index]) for index in group], axis=1)
+def balance_weight(params: dict, sites: dict, group: tuple[int, ...], outliers: float | None) -> np.ndarray:
+    """The [K, sum N] weight a group's input is balanced and stepped for: its Linears' side by side,
+    without the weights past ``outliers`` times their column's rms (the scheme's ``weight_outliers``),
+    which are split off (:mod:`..outliers`)."""
+    return np.concatenate([split_outliers(linear_weight(params, sites[index]), outliers).dense for index in group],
+                          axis=1)
 
 
 class Linear(OpRule):
@@ -145,34 +156,46 @@ class Linear(OpRule):
         site, x = operands[0]
         return self.linear(ctx, site, x, linear_weight(ctx.params, site))
 
-    def linear(self, ctx, site, x, weight_kn: np.ndarray):
+    def linear(self, ctx, site, x, weight_kn: np.ndarray, split_outliers_: bool = True):
         """``x @ weight_kn`` ([K, N]) on integers, ``x`` calibrated at ``site`` (convolutions run as
-        Linears call this too)."""
+        Linears call this too). The scheme's outlier weights (:mod:`..outliers`) are split off unless
+        ``split_outliers_`` is False."""
         scheme = ctx.scheme
         if scheme.activation is None:
             return _weight_only(ctx, site, x, weight_kn)
         channels, outputs = weight_kn.shape
-        wide = _wide(ctx, site, weight_kn)  # 12-bit codes in int16 and int8 weights, on the int16 kernel
+        # (the 4-bit schemes keep every weight in their grid)
+        split = split_outliers(weight_kn, scheme.weight_outliers if split_outliers_ else None)
+        wide = _wide(ctx, site, split.dense)  # 12-bit codes in int16 and int8 weights, on the int16 kernel
         int4 = None if wide else _int4(ctx, site, x, weight_kn)
         if int4 is not None:
             return int4
         if wide:
-            ctx.counts["wide_linears"] += 1
             activation, kernel, name = scheme.wide_activation, ctx.kernels.batched, "packed_int16_matmul"
         else:
             activation, kernel, name = scheme.linear_input, ctx.kernels.linear, "packed_int8_matmul"
         packed = kernel is not None and kernel.fits(channels, outputs)
         weight_quant = weight_quant_for(scheme, kernel if packed else None)  # weight_quant_of's, for this kernel
-        codes = _input_codes(ctx, site, x, weight_kn, weight_quant, activation, kernel.activation_dtype if packed else None)
-        wq, w_scale = _weight_codes(ctx, site, codes.factors, weight_kn, weight_quant)
-        wq = wq.astype(activation.dtype) if activation.bits > 8 else wq  # the int16 kernel multiplies int16 pairs
-        xq = codes.codes
-        if packed:
-            xq, rows = ctx.pad_rows(xq)
-            acc = ctx.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, kernel.weight_block)), name=name)
-            acc = ctx.cut_rows(acc, rows)
-        else:
-            acc = ctx.builder_.emit(relax.op.matmul(xq, relax.const(wq), out_dtype="int32"))
+        codes = _input_codes(ctx, site, x, split.dense, weight_quant, activation,
+                             kernel.activation_dtype if packed else None)
+        wq, w_scale = _weight_codes(ctx, site, codes.factors, split.dense, weight_quant)
+        outlier_channels, outlier_rows = (), None
+        if split.outliers:
+            found = outlier_codes(split.sparse, codes.factors, w_scale, weight_quant.qmax,
+                                  activation.qmax - activation.qmin)
+            if found is None:  # their codes could overflow int16 or the int32 accumulator: they stay in the weight
+                return self.linear(ctx, site, x, weight_kn, split_outliers_=False)
+            outlier_channels, outlier_rows = found
+            ctx.counts["outlier_linears"] += 1
+            ctx.counts["outlier_weights"] += split.outliers
+        ctx.counts["wide_linears"] += wide
+        xq, rows = ctx.pad_rows(codes.codes) if packed else (codes.codes, int(codes.codes.ty.shape.values[-2]))
+        acc = _integer_matmul(ctx, xq, wq.astype(activation.dtype) if activation.bits > 8 else wq,  # int16 pairs
+                              kernel if packed else None, name, outlier_channels, outlier_rows)
+        if outlier_channels:  # the zero-point correction and the column sums are those of Dq + B
+            wq = wq.astype(np.int64)
+            wq[list(outlier_channels)] += outlier_rows
+        acc = ctx.cut_rows(acc, rows)
         if codes.row_steps is not None:  # z_r * colsum(Wq): the zero point of each token times each column's sum
             colsum = relax.const(wq.astype(np.int64).sum(axis=0).astype(np.int32))
             shifted = ctx.builder_.emit(relax.op.subtract(acc, relax.op.multiply(codes.zero_point, colsum)))
@@ -181,6 +204,20 @@ class Linear(OpRule):
         correction = (np.broadcast_to(codes.zero_point, (channels,)) @ wq.astype(np.int64)).astype(np.int32)
         shifted = ctx.builder_.emit(relax.op.subtract(acc, relax.const(correction)))
         return ctx.dequantize(shifted, np.float32(codes.step) * w_scale)
+
+
+def _integer_matmul(ctx, xq, wq: np.ndarray, kernel: DotKernel | None, name: str, outlier_channels: tuple[int, ...],
+                    outlier_rows: np.ndarray | None):
+    """``xq @ wq`` accumulated in int32, plus the outliers' codes ``outlier_rows`` on ``outlier_channels``
+    (:mod:`..outliers`): on ``kernel`` with ``wq`` packed for it, else a plain matmul."""
+    outliers = {"outlier_channels": outlier_channels, "outlier_codes": relax.const(outlier_rows)} \
+        if outlier_channels else {}
+    if kernel is not None:
+        return ctx.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, kernel.weight_block)), name=name,
+                                    **outliers)
+    if outlier_channels:
+        return ctx.builder_.emit_te(integer_matmul, xq, relax.const(wq), **outliers)
+    return ctx.builder_.emit(relax.op.matmul(xq, relax.const(wq), out_dtype="int32"))
 
 
 @dataclass
@@ -212,7 +249,7 @@ def _balanced(ctx, site, weight_kn: np.ndarray, weight_quant: TensorQuant, activ
     balanced with this one (:func:`balance_groups`)."""
     group = ctx.balance_groups.get(site.index, ())
     if len(group) > 1:
-        weight_kn = balance_weight(ctx.params, ctx.sites, group)
+        weight_kn = balance_weight(ctx.params, ctx.sites, group, ctx.scheme.weight_outliers)
     return linear_input_steps(ctx.ranges[site.index], weight_kn, weight_quant.qmax, activation, ctx.balance,
                               calibrated=activation == ctx.scheme.activation,
                               integer_input=site.index in ctx.integer_inputs)

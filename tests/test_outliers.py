@@ -1,0 +1,158 @@
+"""Dense-and-sparse int8 Linears (tvmcomp.quant.outliers): the weights past 8x their column's rms
+leave the int8 weight and are added in the integer Linear as int16 codes on the column's step."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.script import relax as R
+
+from tvmcomp.errors import TvmcompError
+from tvmcomp.quant.calibrate import SiteRange
+from tvmcomp.quant.dot_kernels import DotKernel, DotKernels, pack_weight
+from tvmcomp.quant.outliers import outlier_codes, split_outliers
+from tvmcomp.quant.realize import Realize
+from tvmcomp.quant.schemes import get_scheme, register_scheme
+
+INT8 = get_scheme("int8")
+VNNI = DotKernel("avx512vnni", "dot_16x4_vnni", (16, 4), "uint8")
+SDOT = DotKernel("dotprod", "dot_4x4_i8i8s32_sdot", (4, 4), "int8")
+K, N = 128, 16
+OUTLIER = (40, 3)  # (input channel, output column) of the one weight far past its column's rms
+
+
+@tvm.script.ir_module
+class LinearAnnotated:
+    @R.function
+    def main(x: R.Tensor((2, 128), "float32"), w: R.Tensor((16, 128), "float32"), b: R.Tensor((16,), "float32")):
+        R.func_attr({"num_input": 1, "tvmcomp.quant_sites": ["w:T"]})
+        with R.dataflow():
+            wt = R.permute_dims(w, axes=[1, 0])
+            xs = R.call_pure_packed("tvmcomp.quant_site", x, R.prim_value(0),
+                                    ty_args=(R.Tensor((2, 128), dtype="float32"),))
+            y = R.matmul(xs, wt, out_dtype="float32")
+            z = R.add(b, y)
+            R.output(z)
+        return z
+
+
+def _params():
+    """A [N, K] weight of small values with one 7.7 (as MiniLM's layer-0 FFN down-projection, column 99)."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((N, K)) * 0.05).astype(np.float32)
+    w[OUTLIER[1], OUTLIER[0]] = 7.7
+    return {"w": w, "b": rng.standard_normal(N).astype(np.float32)}
+
+
+RANGES = {0: SiteRange(scale=0.02, zero_point=128, lo=-2.56, hi=2.54)}
+
+
+def test_split_takes_the_weights_past_the_threshold_times_their_columns_rms():
+    w_kn = _params()["w"].T
+    split = split_outliers(w_kn, 8.0)
+    assert split.outliers == 1 and split.sparse[OUTLIER] == np.float32(7.7) and split.dense[OUTLIER] == 0
+    np.testing.assert_array_equal(split.dense + split.sparse, w_kn)
+    assert split_outliers(w_kn, None).outliers == 0
+    # 64 weights cannot hold one past 8x their rms (at most sqrt(64) = 8x): small Linears never split
+    assert split_outliers(w_kn[:64], 8.0).outliers == 0
+
+
+def test_outlier_codes_are_the_outliers_on_their_columns_int8_steps():
+    split = split_outliers(_params()["w"].T, 8.0)
+    factors = np.full(K, 2.0, np.float32)
+    w_scale = np.abs(factors[:, None] * split.dense).max(axis=0) / 127
+    channels, codes = outlier_codes(split.sparse, factors, w_scale, 127, 255)
+    assert channels == (40,) and codes.dtype == np.int16 and codes.shape == (1, N)
+    want = np.zeros(N)
+    want[3] = np.round(2.0 * 7.7 / np.float64(w_scale[3]))
+    np.testing.assert_array_equal(codes[0], want)
+    # a code past int16, or an accumulator that could pass int32, keeps the weight in the int8 weight
+    assert outlier_codes(split.sparse * 100, factors, w_scale, 127, 255) is None
+    assert outlier_codes(split.sparse, factors, w_scale, 127, 2**31 // (K * 127)) is None
+
+
+def _run(mod, params, x):
+    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(mod)
+    executable = tvm.compile(bound, target=tvm.target.Target({"kind": "llvm"}))
+    return relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _calls(mod):
+    return [b.value for b in mod["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
+
+
+def test_realize_leaves_the_outlier_out_of_the_int8_weight_and_adds_its_code_in_the_matmul_kernel():
+    params = _params()
+    realized = Realize(params, RANGES, INT8, DotKernels(VNNI))(LinearAnnotated)
+    calls = _calls(realized)
+    assert [c.op.name for c in calls] == ["relax.quantize", "relax.call_tir", "relax.subtract", "relax.astype",
+                                          "relax.multiply", "relax.add"]  # no op more than any int8 Linear
+    _, (codes, packed, outlier_codes_) = calls[1].args
+    dense = params["w"].T.copy()
+    dense[OUTLIER] = 0
+    s_w = (np.abs(dense).max(axis=0).astype(np.float64) / 127).astype(np.float32)
+    dq = np.clip(np.round(dense / s_w), -127, 127).astype(np.int8)
+    np.testing.assert_array_equal(packed.value.numpy(), pack_weight(dq, VNNI.weight_block))
+    b = np.zeros(N, np.int64)
+    b[3] = np.round(np.float64(7.7) * 1.0 / np.float64(s_w[3]))  # f = 1: unbalanced
+    np.testing.assert_array_equal(outlier_codes_.value.numpy(), b[None].astype(np.int16))
+    assert 1000 < b[3] < 32767  # the 7.7 on its column's fine step: no int8 code could hold it
+    weight = dq.astype(np.int64)
+    weight[40] += b
+    np.testing.assert_array_equal(calls[2].args[1].value.numpy(), 128 * weight.sum(axis=0))
+    # one kernel: the matmul's reduction, then a block that reads channel 40 of the codes at a fixed index
+    text = realized.script()
+    assert 'T.sblock("packed_int8_matmul_outliers")' in text and "lv[v_i0, T.int64(40)]" in text
+
+
+@pytest.mark.parametrize("kernel", [None, VNNI, SDOT], ids=["plain", "vnni-layout", "sdot-layout"])
+def test_a_linear_with_an_outlier_matches_the_numpy_integer_reference_exactly(kernel):
+    params = _params()
+    x = np.random.default_rng(1).standard_normal((2, K)).astype(np.float32)
+    got = _run(Realize(params, RANGES, INT8, DotKernels(kernel))(LinearAnnotated), params, x)
+
+    dense = params["w"].T.copy()
+    dense[OUTLIER] = 0
+    s_w = (np.abs(dense).max(axis=0).astype(np.float64) / 127).astype(np.float32)
+    dq = np.clip(np.round(dense / s_w), -127, 127).astype(np.int64)
+    b = np.round(np.float64(7.7) / np.float64(s_w[3]))
+    xq = np.clip(np.round(x / np.float32(0.02)) + 128, 0, 255).astype(np.int64)
+    acc = xq @ dq - 128 * dq.sum(axis=0)
+    acc[:, 3] += (xq[:, 40] - 128) * int(b)  # the outlier: sum_k (xq_k - z) B[k, n]
+    want = acc.astype(np.float32) * (np.float32(0.02) * s_w) + params["b"]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_the_split_brings_the_linear_closer_to_float_than_int8_with_the_outlier_in_the_weight():
+    params = _params()
+    x = np.clip(np.random.default_rng(2).standard_normal((32, 2, K)), -2.5, 2.5).astype(np.float32)  # none clip
+    exact = x @ params["w"].T + params["b"]
+
+    def rms_error(scheme):
+        realized = Realize(params, RANGES, scheme)(LinearAnnotated)
+        got = np.stack([_run(realized, params, rows) for rows in x])
+        return np.sqrt(np.mean((got - exact)[..., OUTLIER[1]] ** 2))
+
+    # column 3's other weights (about 0.05) round to 0 or 0.06 on the step the 7.7 sets
+    assert rms_error(INT8) < 0.3 * rms_error(replace(INT8, weight_outliers=None))
+
+
+def test_only_schemes_with_integer_inputs_and_int8_weights_per_channel_split_outliers():
+    with pytest.raises(TvmcompError, match="outlier weights"):
+        register_scheme(replace(get_scheme("w4"), name="w4-outliers", weight_outliers=8.0))
+    with pytest.raises(TvmcompError, match="outlier weights"):
+        register_scheme(replace(get_scheme("w4a8"), name="w4a8-outliers", weight_outliers=8.0))
+
+
+def test_calibration_searches_the_step_for_the_weight_without_its_outliers():
+    from tvmcomp.quant.annotate import quant_sites
+    from tvmcomp.quant.ops.linear import balance_weight
+
+    params = _params()
+    sites = {site.index: site for site in quant_sites(LinearAnnotated)}
+    searched = balance_weight(params, sites, (0,), INT8.weight_outliers)
+    want = params["w"].T.copy()
+    want[OUTLIER] = 0
+    np.testing.assert_array_equal(searched, want)
