@@ -23,6 +23,9 @@ Studies:
 - ``defaults`` (#14: "--balance makes static per-tensor W8A8 at least as accurate as today's int8"):
   int8 as it was built until 2026-12-06 (min-max steps, no balancing) and as it is built now
   (balancing and each Linear input's step searched on held-out calibration rows), and w4a8 both ways;
+- ``outliers`` (#15: pruned MiniLM's WordSim in int8): int8 with every Linear weight in int8, and with the
+  weights past 8x their column's rms split off as int16 codes (tvmcomp.quant.outliers), unpruned and
+  pruned to 0.7 and 0.5 FLOPs; ``outliers-integer``: the same split with ``--integer-only`` and in pot8;
 - ``per-token`` (#13's per-token granularity, #14's 4-bit gap on mpnet-base): int8, w4a8 and pwlq4
   with ``--per-token`` (each token's Linear inputs on a step of its own, computed at run time), next
   to int8 calibrated per tensor with and without balancing and w4a8;
@@ -118,6 +121,17 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
                                                             "--observer", "minmax"],
                  "w4a8 (balancing and steps searched on held-out rows)": ["--quant", "w4a8", "--balance", "auto",
                                                                           "--observer", "search"]},
+    "outliers": {"int8, every weight in int8 (until 2026-12-06)": ["--quant", "int8-whole"],
+                 "int8, weights past 8x their column's rms as int16 codes": ["--quant", "int8"],
+                 "int8 --prune-flops 0.7, every weight in int8": ["--quant", "int8-whole", "--prune-flops", "0.7"],
+                 "int8 --prune-flops 0.7, split": ["--quant", "int8", "--prune-flops", "0.7"],
+                 "int8 --prune-flops 0.5, every weight in int8": ["--quant", "int8-whole", "--prune-flops", "0.5"],
+                 "int8 --prune-flops 0.5, split": ["--quant", "int8", "--prune-flops", "0.5"]},
+    "outliers-integer": {"int8 --integer-only, every weight in int8": ["--quant", "int8-whole", "--integer-only"],
+                         "int8 --integer-only, split": ["--quant", "int8", "--integer-only"],
+                         "pot8 (every weight in int8)": ["--quant", "pot8"],
+                         "pot8, split": ["--quant", "pot8-outliers"],
+                         "pot8 --integer-only, split": ["--quant", "pot8-outliers", "--integer-only"]},
     "per-token": {"int8": ["--quant", "int8"],
                   "int8 --balance auto": ["--quant", "int8", "--balance"],
                   "int8 --per-token": ["--quant", "int8", "--per-token"],
@@ -159,6 +173,10 @@ def main() -> None:
                             activation=symmetric))
     register_scheme(replace(get_scheme("pot8"), name="pot8-symmetric", description="pot8, symmetric signed activations",
                             activation=replace(symmetric, power_of_two=True)))
+    register_scheme(replace(int8, name="int8-whole", description="int8, every Linear weight in int8",
+                            weight_outliers=None))
+    register_scheme(replace(get_scheme("pot8"), name="pot8-outliers", description="pot8, outlier weights split off",
+                            weight_outliers=int8.weight_outliers))
     common = ["--balance", args.balance] if args.balance else []
     skipped = ["--skip", *(f"'{pattern}'" for pattern in args.skip)] if args.skip else []
     tagged = ["--tag", args.tag] if args.tag else []
@@ -170,8 +188,8 @@ def main() -> None:
              "records lack; accuracy against the float model (tvmcomp.evaluate; text: embeddings of real sentences, "
              "images: held-out digits).", "",
              "| build | library MiB | output cosine mean | output SQNR dB | embedding cosine mean / min | probe (float) | "
-             "probe predictions as float's |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "probe predictions as float's | WordSim Spearman vs float |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as work:
         variants = {name: build_args for name, build_args in STUDIES[args.study].items()
                     if not any(fnmatch.fnmatch(name, pattern) for pattern in args.skip)}
@@ -184,9 +202,11 @@ def main() -> None:
             library = sum(f.stat().st_size for f in package.glob("*.so")) / 2**20
             embedding = (f"{result['embedding_cosine_mean']:.4f} / {result['embedding_cosine_min']:.4f}"
                          if "embedding_cosine_mean" in result else "-")
+            wordsim = (f"{result['wordsim_spearman_float_vs_package']:.4f}"
+                       if "wordsim_spearman_float_vs_package" in result else "-")
             lines.append(f"| {name} | {library:.1f} | {result['output_cosine_mean']:.4f} | {result['sqnr_db']:.1f} | "
                          f"{embedding} | {result['probe_accuracy_package']:.3f} ({result['probe_accuracy_float']:.3f}) | "
-                         f"{result['probe_agreement']:.1%} |")
+                         f"{result['probe_agreement']:.1%} | {wordsim} |")
             print(lines[-1], flush=True)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
