@@ -73,10 +73,11 @@ def test_outlier_codes_are_the_outliers_on_their_columns_int8_steps():
     assert outlier_codes(split.sparse, factors, w_scale, 127, 2**31 // (K * 127)) is None
 
 
-def _run(mod, params, x):
+def _compiled(mod, params):
+    """``mod`` with ``params`` bound, compiled: x -> its output as a NumPy array."""
     bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(mod)
-    executable = tvm.compile(bound, target=tvm.target.Target({"kind": "llvm"}))
-    return relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    main = relax.VirtualMachine(tvm.compile(bound, target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())["main"]
+    return lambda x: main(tvm.runtime.tensor(x)).numpy()
 
 
 def _calls(mod):
@@ -111,7 +112,7 @@ def test_realize_leaves_the_outlier_out_of_the_int8_weight_and_adds_its_code_in_
 def test_a_linear_with_an_outlier_matches_the_numpy_integer_reference_exactly(kernel):
     params = _params()
     x = np.random.default_rng(1).standard_normal((2, K)).astype(np.float32)
-    got = _run(Realize(params, RANGES, INT8, DotKernels(kernel))(LinearAnnotated), params, x)
+    got = _compiled(Realize(params, RANGES, INT8, DotKernels(kernel))(LinearAnnotated), params)(x)
 
     dense = params["w"].T.copy()
     dense[OUTLIER] = 0
@@ -131,8 +132,8 @@ def test_the_split_brings_the_linear_closer_to_float_than_int8_with_the_outlier_
     exact = x @ params["w"].T + params["b"]
 
     def rms_error(scheme):
-        realized = Realize(params, RANGES, scheme)(LinearAnnotated)
-        got = np.stack([_run(realized, params, rows) for rows in x])
+        run = _compiled(Realize(params, RANGES, scheme)(LinearAnnotated), params)
+        got = np.stack([run(rows) for rows in x])
         return np.sqrt(np.mean((got - exact)[..., OUTLIER[1]] ** 2))
 
     # column 3's other weights (about 0.05) round to 0 or 0.06 on the step the 7.7 sets
