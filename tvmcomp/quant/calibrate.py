@@ -153,7 +153,7 @@ def calibrate(annotated_mod, params: dict, input_specs, samples, scheme: QuantSc
         ranges[index] = SiteRange(float(scale), int(zero), float(lo), float(hi), **per_channel)
     for done, index in enumerate(kept_rows, 1):
         group, weight_kn = groups[index], linear_weight(params, by_index[index])
-        quantized_kn = balance_weight(params, by_index, group, scheme.weight_outliers)  # outlier weights split off (int16 codes)
+        quantized_kn = balance_weight(params, by_index, group, scheme.weight_outliers)  # without its outliers
         searched = search_step(kept_rows[index].array(), quantized_kn, ranges[index],
                                scheme.activation, weight_quant_of(scheme, kernels, *weight_kn.shape), balance,
                                integer_input=index in chained)
