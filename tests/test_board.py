@@ -107,6 +107,7 @@ def test_int8_sdot_linear_on_the_board_matches_the_integer_reference_exactly(boa
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow  # (60 s) default schedules of int8 run on the board in the default suite; these are tuned ones
 def test_int8_arm_package_runs_on_the_board(board, empty_schedules, tmp_path):
     path = tmp_path / "int8"
     build(mlp_source(), resolve_target("arm"), path, QuantOptions("int8", samples=4), trials=6, runner=DummyRunner())

@@ -110,8 +110,10 @@ def _schedule(fused, target, how: str):
 
 
 @pytest.mark.skipif(not _host_has("avx2"), reason="the host has no AVX2 to run the kernel on")
-@pytest.mark.parametrize("schedules", ["tuned", "default"])
-@pytest.mark.parametrize("weight_bits, exact", [(7, True), (8, False)], ids=["7-bit", "8-bit-saturates"])
+# the saturation is a property of the instruction, so 8-bit weights are checked on the default schedule only
+@pytest.mark.parametrize("weight_bits, exact, schedules", [(7, True, "tuned"), (7, True, "default"),
+                                                           (8, False, "default")],
+                         ids=["7-bit-tuned", "7-bit-default", "8-bit-saturates-default"])
 def test_tensorized_avx2_linear_matches_the_integer_reference_only_with_7_bit_weights(weight_bits, exact, schedules,
                                                                                       empty_schedules):
     """The kernel really runs vpmaddubsw here. With the weights narrowed to 7 bits its integers are exact; with

@@ -64,6 +64,7 @@ def test_vit_s_fp32_with_no_records_matches_onnx_runtime(tmp_path, capsys, empty
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
+@pytest.mark.slow  # the whole ViT-S in int8 (45 s); test_hf_folder quantizes a small ViT's patch conv in the default suite
 def test_vit_s_int8_runs_the_patch_embedding_and_linear_layers_on_integer_kernels(tmp_path, capsys, empty_schedules):
     code, _, err = run_cli(capsys, "build", "--model", "vit-s", "--quant", "int8", "--calibration-samples", "4",
                            "--dump-code", "tir", "-o", str(tmp_path / "pkg"))
