@@ -132,6 +132,13 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
                          "pot8 (every weight in int8)": ["--quant", "pot8"],
                          "pot8, split": ["--quant", "pot8-outliers"],
                          "pot8 --integer-only, split": ["--quant", "pot8-outliers", "--integer-only"]},
+    "clip": {"w4a8 g32, steps max|w| / 7 (until 2026-12-06)": ["--quant", "w4a8-unclipped"],
+             "w4a8 g32, steps searched by the squared error": ["--quant", "w4a8"],
+             "w4a8 g128, steps max|w| / 7": ["--quant", "w4a8-unclipped", "--group-size", "128"],
+             "w4a8 g128, steps searched": ["--quant", "w4a8", "--group-size", "128"],
+             "w4 g32, steps max|w| / 7": ["--quant", "w4-unclipped"],
+             "w4 g32, steps searched": ["--quant", "w4"],
+             "pwlq4 g32 (its breakpoint searched)": ["--quant", "pwlq4"]},
     "per-token": {"int8": ["--quant", "int8"],
                   "int8 --balance auto": ["--quant", "int8", "--balance"],
                   "int8 --per-token": ["--quant", "int8", "--per-token"],
@@ -177,6 +184,10 @@ def main() -> None:
                             weight_outliers=None))
     register_scheme(replace(get_scheme("pot8"), name="pot8-outliers", description="pot8, outlier weights split off",
                             weight_outliers=int8.weight_outliers))
+    for scheme in (w4a8, get_scheme("w4")):
+        register_scheme(replace(scheme, name=f"{scheme.name}-unclipped", description=f"{scheme.name}, steps max|w| / 7",
+                                weight=replace(scheme.weight, mse_clip=False),
+                                embedding=replace(scheme.embedding, mse_clip=False)))
     common = ["--balance", args.balance] if args.balance else []
     skipped = ["--skip", *(f"'{pattern}'" for pattern in args.skip)] if args.skip else []
     tagged = ["--tag", args.tag] if args.tag else []

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from test_int4 import clipped_step
 from tvmcomp.quant.gptq import gptq_round
 from tvmcomp.quant.grids import quantize_weight
 from tvmcomp.quant.schemes import get_scheme
@@ -28,7 +29,7 @@ def _gptq_one_row_at_a_time(weight, gram, group, qmax):
     codes = np.zeros_like(w)
     for k in range(k_total):
         if k % group == 0:
-            step = np.abs(w[k:k + group]).max(axis=0) / qmax
+            step = clipped_step(w[k:k + group], qmax)
         codes[k] = np.clip(np.round(w[k] / step), -qmax, qmax)
         w[k + 1:] -= np.outer(u[k, k + 1:], (w[k] - codes[k] * step) / u[k, k])
     return codes

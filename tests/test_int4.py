@@ -40,17 +40,34 @@ def test_int4_weights_pack_two_codes_per_byte_in_the_kernel_block_layout():
         assert (byte >> 4) - 8 == codes[j * 8 + 4 + r, i * 16 + c]
 
 
+def clipped_step(rows: np.ndarray, qmax: int = 7) -> np.ndarray:
+    """A group's 4-bit step per column (rows: [group, N]): ``s = r * max|w| / qmax`` for r = 0.5, 0.55,
+    ..., 1, the one whose codes ``clip(round(w / s), -qmax, qmax)`` leave the least squared error
+    (the largest r where tied; the unclipped step rounded to float32 first, as scales are stored)."""
+    rows = np.asarray(rows, np.float64)
+    unclipped = (np.abs(rows).max(axis=0) / qmax).astype(np.float32).astype(np.float64)
+    best_step, best_error = unclipped, np.full(rows.shape[1:], np.inf)
+    for r in np.linspace(0.5, 1.0, 11)[::-1]:
+        step = r * unclipped
+        error = np.square(rows - np.clip(np.round(rows / step), -qmax, qmax) * step).sum(axis=0)
+        best_step, best_error = np.where(error < best_error, step, best_step), np.minimum(error, best_error)
+    return best_step.astype(np.float32)
+
+
 def test_weights_are_quantized_with_one_scale_per_group_and_output_channel():
     weight = np.random.default_rng(1).standard_normal((64, 8)).astype(np.float32)  # [K, N], groups of 32
     weight[40, 3] = 9.0  # an outlier: only its own group of channel 3 gets the coarse step
     codes, scales = quantize_weight(weight, W4A8.weight)
     assert scales.shape == (2, 8)
-    for g, n in np.ndindex(scales.shape):
-        rows = weight[g * 32:(g + 1) * 32, n]
-        step = np.float32(np.abs(rows).max() / 7)  # symmetric 4-bit: codes -7..7
-        assert scales[g, n] == pytest.approx(step, rel=1e-6)
-        np.testing.assert_array_equal(codes[g * 32:(g + 1) * 32, n], np.clip(np.round(rows / step), -7, 7))
+    for g in range(2):
+        rows = weight[g * 32:(g + 1) * 32]
+        step = clipped_step(rows)  # symmetric 4-bit: codes -7..7
+        np.testing.assert_array_equal(scales[g], step)
+        np.testing.assert_array_equal(codes[g * 32:(g + 1) * 32], np.clip(np.round(rows / step), -7, 7))
     assert scales[1, 3] > 4 * scales[0, 3]
+    # the search clips: some groups' steps are below max|w| / 7, none above
+    unclipped = np.abs(weight.reshape(2, 32, 8)).max(axis=1) / 7
+    assert np.all(scales <= unclipped * (1 + 1e-6)) and np.any(scales < 0.95 * unclipped)
 
 
 @tvm.script.ir_module
@@ -76,7 +93,7 @@ def _w4a8_reference(x, weight_nk, bias, scale, zero_point):
     y = np.zeros((x.shape[0], n))
     for g in range(k // 32):
         rows = weight[g * 32:(g + 1) * 32]
-        step = (np.abs(rows).max(axis=0) / 7).astype(np.float32)
+        step = clipped_step(rows)
         wq = np.clip(np.round(rows / step), -7, 7).astype(np.int64)
         acc = (xq[:, g * 32:(g + 1) * 32] - zero_point) @ wq
         y += acc * (np.float64(np.float32(scale)) * step)
@@ -145,7 +162,7 @@ def test_weight_only_w4_linear_decodes_its_packed_codes_in_the_float_matmul(empt
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
 
     weight = params["w"].T  # [K, N]: a step per (group of 32 rows, column), codes -7..7
-    steps = np.abs(weight.reshape(2, 32, 32)).max(axis=1) / 7
+    steps = np.stack([clipped_step(rows) for rows in weight.reshape(2, 32, 32)])
     codes = np.clip(np.round(weight.reshape(2, 32, 32) / steps[:, None, :]), -7, 7)
     want = np.einsum("mgk,gkn->mn", x.astype(np.float64).reshape(6, 2, 32), codes * steps[:, None, :]) + params["b"]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -9,12 +9,13 @@ from tvm import relax
 from tvm.script import relax as R
 
 from conftest import run_imported
+from test_int4 import clipped_step
 from tvmcomp.frontend import import_torch
 from tvmcomp.quant.grids import quantize_weight
 from tvmcomp.quant.nibbles import pack_nibbles, unpack_nibbles
 from tvmcomp.quant.ops.embedding import EmbeddingLookup
 from tvmcomp.quant.realize import Realize
-from tvmcomp.quant.schemes import Granularity, get_scheme
+from tvmcomp.quant.schemes import get_scheme
 
 ROWS = get_scheme("int8").embedding
 
@@ -145,7 +146,7 @@ def test_a_model_with_a_quantized_embedding_stays_close_to_float():
     assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()
 
 
-GROUPED_NIBBLE_ROWS = replace(ROWS, bits=4, granularity=Granularity.PER_GROUP, group_size=32)
+GROUPED_NIBBLE_ROWS = get_scheme("w4a8").embedding  # 4 bits, a step per 32 entries of a row, clipped
 
 
 @tvm.script.ir_module
@@ -172,6 +173,7 @@ def test_rows_in_4_bits_with_a_scale_per_32_entries_read_back_as_numpy_rounds_th
     got = vm["main"](tvm.runtime.tensor(ids)).numpy()
 
     groups = table.reshape(12, 2, 32)
-    steps = (np.abs(groups).max(axis=2, keepdims=True) / 7).astype(np.float32)  # a step per row and 32 entries
+    # a step per row and 32 entries, clipped as a Linear's 4-bit groups are (test_int4.clipped_step)
+    steps = np.stack([clipped_step(groups[:, g].T) for g in range(2)], axis=1)[:, :, None]
     want = (np.clip(np.round(groups / steps), -7, 7) * steps).reshape(12, 64)[ids]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)

@@ -98,6 +98,8 @@ def test_observer_errors():
      "activations must fit 8 bits (int32 accumulation of a 3072-long dot product)"),
     ({"activation": TensorQuant(bits=8, signed=False, symmetric=False, granularity=Granularity.PER_CHANNEL)},
      "activations must have one scale per tensor"),
+    ({"weight": TensorQuant(bits=8, signed=True, symmetric=True, granularity=Granularity.PER_CHANNEL, mse_clip=True)},
+     "mse_clip searches the step of weights in groups with one region and steps that need not be powers of two"),
 ])
 def test_a_scheme_realize_cannot_execute_is_refused_at_registration(changes, reason):
     from dataclasses import replace

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from test_cli import run_cli
+from test_int4 import clipped_step
 from tvmcomp.quant.balance import AUTO, OFF
 from tvmcomp.quant.calibrate import SiteRange
 from tvmcomp.quant.schemes import get_scheme
@@ -159,9 +160,9 @@ def test_the_search_models_the_weights_realize_builds_on_the_targets_kernels():
     site = SiteRange(float(scale), int(zero), site.lo, site.hi)
     got = output_error(rows, weight, site, w4a8.activation, w4a8.weight, balance=None)
     x_hat = _uint8_restored(rows, site)
-    # 4-bit symmetric, a scale per output channel and group of 32 input channels: s_g = max|W[g, n]| / 7
+    # 4-bit symmetric, a scale per output channel and group of 32 input channels, clipped (test_int4.clipped_step)
     groups = weight.reshape(2, 32, 32)
-    s_g = np.abs(groups).max(axis=1, keepdims=True) / np.float32(7)
+    s_g = np.stack([clipped_step(rows) for rows in groups])[:, None, :]
     w_hat = (np.clip(np.round(groups / s_g), -7, 7) * s_g).reshape(64, 32)
     want = np.sum((x_hat @ w_hat - rows @ weight).astype(np.float64) ** 2)
     np.testing.assert_allclose(got, want, rtol=1e-3)

@@ -7,7 +7,10 @@ and rounds a value to codes in one or more *planes*; the value it stands for is
 in the epilogue (:mod:`.realize`).
 
 - :class:`UniformGrid`, one plane: ``w ~ s * c``, ``s = max|w| / qmax`` (symmetric, as
-  :meth:`~tvmcomp.quant.schemes.TensorQuant.scale_zero_point`).
+  :meth:`~tvmcomp.quant.schemes.TensorQuant.scale_zero_point`); with ``mse_clip``, ``s = r * max|w| /
+  qmax`` with ``r`` among :data:`CLIP_RATIOS`, chosen per group and output channel by the squared
+  error of the group's weights (an MSE clipping search, as AWQ's and llama.cpp's quantizers search
+  the step): at 4 bits the largest weight of a group otherwise sets a step too coarse for the rest.
 - :class:`PiecewiseGrid`, two planes (PWLQ, Fang et al. 2020): a breakpoint ``p`` splits the
   range into a centre ``|w| <= p`` and a tail ``p < |w| <= m`` (``m = max|w|``), each with its own
   ``qmax + 1`` levels per sign. With ``L = qmax``, ``s_c = p / L`` and ``s_t = (m - p) / L``::
@@ -18,8 +21,8 @@ in the epilogue (:mod:`.realize`).
   A tail weight's centre code is +-L, which is exactly +-p: the tail's offset costs no third
   plane, and both planes are ordinary 4-bit codes on the int4 dot kernel. ``p`` is chosen per
   group and output channel among :data:`BREAKPOINTS` (fractions of ``m``) by the squared error of
-  the group's weights, as PWLQ chooses it by the quantization error; ``p = m`` is the uniform grid,
-  so the piecewise one is never worse on the weights it is fitted to.
+  the group's weights, as PWLQ chooses it by the quantization error; ``p = m`` is the unclipped
+  uniform grid.
 
 Both work on any leading axes: :meth:`fit` reduces axis -2 (the group's rows) and returns scales
 ``[P, ..., N]``; :meth:`round` takes values and scales that broadcast and returns codes ``[P, ...]``.
@@ -32,6 +35,23 @@ import numpy as np
 from .schemes import Granularity, TensorQuant
 
 BREAKPOINTS = np.linspace(0.25, 1.0, 16)  # candidate p / max|w|; 1.0: no tail (the uniform grid)
+CLIP_RATIOS = np.linspace(0.5, 1.0, 11)  # candidate s / (max|w| / qmax); 1.0: no weight clipped
+
+
+def least_error_scales(grid, rows: np.ndarray, candidates) -> np.ndarray:
+    """Of the ``candidates`` (scales ``[P, ..., N]``) for the groups ``rows`` (``[..., G, N]``), the one
+    that rounds each group and output channel with the least squared error (the first where tied)."""
+    rows = np.asarray(rows, np.float64)
+    best_scales, best_error = None, None
+    for scales in candidates:
+        row_scales = scales[..., None, :]
+        error = np.square(rows - dequantize(grid.round(rows, row_scales), row_scales)).sum(axis=-2)
+        if best_error is None:
+            best_scales, best_error = scales, error
+        else:
+            better = error < best_error
+            best_scales, best_error = np.where(better, scales, best_scales), np.minimum(error, best_error)
+    return best_scales.astype(np.float32)
 
 
 class UniformGrid:
@@ -41,7 +61,9 @@ class UniformGrid:
         self.quant = quant
 
     def fit(self, rows: np.ndarray) -> np.ndarray:
-        return self.quant.scale_zero_point(rows.min(axis=-2), rows.max(axis=-2))[0][None]
+        unclipped = self.quant.scale_zero_point(rows.min(axis=-2), rows.max(axis=-2))[0][None].astype(np.float64)
+        ratios = CLIP_RATIOS[::-1] if self.quant.mse_clip else [1.0]
+        return least_error_scales(self, rows, (ratio * unclipped for ratio in ratios))
 
     def round(self, values: np.ndarray, scales: np.ndarray) -> np.ndarray:
         return np.clip(np.round(values / scales[0]), self.quant.qmin, self.quant.qmax)[None]
@@ -54,19 +76,8 @@ class PiecewiseGrid:
         self.levels = quant.qmax
 
     def fit(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, np.float64)
-        bound = np.abs(rows).max(axis=-2)
-        best_scales, best_error = None, None
-        for ratio in BREAKPOINTS:
-            scales = self._scales(bound, ratio)
-            row_scales = scales[..., None, :]
-            error = np.square(rows - dequantize(self.round(rows, row_scales), row_scales)).sum(axis=-2)
-            if best_error is None:
-                best_scales, best_error = scales, error
-            else:
-                better = error < best_error
-                best_scales, best_error = np.where(better, scales, best_scales), np.minimum(error, best_error)
-        return best_scales.astype(np.float32)
+        bound = np.abs(np.asarray(rows, np.float64)).max(axis=-2)
+        return least_error_scales(self, rows, (self._scales(bound, ratio) for ratio in BREAKPOINTS))
 
     def _scales(self, bound: np.ndarray, ratio: float) -> np.ndarray:
         centre = np.where(bound > 0, ratio * bound / self.levels, 1.0)
