@@ -107,8 +107,9 @@ def test_minilm_pot8_integer_only_stays_where_it_was_measured(tmp_path):
 @pytest.mark.slow
 def test_minilm_w4a8_and_pwlq4_meet_their_size_and_accuracy_bounds(tmp_path):
     """#14's bounds on real text: w4a8 (4-bit weights and vocabulary rows) at most 0.2x the float
-    weights and a probe drop of at most 2 pt (measured 14.3 MiB, 0.166x, cosine 0.9635, drop 0 in bench/results/2026-12-06-clip-minilm.md);
-    pwlq4 more accurate than w4a8 at the same group size (measured 0.9857)."""
+    weights and a probe drop of at most 2 pt (measured 14.3 MiB, 0.166x, cosine 0.9635, drop 0);
+    pwlq4 more accurate than w4a8 at the same group size (measured 0.9857; both in
+    bench/results/2026-12-06-clip-minilm.md)."""
     from tvmcomp.evaluate import evaluate_package
 
     results = {}
