@@ -139,6 +139,8 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
              "w4 g32, steps max|w| / 7": ["--quant", "w4-unclipped"],
              "w4 g32, steps searched": ["--quant", "w4"],
              "pwlq4 g32 (its breakpoint searched)": ["--quant", "pwlq4"]},
+    "clip-per-token": {"w4a8 g32 --per-token, steps max|w| / 7": ["--quant", "w4a8-unclipped", "--per-token"],
+                       "w4a8 g32 --per-token, steps searched": ["--quant", "w4a8", "--per-token"]},
     "per-token": {"int8": ["--quant", "int8"],
                   "int8 --balance auto": ["--quant", "int8", "--balance"],
                   "int8 --per-token": ["--quant", "int8", "--per-token"],
