@@ -61,9 +61,10 @@ class UniformGrid:
         self.quant = quant
 
     def fit(self, rows: np.ndarray) -> np.ndarray:
-        unclipped = self.quant.scale_zero_point(rows.min(axis=-2), rows.max(axis=-2))[0][None].astype(np.float64)
-        ratios = CLIP_RATIOS[::-1] if self.quant.mse_clip else [1.0]
-        return least_error_scales(self, rows, (ratio * unclipped for ratio in ratios))
+        unclipped = self.quant.scale_zero_point(rows.min(axis=-2), rows.max(axis=-2))[0][None]
+        if not self.quant.mse_clip:
+            return unclipped
+        return least_error_scales(self, rows, (ratio * unclipped.astype(np.float64) for ratio in CLIP_RATIOS[::-1]))
 
     def round(self, values: np.ndarray, scales: np.ndarray) -> np.ndarray:
         return np.clip(np.round(values / scales[0]), self.quant.qmin, self.quant.qmax)[None]
