@@ -44,10 +44,13 @@ class ImportedModel:
 
 
 def from_relax_with_weights(mod, output_names: list[str], source: str) -> ImportedModel:
-    """Split a freshly imported module (weights as trailing ``main`` params) into an ImportedModel."""
+    """Split a freshly imported module (weights as trailing ``main`` params) into an ImportedModel,
+    with the LayerNorms and GELUs an exporter spelled out as single ops (:mod:`..passes.recompose`)."""
     from tvm import relax
 
-    mod, weights = relax.frontend.detach_params(mod)
+    from ..passes.recompose import RecomposeNormAndGelu
+
+    mod, weights = relax.frontend.detach_params(RecomposeNormAndGelu()(mod))
     func = mod["main"]
     weight_values = weights.get("main", [])
     n_inputs = len(func.params) - len(weight_values)

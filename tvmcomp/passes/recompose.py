@@ -1,0 +1,85 @@
+"""Recompose LayerNorm and exact GELU where an exporter spelled them out in elementwise ops.
+
+ONNX files exported below opset 17 (the bundled vit-s among them) write a LayerNorm over the last
+axis as ``mean``, ``subtract``, ``power 2``, ``mean``, ``add eps``, ``sqrt``, ``divide``, then
+``multiply gamma`` and ``add beta``, and GELU as ``x * (erf(x / sqrt 2) + 1) * 0.5``. Rewritten
+to ``R.nn.layer_norm`` and ``R.nn.gelu`` they are one op each, as the PyTorch importer gives them:
+the passes that work on those ops (the integer kernels of ``--integer-only``, the vectorized GELU)
+see every model alike. The values are the same up to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from ..quant.ops.registry import is_op as is_call_of
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def _scalar(expr) -> float | None:
+    """The value of a scalar (or one-element) constant, else None."""
+    if not isinstance(expr, tvm.ir.expr.Constant) or expr.value.numpy().size != 1:
+        return None
+    return float(expr.value.numpy().reshape(()))
+
+
+def _last_axis(call, rank: int) -> bool:
+    axes = [int(axis) for axis in call.attrs.axis] if call.attrs.axis is not None else []
+    return [axis % rank for axis in axes] == [rank - 1] and bool(call.attrs.keepdims)
+
+
+def _layer_norm(func):
+    x, gamma, beta, exponent, epsilon = wildcard(), wildcard(), wildcard(), is_const(), is_const()
+    mean = is_op("relax.mean")(x)
+    centred = is_op("relax.subtract")(x, mean)
+    variance = is_op("relax.mean")(is_op("relax.power")(centred, exponent))
+    std = is_op("relax.sqrt")(is_op("relax.add")(variance, epsilon))
+    pattern = is_op("relax.add")(is_op("relax.multiply")(is_op("relax.divide")(centred, std), gamma), beta)
+
+    def rewrite(call, matched):
+        shape = matched[x].ty.shape.values
+        rank, width = len(shape), int(shape[-1])
+        widths = [tuple(int(d) for d in matched[p].ty.shape.values) for p in (gamma, beta)]
+        eps = _scalar(matched[epsilon])
+        if not (_last_axis(matched[mean], rank) and _last_axis(matched[variance], rank)
+                and _scalar(matched[exponent]) == 2.0 and eps is not None and widths == [(width,)] * 2):
+            return call
+        return relax.op.nn.layer_norm(matched[x], matched[gamma], matched[beta], axes=[-1], epsilon=eps)
+
+    return rewrite_call(pattern, rewrite, func)
+
+
+def _gelu(func):
+    x = wildcard()
+    scaled = is_op("relax.divide")(x, is_const()) | is_op("relax.multiply")(x, is_const())
+    erf_plus_one = is_op("relax.add")(is_op("relax.erf")(scaled), is_const())
+    pattern = is_op("relax.multiply")(is_op("relax.multiply")(x, erf_plus_one), is_const())
+
+    def rewrite(call, matched):
+        scaling = matched[scaled]
+        factor = _scalar(scaling.args[1])
+        if factor is not None and is_call_of(scaling, "relax.divide"):
+            factor = 1.0 / factor  # x / sqrt 2 as x * (1 / sqrt 2)
+        if factor is None or not np.isclose(factor, 1.0 / _SQRT2, rtol=1e-6) or \
+                _scalar(matched[erf_plus_one].args[1]) != 1.0 or _scalar(call.args[1]) != 0.5:
+            return call
+        return relax.op.nn.gelu(matched[x])
+
+    return rewrite_call(pattern, rewrite, func)
+
+
+@tvm.transform.module_pass(opt_level=0, name="RecomposeNormAndGelu")
+class RecomposeNormAndGelu:
+    """The rewrite of the module docstring on every Relax function of a module."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        for gvar, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mod[gvar] = _gelu(_layer_norm(func))
+        return relax.transform.DeadCodeElimination()(mod)
