@@ -17,8 +17,6 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from ..quant.ops.registry import is_op as is_call_of
-
 _SQRT2 = math.sqrt(2.0)
 
 
@@ -56,18 +54,17 @@ def _layer_norm(func):
 
 
 def _gelu(func):
-    x = wildcard()
-    scaled = is_op("relax.divide")(x, is_const()) | is_op("relax.multiply")(x, is_const())
-    erf_plus_one = is_op("relax.add")(is_op("relax.erf")(scaled), is_const())
-    pattern = is_op("relax.multiply")(is_op("relax.multiply")(x, erf_plus_one), is_const())
+    x, factor, one, half = wildcard(), is_const(), is_const(), is_const()
+    divided, multiplied = is_op("relax.divide")(x, factor), is_op("relax.multiply")(x, factor)
+    erf_plus_one = is_op("relax.add")(is_op("relax.erf")(divided | multiplied), one)
+    pattern = is_op("relax.multiply")(is_op("relax.multiply")(x, erf_plus_one), half)
 
     def rewrite(call, matched):
-        scaling = matched[scaled]
-        factor = _scalar(scaling.args[1])
-        if factor is not None and is_call_of(scaling, "relax.divide"):
-            factor = 1.0 / factor  # x / sqrt 2 as x * (1 / sqrt 2)
-        if factor is None or not np.isclose(factor, 1.0 / _SQRT2, rtol=1e-6) or \
-                _scalar(matched[erf_plus_one].args[1]) != 1.0 or _scalar(call.args[1]) != 0.5:
+        scaling = _scalar(matched[factor])
+        if scaling is not None and divided in matched:
+            scaling = 1.0 / scaling  # x / sqrt 2 as x * (1 / sqrt 2)
+        if scaling is None or not np.isclose(scaling, 1.0 / _SQRT2, rtol=1e-6) or \
+                _scalar(matched[one]) != 1.0 or _scalar(matched[half]) != 0.5:
             return call
         return relax.op.nn.gelu(matched[x])
 
