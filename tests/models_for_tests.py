@@ -50,9 +50,10 @@ def int8_linear_reference(x, weight_nk, bias, scale, zero_point, activation, wei
 
 
 def save_tiny_vit(folder, kind: str = "vit"):
-    """A randomly initialised 2-block ViT / DeiT / Swin at 32 px, saved with ``save_pretrained``
-    beside an image processor (ViT's: mean and std 0.5) into ``folder``."""
-    from transformers import DeiTConfig, DeiTModel, SwinConfig, SwinModel, ViTConfig, ViTModel
+    """A randomly initialised 2-block ViT / DeiT / DINOv2 / Swin at 32 px, saved with ``save_pretrained``
+    beside an image processor (ViT's: mean and std 0.5) into ``folder``. DINOv2's layer scales are
+    drawn from N(0, 0.5), negative ones included (initialised, they are all 1)."""
+    from transformers import DeiTConfig, DeiTModel, Dinov2Config, Dinov2Model, SwinConfig, SwinModel, ViTConfig, ViTModel
     from transformers.models.vit.image_processing_vit import ViTImageProcessor
 
     torch.manual_seed(0)
@@ -62,6 +63,13 @@ def save_tiny_vit(folder, kind: str = "vit"):
         model = ViTModel(ViTConfig(**blocks), add_pooling_layer=False)
     elif kind == "deit":
         model = DeiTModel(DeiTConfig(**blocks), add_pooling_layer=False)
+    elif kind == "dinov2":
+        dinov2_blocks = {key: value for key, value in blocks.items() if key != "intermediate_size"}
+        model = Dinov2Model(Dinov2Config(**dinov2_blocks, mlp_ratio=2))
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name.endswith("lambda1"):
+                    parameter.copy_(torch.randn_like(parameter) * 0.5)
     else:
         model = SwinModel(SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
                                      window_size=4), add_pooling_layer=False)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 import tvm
 from tvm import relax, te
 
@@ -273,6 +274,62 @@ def test_scores_plus_a_float_bias_and_a_lowest_float_mask_become_i_softmax_with_
     np.testing.assert_array_equal(got, want.reshape(2, 4, 4))
 
 
+def test_scores_with_no_mask_become_i_softmax_over_every_key():
+    """A ViT's attention: ``softmax(dq(scores) * c)``, every token attending to every other."""
+    bb = relax.BlockBuilder()
+    acc = relax.Var("acc", relax.TensorType((1, 2, 4, 4), "int32"))
+    with bb.function("main", [acc]):
+        with bb.dataflow():
+            scores = bb.emit(relax.op.multiply(_dequantized(bb, acc, 2.0**-8), relax.const(np.float32(0.25))))
+            p = bb.emit(relax.op.nn.softmax(scores, axis=-1))
+            codes = bb.emit_output(relax.op.quantize(p, relax.const(np.float32(2.0**-15)), relax.const(np.int32(0)),
+                                                     axis=-1, out_dtype="int16"))
+        bb.emit_func_output(codes)
+    integer_only = IntegerOnly()
+    after = IntegerChain()(integer_only(bb.get()))
+    assert integer_only.counts["softmax"] == 1 and _float_bindings(after) == []
+    acc_values = RNG.integers(-3000, 3000, (1, 2, 4, 4)).astype(np.int32)
+    want = _i_softmax_reference(acc_values, np.ones((1, 1, 4, 4), bool), 2.0**-10, 15)
+    np.testing.assert_array_equal(_run(after, [acc_values]), want)
+
+
+def test_a_pre_layer_norm_stream_takes_the_calibrated_step_and_a_per_channel_layer_scale():
+    """``LayerNorm(h + (dq(acc) + b) * f)`` with ``h`` the float embeddings a LayerNorm also reads
+    (the block's first one) and ``f`` a layer scale with signs mixed: ``h`` is rounded onto the stream's
+    step (the calibrated bound 6 in 2^20 steps: 2^-17), the Linear's output rescaled onto it per channel
+    with ``f`` in the ratio, both added in int32, then i_layer_norm."""
+    bb = relax.BlockBuilder()
+    acc = relax.Var("acc", relax.TensorType((4, 8), "int32"))
+    h = relax.Var("h", relax.TensorType((1, 4, 8), "float32"))
+    gamma, beta = RNG.uniform(0.5, 2, 8).astype(np.float32), RNG.uniform(-1, 1, 8).astype(np.float32)
+    scale = RNG.normal(0, 0.5, 8).astype(np.float32)
+    with bb.function("main", [acc, h]):
+        with bb.dataflow():
+            first = _quantized(bb, bb.emit(relax.op.nn.layer_norm(h, relax.const(gamma), relax.const(beta), axes=[-1])),
+                               2.0**-5)
+            z = bb.emit(relax.op.add(relax.const(RNG.uniform(-1, 1, 8).astype(np.float32)),
+                                     _dequantized(bb, acc, 2.0 ** -RNG.integers(9, 13, 8))))
+            z = bb.emit(relax.op.multiply(bb.emit(relax.op.reshape(z, (1, 4, 8))), relax.const(scale)))
+            norm = bb.emit(relax.op.nn.layer_norm(bb.emit(relax.op.add(z, h)), relax.const(gamma), relax.const(beta),
+                                                  axes=[-1]))
+            out = bb.emit_output(relax.Tuple([first, _quantized(bb, norm, 2.0**-5)]))
+        bb.emit_func_output(out)
+    before = bb.get()
+    refused = IntegerOnly()  # no calibrated stream: the LayerNorm after the block stays float, and says so
+    refused(before)
+    assert refused.left_float == ["nn.layer_norm (its input is not an integer residual stream plus a quantized "
+                                  "Linear's output (times a constant per channel))"]
+    integer_only = IntegerOnly(stream_bound=6.0)
+    assert integer_only.stream_step == 2.0**-17
+    after = IntegerChain()(integer_only(before))
+    assert integer_only.counts["layer_norm"] == 1 and not integer_only.left_float
+    names = _call_names(after)
+    assert "i_layer_norm" in names and names.count("relax.nn.layer_norm") == 1  # the block's first stays float
+    inputs = [RNG.integers(-3000, 3000, (4, 8)).astype(np.int32), RNG.normal(0, 2, (1, 4, 8)).astype(np.float32)]
+    for got, want in zip(_run(after, inputs), _run(before, inputs)):
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
 def test_scores_finer_than_i_exps_grid_stay_float_and_say_why():
     integer_only = IntegerOnly()
     integer_only(_attention_scores(step=2.0**-30))
@@ -324,6 +381,42 @@ def test_tiny_encoder_has_no_float_op_between_its_first_quantize_and_last_dequan
     assert cosine_to_transformers(tmp_path / "pkg", folder).min() > 0.99
 
 
+@pytest.mark.parametrize("kind", ["vit", "dinov2"])
+def test_pre_layer_norm_vit_runs_its_residual_stream_on_integers(kind, tmp_path, capsys, empty_schedules):
+    """A ViT adds each block's output to a stream no LayerNorm bounds: it is held on a calibrated step
+    from the first block on. DINOv2 scales each block's output per channel (its layer scale, signs
+    mixed), which goes into the rescale onto the stream."""
+    from models_for_tests import save_tiny_vit
+    from transformers import AutoModel
+    from tvmcomp.quant.dot_kernels import dot_kernels_for
+    from tvmcomp.quant.pipeline import QuantOptions, quantize_model
+    from tvmcomp.source import load_source
+    from tvmcomp.targets import resolve_target
+
+    import tvmcomp
+
+    folder = save_tiny_vit(tmp_path / kind, kind)
+    source = load_source(str(folder))
+    # the patch embedding float, so that the first integer kernel is layer 0's Q, K and V
+    options = QuantOptions("int8", samples=4, integer_only=True, keep_float=("*patch_embeddings*",))
+    quantize_model(source, options, "hash", None, dot_kernels_for(resolve_target("x86")))
+    # from there on, the only float ops are the last LayerNorm's dequantize
+    assert _integer_tail(source.imported.mod) == ["relax.astype", "relax.multiply"]
+
+    code, _, err = run_cli(capsys, "build", "--model", str(folder), "--quant", "int8", "--integer-only",
+                           "--calibration-samples", "4", "-o", str(tmp_path / "pkg"))
+    assert code == 0, err
+    # layer 0's first LayerNorm reads the embeddings, before the first quantize; the other 3 and the last run on integers
+    assert "[quant] --integer-only: 2 softmaxes (i-exp), 2 GELUs (i-erf) and 4 residual adds + LayerNorms" in err
+    package = tvmcomp.load(tmp_path / "pkg")
+    pixels = package.example_inputs()["pixel_values"]
+    with torch.no_grad():
+        want = AutoModel.from_pretrained(folder).eval()(pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
+    got = package.run(pixel_values=pixels)[0]
+    cosine = np.sum(got * want, -1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
+    assert cosine.min() > 0.99
+
+
 def test_integer_only_refuses_what_it_cannot_run(tmp_path, capsys):
     from test_hf_folder import SEQ_LEN, _save_tiny_encoder
     from models_for_tests import save_tiny_vit
@@ -334,9 +427,9 @@ def test_integer_only_refuses_what_it_cannot_run(tmp_path, capsys):
     code, _, err = run_cli(capsys, "build", "--model", str(folder), "--seq-len", str(SEQ_LEN), "--quant", "int8",
                            "--attn-probs", "log2:4", "--integer-only", "-o", str(tmp_path / "b"))
     assert code != 0 and "--integer-only needs quantized activations and uniform attention probabilities" in err
-    vit = save_tiny_vit(tmp_path / "vit")
-    code, _, err = run_cli(capsys, "build", "--model", str(vit), "--quant", "int8", "--integer-only",
+    swin = save_tiny_vit(tmp_path / "swin", "swin")  # windows of tokens, merged between stages
+    code, _, err = run_cli(capsys, "build", "--model", str(swin), "--quant", "int8", "--integer-only",
                            "--calibration-samples", "2", "-o", str(tmp_path / "c"))
     assert code != 0 and "calibrating" not in err, err  # refused before any calibration
-    assert "encoder ops float" in err and "layer_norm (its input is a Linear's output plus a residual of unknown " \
-        "range)" in err
+    assert "encoder ops float" in err and "layer_norm (its input is not an integer residual stream plus a " \
+        "quantized Linear's output (times a constant per channel))" in err

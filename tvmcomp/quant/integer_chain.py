@@ -7,6 +7,7 @@ between, so the float round trip can go. In each dataflow block this pass rewrit
 
     y = astype(acc, "float32") * s          # realize's dequantize; s per output channel (last axis)
     y = y + b                               # optional: a bias constant along the last axis
+    y = y * f                               # optional: a constant per channel (a ViT's layer scale)
     y = reshape | permute_dims | broadcast_to | y * c | y / c   (any number; c a scalar constant)
     q = quantize(y, t, z)                   # the next op's codes: step t, zero point z
 
@@ -42,7 +43,7 @@ MULTIPLIER_BITS = 15
 
 def dyadic(ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(m, k) with ``ratio ~= m * 2^-k``: ``m = 1`` where ``ratio`` is a power of two, else
-    ``2^14 <= m <= 2^15``."""
+    ``2^14 <= |m| <= 2^15`` (negative where the ratio is)."""
     ratio = np.asarray(ratio, np.float64)
     mantissa, exponent = np.frexp(ratio)  # ratio = mantissa * 2^exponent, 0.5 <= mantissa < 1
     power_of_two = mantissa == 0.5
@@ -83,18 +84,24 @@ def accumulator_chain(y, mutator, params: dict):
     def bound(expr):
         return bound_value(expr, mutator)
 
-    layout, scale = [], 1.0
+    layout, scale, channel_scale = [], 1.0, None
     call = bound(y)
     while call is not None and (any(is_op(call, op) for op in (*LAYOUT_OPS, *_SCALINGS))):
+        below = bound(call.args[0])
         if any(is_op(call, op) for op in _SCALINGS):
-            c = _uniform(constant_value(call.args[1], params))
-            below = bound(call.args[0])
-            if c is None or below is None or is_op(below, "relax.astype"):  # that is the dequantize
+            factor = constant_value(call.args[1], params)
+            if factor is None or below is None or is_op(below, "relax.astype"):  # that is the dequantize
                 break
-            scale *= c if is_op(call, "relax.multiply") else 1 / c  # mpnet divides its scores by sqrt(d)
+            c = _uniform(factor)
+            if c is not None:
+                scale *= c if is_op(call, "relax.multiply") else 1 / c  # mpnet divides its scores by sqrt(d)
+            elif is_op(call, "relax.multiply") and factor.ndim == 1 and channel_scale is None:
+                channel_scale = factor.astype(np.float64)  # one per channel: a ViT's layer scale
+            else:
+                break
         else:
             layout.append(call)
-        call = bound(call.args[0])
+        call = below
     bias = None
     if call is not None and is_op(call, "relax.add"):
         first, second = call.args  # the bias on either side (torch's decompositions put it first)
@@ -110,8 +117,13 @@ def accumulator_chain(y, mutator, params: dict):
     if step is None or step.ndim > 1 or cast is None or not is_op(cast, "relax.astype"):
         return None
     acc = cast.args[0]
-    if acc.ty.dtype != "int32" or (bias is not None and bias.shape[0] != int(acc.ty.shape.values[-1])):
+    channels = int(acc.ty.shape.values[-1])
+    if acc.ty.dtype != "int32" or any(v is not None and v.shape[0] != channels for v in (bias, channel_scale)):
         return None
+    if channel_scale is not None:  # (acc s + b) f = acc (s f) + b f, where the reshapes keep the channels
+        if not all(is_op(op, "relax.reshape") for op in layout) or int(y.ty.shape.values[-1]) != channels:
+            return None
+        step, bias = step * channel_scale, None if bias is None else bias * channel_scale
     return acc, step, bias, scale, layout
 
 
@@ -178,7 +190,11 @@ def rescale(acc, ratio: np.ndarray):
 
 
 def _powers_of_two(ratio: np.ndarray) -> bool:
-    exponent = np.log2(np.asarray(ratio, np.float64))
+    """Whether every ratio is a positive power of two (a negative one: a ViT's layer scale)."""
+    ratio = np.asarray(ratio, np.float64)
+    if np.any(ratio <= 0):
+        return False
+    exponent = np.log2(ratio)
     return bool(np.all(exponent == np.round(exponent)))
 
 

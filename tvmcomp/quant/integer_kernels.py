@@ -83,7 +83,7 @@ class ExpConstants:
 
 def integer_softmax(scores, keep, step: float, out_bits: int, bias=None):
     """Softmax along the last axis of int32 ``scores`` (value = code * ``step``), over the entries where
-    the bool ``keep`` (broadcast to the scores' shape) is true; int32 probabilities at step 2^-out_bits,
+    the bool ``keep`` (broadcast to the scores' shape; None: all) is true; int32 probabilities at step 2^-out_bits,
     ``(e * (2^62 // sum e) + 2^(61 - out_bits)) >> (62 - out_bits)``, 0 where nothing is kept.
     ``e = exp(d) = (a (p + b)^2 + c) 2^-z`` with ``d = -z ln2 + p``: one polynomial on (-ln 2, 0]
     and a shift (z <= 62: ``poly >> z`` is 0 from 31 on in int32, 62 in int64). ``bias``: int32 on the
@@ -98,9 +98,12 @@ def integer_softmax(scores, keep, step: float, out_bits: int, bias=None):
     def score(*i):
         return scores[i] if bias is None else scores[i] + _broadcast_index(bias, i)
 
+    def kept(i):
+        return tirx.const(True, "bool") if keep is None else _broadcast_index(keep, i)
+
     j = te.reduce_axis((0, width), "j")
     top = te.compute(rows, lambda *r: te.max(
-        tirx.if_then_else(_broadcast_index(keep, (*r, j)), score(*r, j), lowest), axis=j), name="row_max")
+        tirx.if_then_else(kept((*r, j)), score(*r, j), lowest), axis=j), name="row_max")
 
     def constant(value):
         return tirx.const(int(value), k.dtype)
@@ -112,7 +115,7 @@ def integer_softmax(scores, keep, step: float, out_bits: int, bias=None):
         p = z * constant(k.ln2) - n.astype(k.dtype)
         poly = (p + constant(k.b)) * (p + constant(k.b)) + constant(k.c)
         bits = 32 if k.dtype == "int32" else 64  # a shift by the width or more is undefined
-        return tirx.if_then_else(_broadcast_index(keep, i), poly >> tirx.min(z, constant(bits - 1)), constant(0))
+        return tirx.if_then_else(kept(i), poly >> tirx.min(z, constant(bits - 1)), constant(0))
 
     e = te.compute(scores.shape, exp, name="i_exp")
     t = te.reduce_axis((0, width), "t")

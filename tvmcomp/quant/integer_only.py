@@ -4,18 +4,27 @@ codes from one layer's first quantize to its last LayerNorm.
 
 Run after realize and before IntegerChain. In each dataflow block it rewrites:
 
-- ``softmax(dq(acc) [reshape] [+ B] + where(keep, 0, -inf))``, the scores of ``Q @ K^T`` plus the
-  attention mask, into ``i_softmax(acc, keep[, B'])``: int32 probabilities at step 2^-15. The mask
-  arrives as the bool ``keep``; the "all masked -> 0" fix-up after the softmax goes with it. A float
-  bias ``B`` (mpnet's relative position bias: a function of the positions and a weight table,
-  which constant folding computes at build time) is rounded onto the scores' step;
+- ``softmax(dq(acc) [reshape] [+ B] [+ where(keep, 0, -inf)])``, the scores of ``Q @ K^T`` plus the
+  attention mask, or alone (a ViT attends to every token), into ``i_softmax(acc, keep[, B'])``: int32
+  probabilities at step 2^-15. The mask arrives as the bool ``keep``; the "all masked -> 0" fix-up
+  after the softmax goes with it. A float bias ``B`` (mpnet's relative position bias: a function of
+  the positions and a weight table, which constant folding computes at build time) is rounded onto
+  the scores' step;
 - ``gelu(dq(acc) + b)`` into ``i_gelu(acc)`` at a power-of-two step;
-- ``dq(acc) + b + h``, a Linear's output added to the residual stream ``h``, into int32 adds on
-  the stream's step (a dyadic rescale of the accumulator per channel). ``h`` is the integer output
-  of an earlier LayerNorm, or, at the first layer, the embeddings' float LayerNorm output rounded
-  onto a step that holds its bound (the layer's first quantize);
+- ``(dq(acc) + b) [* f] + h``, a Linear's output (times a constant per channel: a ViT's layer scale)
+  added to the residual stream ``h``, into int32 adds on the stream's step (a dyadic rescale of the
+  accumulator per channel, ``f`` in its ratio). ``h`` is one of:
+  - in a post-LayerNorm encoder (BERT), the integer output of an earlier LayerNorm, or, at the first
+    layer, the embeddings' float LayerNorm output rounded onto a step that holds its bound (the
+    layer's first quantize);
+  - in a pre-LayerNorm encoder (ViT), the integer sum of the block before, or, at the first block,
+    the embeddings (a LayerNorm's float input) rounded onto the stream's step: the largest value
+    calibration saw at a LayerNorm's input (:mod:`.ops.residual_stream`) in 2^20 steps, which leaves
+    2^6 of headroom before i_layer_norm's int64 sums could overflow;
 - ``layer_norm(x)`` of such a sum into ``i_layer_norm``: int32 at a step from ``gamma`` and ``beta``
-  (``|y| <= max|gamma| sqrt(D) + max|beta|`` in 2^20 steps).
+  (``|y| <= max|gamma| sqrt(D) + max|beta|`` in 2^20 steps). A LayerNorm that reads a quantized op's
+  output any other way stays float and is listed in ``left_float``; one that reads none (the
+  embeddings') is before the first quantize.
 
 ``dq(acc) = astype(acc, float32) * s`` is realize's dequantize. Each rewritten op's value is left in
 the graph as ``astype(int32 result, float32) * step``: the dequantize form IntegerChain turns into an
@@ -55,12 +64,15 @@ def layer_norm_step(gamma: np.ndarray, beta: np.ndarray) -> float:
 
 @mutator
 class _IntegerOnly(PyExprMutator):
-    def __init__(self, mod, params: dict):
+    def __init__(self, mod, params: dict, stream_step: float | None):
         super().__init__(mod)
-        self.params = params
+        self.params, self.stream_step = params, stream_step
         self.counts = dict.fromkeys(REWRITTEN, 0)
         self.left_float: list[str] = []  # ops of an encoder layer that stayed float, and why
         self.probabilities = []  # the i_softmax results
+        self.streams = {}  # a stream value: its (int32 values, step), each computed once
+        self.reads_integers = {}  # a value: whether it is computed from a dequantize
+        self.layer_norm_inputs = set()  # of the function being rewritten, before the rewrite
 
     def _bound(self, expr):
         return bound_value(expr, self)
@@ -91,13 +103,15 @@ class _IntegerOnly(PyExprMutator):
 
     def _softmax(self, call):
         rank = len(call.ty.shape.values)
+        if int(call.attrs.axis) % rank != rank - 1:
+            return self._stays_float(call, "it is not along the last axis")
         added = self._bound(call.args[0])
-        if int(call.attrs.axis) % rank != rank - 1 or added is None or not is_op(added, "relax.add"):
-            return self._stays_float(call, "its input is not the scores plus a mask")
-        for rest, mask in (added.args, reversed(added.args)):
-            keep = self._keep(mask)
-            found = self._scores_and_bias(rest) if keep is not None else None
-            if found is None or len(keep.ty.shape.values) != rank:
+        # the scores plus a mask (either side), or the scores alone (a ViT attends to every token)
+        masked = [(rest, self._keep(mask)) for rest, mask in (added.args, reversed(added.args))] \
+            if added is not None and is_op(added, "relax.add") else []
+        for rest, keep in [*((rest, keep) for rest, keep in masked if keep is not None), (call.args[0], None)]:
+            found = self._scores_and_bias(rest)
+            if found is None or (keep is not None and len(keep.ty.shape.values) != rank):
                 continue
             (acc, step, _, scale, layout), bias = found
             step = _uniform(step) * scale
@@ -114,8 +128,8 @@ class _IntegerOnly(PyExprMutator):
             self.counts["softmax"] += 1
             self.probabilities.append(probabilities)
             return self._dequantized(probabilities, 2.0**-PROBABILITY_BITS)
-        return self._stays_float(call, "its input is not a quantized Q @ K^T (plus a bias) plus a where(mask, 0, "
-                                       "-inf or the lowest float)")
+        return self._stays_float(call, "its input is not a quantized Q @ K^T (plus a bias), alone or plus a "
+                                       "where(mask, 0, -inf or the lowest float)")
 
     def _scores_and_bias(self, value):
         """(the accumulator chain of Q @ K^T, None) where ``value`` is the dequantized scores, or (that
@@ -180,28 +194,42 @@ class _IntegerOnly(PyExprMutator):
         self.counts["gelu"] += 1
         return self._dequantized(relayout(self.builder_, gelu, layout), step)
 
-    def _stream(self, h):
-        """(int32 values, step) of the residual stream ``h``: an integer LayerNorm's or residual sum's
-        dequantize form, or a float LayerNorm with constant gamma and beta (rounded onto its step
-        here: the first quantize of the first layer); None otherwise."""
+    def _stream(self, h, first_quantize: bool = True):
+        """(int32 values, step) of the residual stream ``h``, or None: an integer LayerNorm's output or a
+        residual sum (each in its dequantize form, or a float sum of a block's output and the stream,
+        which a pre-LayerNorm encoder adds to). With ``first_quantize``, also a float value rounded onto
+        a step here, the first quantize of the stream: a float LayerNorm's output with constant gamma
+        and beta (a post-LayerNorm encoder's embeddings) on a step holding its bound, or a LayerNorm's
+        float input (a pre-LayerNorm encoder's embeddings) on the calibrated stream step."""
+        if h in self.streams:
+            return self.streams[h]
         found = self._reshaped_accumulator(h, with_bias=False)
         if found is not None and _uniform(found[2]) is not None:
             acc, layout, step, _ = found
             return relayout(self.builder_, acc, layout), _uniform(step)
-        norm = self._bound(h)
-        gamma, beta = (constant_value(arg, self.params) for arg in norm.args[1:3]) if norm is not None and \
-            is_op(norm, "relax.nn.layer_norm") else (None, None)
-        if gamma is None or beta is None:
+        bound = self._bound(h)
+        stream = self._residual_sum(bound) if bound is not None and is_op(bound, "relax.add") else None
+        if stream is None and first_quantize:
+            stream = self._first_quantize(h, bound)
+        if stream is not None:
+            self.streams[h] = stream
+        return stream
+
+    def _first_quantize(self, h, bound):
+        gamma, beta = (constant_value(arg, self.params) for arg in bound.args[1:3]) if bound is not None and \
+            is_op(bound, "relax.nn.layer_norm") else (None, None)
+        if gamma is not None and beta is not None:
+            step = layer_norm_step(gamma, beta)
+        elif self.stream_step is not None and h in self.layer_norm_inputs:
+            step = self.stream_step
+        else:
             return None
-        step = layer_norm_step(gamma, beta)
         scaled = relax.op.multiply(h, relax.const(np.float32(1 / step)))
         return self.builder_.emit(relax.op.astype(relax.op.round(scaled), "int32")), step
 
-    def _residual_sum(self, x):
-        """(int32 sum, step) where ``x = dq(acc) + b + h``, ``h`` the residual stream; None otherwise."""
-        added = self._bound(x)
-        if added is None or not is_op(added, "relax.add"):
-            return None
+    def _residual_sum(self, added):
+        """(int32 sum, step) where the call ``added`` is ``dq(acc) + b [* f] + h``, ``h`` the residual
+        stream; None otherwise."""
         for linear, h in (added.args, reversed(added.args)):
             found = self._reshaped_accumulator(linear, with_bias=True)
             stream = self._stream(h) if found is not None else None
@@ -219,14 +247,12 @@ class _IntegerOnly(PyExprMutator):
         gamma, beta = (constant_value(arg, self.params) for arg in call.args[1:3])
         axes = [int(axis) for axis in call.attrs.axes]
         rank = len(call.ty.shape.values)
-        summed = self._residual_sum(call.args[0])
+        summed = self._stream(call.args[0], first_quantize=False)
         if summed is None:
             # the embeddings' LayerNorm reads no quantized op: it is before the first quantize
-            added = self._bound(call.args[0])
-            reads_linear = added is not None and is_op(added, "relax.add") and any(
-                self._reshaped_accumulator(arg, with_bias=True) is not None for arg in added.args)
-            return self._stays_float(call, "its input is a Linear's output plus a residual of unknown range") \
-                if reads_linear else call
+            return self._stays_float(call, "its input is not an integer residual stream plus a quantized Linear's "
+                                           "output (times a constant per channel)") \
+                if self._reads_integers(call.args[0]) else call
         if gamma is None or beta is None or [axis % rank for axis in axes] != [rank - 1]:
             return self._stays_float(call, "it normalizes other axes or its gamma and beta are not constants")
         x, _ = summed
@@ -237,6 +263,16 @@ class _IntegerOnly(PyExprMutator):
         self.counts["layer_norm"] += 1
         return self._dequantized(normalized, step)
 
+    def _reads_integers(self, value) -> bool:
+        """Whether ``value`` is computed from a quantized op's int32 accumulator cast to float (an
+        embedding lookup's dequantized int8 rows are not: they come before the first quantize)."""
+        if value not in self.reads_integers:
+            bound = self._bound(value)
+            self.reads_integers[value] = isinstance(bound, relax.Call) and (
+                (is_op(bound, "relax.astype") and str(bound.args[0].ty.dtype) == "int32")
+                or any(self._reads_integers(arg) for arg in bound.args if isinstance(arg, relax.Var)))
+        return self.reads_integers[value]
+
     def _stays_float(self, call, why: str):
         self.left_float.append(f"{call.op.name.removeprefix('relax.')} ({why})")
         return call
@@ -246,16 +282,23 @@ class _IntegerOnly(PyExprMutator):
 class IntegerOnly:
     """The rewrite of the module docstring on every Relax function of a module. ``params``: the
     weights not yet bound, by name. After it runs, ``counts`` says how many softmaxes, GELUs and
-    LayerNorms became integer kernels and ``left_float`` which encoder ops could not, and why."""
+    LayerNorms became integer kernels and ``left_float`` which encoder ops could not, and why.
+    ``stream_bound``: the largest magnitude of the residual stream calibration saw
+    (:func:`~.ops.residual_stream.stream_bound`), which a pre-LayerNorm encoder's stream is held in
+    :data:`RESIDUAL_BITS` bits of; None: a pre-LayerNorm stream stays float (and is refused)."""
 
-    def __init__(self, params: dict | None = None):
+    def __init__(self, params: dict | None = None, stream_bound: float | None = None):
         self.params = params or {}
+        self.stream_step = None if stream_bound is None else _power_of_two_above(stream_bound) / 2**RESIDUAL_BITS
         self.counts, self.left_float = dict.fromkeys(REWRITTEN, 0), []
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _IntegerOnly(mod, self.params)
+        rewriter = _IntegerOnly(mod, self.params, self.stream_step)
         for gvar, func in mod.functions_items():
             if isinstance(func, relax.Function):
+                rewriter.layer_norm_inputs = {binding.value.args[0] for block in func.body.blocks
+                                              for binding in block.bindings
+                                              if is_op(binding.value, "relax.nn.layer_norm")}
                 rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
         for op, count in rewriter.counts.items():
             self.counts[op] += count

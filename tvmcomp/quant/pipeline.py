@@ -18,7 +18,9 @@ from .calibrate import SEARCH, SiteRange, calibrate
 from .dot_kernels import DotKernels
 from .integer_chain import IntegerChain
 from .integer_only import IntegerOnly
+from .ops import OP_RULES
 from .ops.linear import balance_groups
+from .ops.residual_stream import ResidualStream, stream_bound
 from .realize import Realize
 from .schemes import FLOAT, Granularity, get_scheme, unexecutable
 
@@ -121,10 +123,12 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
                            f"softmax writes them on a uniform grid); {scheme.name} with "
                            f"{probs.spec if probs is not None else 'float attention'} has not")
     imported = source.imported
-    annotated = Annotate(imported.params, skip=keep_float)(imported.mod)
+    # --integer-only also calibrates the residual stream (a pre-LayerNorm encoder's needs a step)
+    rules = [*OP_RULES.values(), *([ResidualStream()] if options.integer_only else [])]
+    annotated = Annotate(imported.params, skip=keep_float, rules=rules)(imported.mod)
     if options.integer_only:  # refused before calibrating, where the model's layers do not fit
-        _integer_only(source.name, _placeholder_realize(annotated, imported.params, scheme, kernels, probs, keep_float),
-                      dict(imported.params))
+        _integer_only(source.name, _placeholder_realize(annotated, imported.params, scheme, kernels, probs, keep_float,
+                                                        rules), dict(imported.params), PLACEHOLDER_BOUND)
     # the sites are part of the key: ranges are stored by site index, which a change to annotate
     # (or to --keep-float) shifts; patterns that only keep an embedding table float need no recalibration
     settings = {"scheme": scheme.name, "observer": options.observer or scheme.observer, "samples": options.samples,
@@ -154,16 +158,16 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
         print(f"[quant] reusing the calibration saved in {previous_package}", file=stream)
     for shape_imported in source.shapes().values():  # every shape reuses the ranges calibrated at the largest
         shape_annotated = annotated if shape_imported is imported else Annotate(
-            shape_imported.params, skip=keep_float)(shape_imported.mod)
+            shape_imported.params, skip=keep_float, rules=rules)(shape_imported.mod)
         if [f"{site.name}:{site.role}" for site in quant_sites(shape_annotated)] != settings["sites"]:
             raise TvmcompError(f"{source.name} quantizes different layers at another shape: build one shape per package")
         realize = Realize(shape_imported.params, ranges, scheme, kernels, options.balancing(scheme),
-                          options.wide_below_db, probs, skip=keep_float, integer_only=options.integer_only)
+                          options.wide_below_db, probs, skip=keep_float, rules=rules, integer_only=options.integer_only)
         shape_imported.mod = realize(shape_annotated)
         counts = dict(realize.counts)
         if options.integer_only:
-            shape_imported.mod, counts["integer_only"] = _integer_only(source.name, shape_imported.mod,
-                                                                       shape_imported.params)
+            shape_imported.mod, counts["integer_only"] = _integer_only(
+                source.name, shape_imported.mod, shape_imported.params, stream_bound(quant_sites(annotated), ranges))
         if scheme.requantize == "integer" or options.integer_only:
             chain = IntegerChain(shape_imported.params)
             shape_imported.mod = chain(shape_imported.mod)
@@ -187,25 +191,31 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
             "ranges": {str(index): value.to_json() for index, value in ranges.items()}}
 
 
-def _placeholder_realize(annotated, params: dict, scheme, kernels: DotKernels, probs, keep_float: list[str]):
+PLACEHOLDER_BOUND = 8.0  # the range of every site before calibration
+
+
+def _placeholder_realize(annotated, params: dict, scheme, kernels: DotKernels, probs, keep_float: list[str], rules):
     """``annotated`` realized with a placeholder range for every site: the ops realize emits, and so
     what :mod:`.integer_only` can rewrite, do not depend on the ranges' values."""
-    scale, zero = scheme.activation.scale_zero_point(np.float64(-8.0), np.float64(8.0))
-    ranges = {site.index: SiteRange(float(scale), int(zero), -8.0, 8.0) for site in quant_sites(annotated)}
+    scale, zero = scheme.activation.scale_zero_point(np.float64(-PLACEHOLDER_BOUND), np.float64(PLACEHOLDER_BOUND))
+    ranges = {site.index: SiteRange(float(scale), int(zero), -PLACEHOLDER_BOUND, PLACEHOLDER_BOUND)
+              for site in quant_sites(annotated)}
     return Realize(dict(params), ranges, replace(scheme, weight_rounding="nearest"), kernels, probs=probs,
-                   skip=keep_float, integer_only=True)(annotated)
+                   skip=keep_float, rules=rules, integer_only=True)(annotated)
 
 
-def _integer_only(model: str, mod, params: dict):
-    """``mod`` with its float encoder ops rewritten to integer kernels (:mod:`.integer_only`) and how
-    many of each, or a refusal that says which could not be and why."""
-    integer_only = IntegerOnly(params)
+def _integer_only(model: str, mod, params: dict, residual_bound: float | None):
+    """``mod`` with its float encoder ops rewritten to integer kernels (:mod:`.integer_only`, the
+    residual stream's calibrated bound ``residual_bound``) and how many of each, or a refusal that says
+    which could not be and why."""
+    integer_only = IntegerOnly(params, residual_bound)
     mod = integer_only(mod)
     if integer_only.left_float:
         kept = sorted(set(integer_only.left_float))
         raise TvmcompError(f"--integer-only: {model} would keep {len(integer_only.left_float)} encoder ops float: "
-                           f"{'; '.join(kept)}. It takes post-LayerNorm encoders (BERT, MiniLM, DistilBERT, MPNet) "
-                           "whose attention adds a mask and at most a bias computed before the layer to the scores")
+                           f"{'; '.join(kept)}. It takes BERT-class encoders (BERT, MiniLM, DistilBERT, MPNet) and ViTs "
+                           "(ViT, DeiT, DINOv2, the bundled vit-s): attention scores plus at most a mask and a bias "
+                           "computed before the layer, LayerNorms that read the residual stream")
     return mod, integer_only.counts
 
 
