@@ -129,3 +129,19 @@ def test_vit_s_pot8_is_on_par_with_int8(tmp_path, capsys, empty_schedules):
     assert results["pot8"]["output_cosine_mean"] >= results["int8"]["output_cosine_mean"] - 0.002
     assert results["pot8"]["probe_accuracy_drop_pt"] <= 0.5
     assert results["pot8"]["probe_agreement"] >= 0.97
+
+
+@pytest.mark.slow
+def test_vit_s_integer_only_runs_its_encoder_on_integers_within_bounds(tmp_path, capsys, empty_schedules):
+    """#13's stretch on the full model: every softmax, GELU and LayerNorm after the first block's first
+    one on integers, at output cosine >= 0.995 (measured 0.9975; int8 0.9994) and probe drop <= 1 pt
+    (measured -0.8: 0.908 against float's 0.900; bench/results/2026-12-07-integer-only-vit-s.md)."""
+    import json
+
+    code, _, err = run_cli(capsys, "build", "--model", "vit-s", "--quant", "int8", "--integer-only",
+                           "-o", str(tmp_path / "pkg"))
+    assert code == 0, err
+    assert "12 softmaxes (i-exp), 12 GELUs (i-erf) and 24 residual adds + LayerNorms" in err
+    assert run_cli(capsys, "eval", str(tmp_path / "pkg"))[0] == 0
+    result = json.loads((tmp_path / "pkg" / "eval.json").read_text())
+    assert result["output_cosine_mean"] >= 0.995 and result["probe_accuracy_drop_pt"] <= 1.0
