@@ -330,6 +330,24 @@ def test_a_pre_layer_norm_stream_takes_the_calibrated_step_and_a_per_channel_lay
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
+def test_an_embedding_layer_norm_fed_by_integer_position_ids_is_before_the_first_quantize():
+    """MPNet computes its position ids as a cumulative sum in int32, cast to int64: integers, but no
+    quantized op's output. Its embeddings' LayerNorm stays float and is not refused."""
+    bb = relax.BlockBuilder()
+    ids = relax.Var("ids", relax.TensorType((1, 4), "int32"))
+    with bb.function("main", [ids]):
+        with bb.dataflow():
+            positions = bb.emit(relax.op.astype(relax.op.cumsum(ids, axis=1), "int64"))
+            rows = bb.emit(relax.op.take(relax.const(RNG.normal(0, 1, (8, 8)).astype(np.float32)), positions, axis=0))
+            norm = bb.emit(relax.op.nn.layer_norm(rows, relax.const(np.ones(8, np.float32)),
+                                                  relax.const(np.zeros(8, np.float32)), axes=[-1]))
+            out = bb.emit_output(_quantized(bb, norm, 2.0**-5))
+        bb.emit_func_output(out)
+    integer_only = IntegerOnly(stream_bound=6.0)
+    integer_only(bb.get())
+    assert integer_only.counts["layer_norm"] == 0 and integer_only.left_float == []
+
+
 def test_scores_finer_than_i_exps_grid_stay_float_and_say_why():
     integer_only = IntegerOnly()
     integer_only(_attention_scores(step=2.0**-30))

@@ -269,7 +269,8 @@ class _IntegerOnly(PyExprMutator):
         if value not in self.reads_integers:
             bound = self._bound(value)
             self.reads_integers[value] = isinstance(bound, relax.Call) and (
-                (is_op(bound, "relax.astype") and str(bound.args[0].ty.dtype) == "int32")
+                (is_op(bound, "relax.astype") and str(bound.args[0].ty.dtype) == "int32"
+                 and str(bound.attrs.dtype).startswith("float"))
                 or any(self._reads_integers(arg) for arg in bound.args if isinstance(arg, relax.Var)))
         return self.reads_integers[value]
 
