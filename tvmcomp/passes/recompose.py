@@ -1,8 +1,8 @@
 """Recompose LayerNorm and exact GELU where an exporter spelled them out in elementwise ops.
 
 ONNX files exported below opset 17 (the bundled vit-s among them) write a LayerNorm over the last
-axis as ``mean``, ``subtract``, ``power 2``, ``mean``, ``add eps``, ``sqrt``, ``divide``, then
-``multiply gamma`` and ``add beta``, and GELU as ``x * (erf(x / sqrt 2) + 1) * 0.5``. Rewritten
+axis as ``mean``, ``subtract``, ``power 2``, ``mean``, ``add eps``, ``sqrt``, ``divide`` (or ``rsqrt``,
+``multiply``), then ``multiply gamma`` and ``add beta``, and GELU as ``x * (erf(x / sqrt 2) + 1) * 0.5``. Rewritten
 to ``R.nn.layer_norm`` and ``R.nn.gelu`` they are one op each, as the PyTorch importer gives them:
 the passes that work on those ops (the integer kernels of ``--integer-only``, the vectorized GELU)
 see every model alike. The values are the same up to float rounding.
@@ -37,8 +37,10 @@ def _layer_norm(func):
     mean = is_op("relax.mean")(x)
     centred = is_op("relax.subtract")(x, mean)
     variance = is_op("relax.mean")(is_op("relax.power")(centred, exponent))
-    std = is_op("relax.sqrt")(is_op("relax.add")(variance, epsilon))
-    pattern = is_op("relax.add")(is_op("relax.multiply")(is_op("relax.divide")(centred, std), gamma), beta)
+    shifted = is_op("relax.add")(variance, epsilon)
+    normalized = is_op("relax.divide")(centred, is_op("relax.sqrt")(shifted)) | \
+        is_op("relax.multiply")(centred, is_op("relax.rsqrt")(shifted))
+    pattern = is_op("relax.add")(is_op("relax.multiply")(normalized, gamma), beta)
 
     def rewrite(call, matched):
         shape = matched[x].ty.shape.values
