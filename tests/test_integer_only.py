@@ -399,11 +399,11 @@ def test_tiny_encoder_has_no_float_op_between_its_first_quantize_and_last_dequan
     assert cosine_to_transformers(tmp_path / "pkg", folder).min() > 0.99
 
 
-@pytest.mark.parametrize("kind", ["vit", "dinov2"])
-def test_pre_layer_norm_vit_runs_its_residual_stream_on_integers(kind, tmp_path, capsys, empty_schedules):
+@pytest.mark.parametrize("kind, scheme", [("vit", "int8"), ("dinov2", "pot8")])
+def test_pre_layer_norm_vit_runs_its_residual_stream_on_integers(kind, scheme, tmp_path, capsys, empty_schedules):
     """A ViT adds each block's output to a stream no LayerNorm bounds: it is held on a calibrated step
     from the first block on. DINOv2 scales each block's output per channel (its layer scale, signs
-    mixed), which goes into the rescale onto the stream."""
+    mixed), which goes into the rescale onto the stream: a negative ratio, a dyadic multiply even in pot8."""
     from models_for_tests import save_tiny_vit
     from transformers import AutoModel
     from tvmcomp.quant.dot_kernels import dot_kernels_for
@@ -416,12 +416,12 @@ def test_pre_layer_norm_vit_runs_its_residual_stream_on_integers(kind, tmp_path,
     folder = save_tiny_vit(tmp_path / kind, kind)
     source = load_source(str(folder))
     # the patch embedding float, so that the first integer kernel is layer 0's Q, K and V
-    options = QuantOptions("int8", samples=4, integer_only=True, keep_float=("*patch_embeddings*",))
+    options = QuantOptions(scheme, samples=4, integer_only=True, keep_float=("*patch_embeddings*",))
     quantize_model(source, options, "hash", None, dot_kernels_for(resolve_target("x86")))
     # from there on, the only float ops are the last LayerNorm's dequantize
     assert _integer_tail(source.imported.mod) == ["relax.astype", "relax.multiply"]
 
-    code, _, err = run_cli(capsys, "build", "--model", str(folder), "--quant", "int8", "--integer-only",
+    code, _, err = run_cli(capsys, "build", "--model", str(folder), "--quant", scheme, "--integer-only",
                            "--calibration-samples", "4", "-o", str(tmp_path / "pkg"))
     assert code == 0, err
     # layer 0's first LayerNorm reads the embeddings, before the first quantize; the other 3 and the last run on integers
