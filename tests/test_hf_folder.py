@@ -95,7 +95,7 @@ def test_folders_without_a_config_or_a_way_to_make_inputs_say_what_they_lack(tmp
                       "has neither a tokenizer nor an image processor")
 
 
-@pytest.fixture(scope="module", params=["vit", "deit", "swin"])
+@pytest.fixture(scope="module", params=["vit", "deit", "dinov2", "swin"])
 def image_encoder_dir(request, tmp_path_factory):
     return save_tiny_vit(tmp_path_factory.mktemp(request.param) / "model", request.param)
 

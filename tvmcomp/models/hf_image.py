@@ -1,4 +1,4 @@
-"""Hugging Face image encoders (ViT, DeiT, Swin class) as model entries.
+"""Hugging Face image encoders (ViT, DeiT, DINOv2, Swin class) as model entries.
 
 A model folder (``config.json``, weights, ``preprocessor_config.json``), loaded offline with
 transformers, is a model entry: its image processor's size, mean and standard deviation turn the
