@@ -70,7 +70,7 @@ class _IntegerOnly(PyExprMutator):
         self.counts = dict.fromkeys(REWRITTEN, 0)
         self.left_float: list[str] = []  # ops of an encoder layer that stayed float, and why
         self.probabilities = []  # the i_softmax results
-        self.streams = {}  # a stream value: its (int32 values, step), each computed once
+        self.streams = {}  # a residual sum: its (int32 values, step), each computed once
         self.reads_integers = {}  # a value: whether it is computed from a dequantize
         self.layer_norm_inputs = set()  # of the function being rewritten, before the rewrite
 
@@ -208,12 +208,11 @@ class _IntegerOnly(PyExprMutator):
             acc, layout, step, _ = found
             return relayout(self.builder_, acc, layout), _uniform(step)
         bound = self._bound(h)
-        stream = self._residual_sum(bound) if bound is not None and is_op(bound, "relax.add") else None
-        if stream is None and first_quantize:
-            stream = self._first_quantize(h, bound)
-        if stream is not None:
-            self.streams[h] = stream
-        return stream
+        summed = self._residual_sum(bound) if bound is not None and is_op(bound, "relax.add") else None
+        if summed is not None:  # kept: a pre-LayerNorm sum is read by its LayerNorm and the next block's add
+            self.streams[h] = summed
+            return summed
+        return self._first_quantize(h, bound) if first_quantize else None
 
     def _first_quantize(self, h, bound):
         gamma, beta = (constant_value(arg, self.params) for arg in bound.args[1:3]) if bound is not None and \
