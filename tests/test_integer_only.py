@@ -403,7 +403,8 @@ def test_tiny_encoder_has_no_float_op_between_its_first_quantize_and_last_dequan
 def test_pre_layer_norm_vit_runs_its_residual_stream_on_integers(kind, scheme, tmp_path, capsys, empty_schedules):
     """A ViT adds each block's output to a stream no LayerNorm bounds: it is held on a calibrated step
     from the first block on. DINOv2 scales each block's output per channel (its layer scale, signs
-    mixed), which goes into the rescale onto the stream: a negative ratio, a dyadic multiply even in pot8."""
+    mixed), folded into the Linear before it at import: in pot8 every rescale onto the stream is a
+    shift (unfolded, a negative ratio made each a dyadic multiply in int64)."""
     from models_for_tests import save_tiny_vit
     from transformers import AutoModel
     from tvmcomp.quant.dot_kernels import dot_kernels_for
@@ -420,6 +421,9 @@ def test_pre_layer_norm_vit_runs_its_residual_stream_on_integers(kind, scheme, t
     quantize_model(source, options, "hash", None, dot_kernels_for(resolve_target("x86")))
     # from there on, the only float ops are the last LayerNorm's dequantize
     assert _integer_tail(source.imported.mod) == ["relax.astype", "relax.multiply"]
+    if scheme == "pot8":
+        multiplies = [line for line in source.imported.mod["main"].script().splitlines() if "R.multiply" in line]
+        assert multiplies and not [line for line in multiplies if 'dtype="int64"' in line]
 
     code, _, err = run_cli(capsys, "build", "--model", str(folder), "--quant", scheme, "--integer-only",
                            "--calibration-samples", "4", "-o", str(tmp_path / "pkg"))

@@ -45,17 +45,21 @@ class ImportedModel:
 
 def from_relax_with_weights(mod, output_names: list[str], source: str) -> ImportedModel:
     """Split a freshly imported module (weights as trailing ``main`` params) into an ImportedModel,
-    with the LayerNorms and GELUs an exporter spelled out as single ops (:mod:`..passes.recompose`)."""
+    with the LayerNorms and GELUs an exporter spelled out as single ops (:mod:`..passes.recompose`)
+    and a ViT's layer scales folded into the Linears before them (:mod:`..passes.layer_scale`)."""
     from tvm import relax
 
+    from ..passes.layer_scale import FoldLayerScale
     from ..passes.recompose import RecomposeNormAndGelu
 
     mod, weights = relax.frontend.detach_params(RecomposeNormAndGelu()(mod))
     func = mod["main"]
     weight_values = weights.get("main", [])
     n_inputs = len(func.params) - len(weight_values)
-    params = {var.name: value.numpy() for var, value in zip(func.params[n_inputs:], weight_values)}
-    return ImportedModel(mod=mod, params=params, inputs=input_specs_of(func)[:n_inputs], outputs=list(output_names), source=source)
+    fold = FoldLayerScale({var.name: value.numpy() for var, value in zip(func.params[n_inputs:], weight_values)})
+    mod = fold(mod)
+    return ImportedModel(mod=mod, params=fold.params, inputs=input_specs_of(func)[:n_inputs], outputs=list(output_names),
+                         source=source)
 
 
 def input_specs_of(func) -> list[TensorSpec]:
