@@ -168,7 +168,8 @@ def test_weight_only_w4_linear_decodes_its_packed_codes_in_the_float_matmul(empt
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_weight_only_kernel_decodes_each_column_panel_once_for_all_rows():
+@pytest.mark.parametrize("mcpu, lanes", [("znver4", 16), ("znver3", 8)])  # AVX-512 and AVX2 float vectors
+def test_weight_only_kernel_decodes_each_column_panel_once_for_all_rows(mcpu, lanes):
     """The decode sits under the parallel column-panel loop only: not under the matmul's row tiles
     (decoded again per row) nor hoisted out of it (a decoded copy of the whole weight)."""
     from tvm import s_tir, tirx
@@ -179,7 +180,7 @@ def test_weight_only_kernel_decodes_each_column_panel_once_for_all_rows():
     params, ranges, _ = _wide_linear_inputs()
     realized = Realize(params, ranges, replace(get_scheme("w4"), weight_rounding="nearest"))(WideLinear)
     bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(realized)
-    target = resolve_target("x86").tvm_target()
+    target = _x86_preset_on(mcpu).tvm_target()
     scheduled = apply_default_schedules(fuse_for_tuning(bound, target), target)
     func = next(f for _, f in scheduled.functions_items() if isinstance(f, tirx.PrimFunc) and "int4_decode" in f.script())
     sch = s_tir.Schedule(func)
@@ -187,7 +188,7 @@ def test_weight_only_kernel_decodes_each_column_panel_once_for_all_rows():
     matmul_loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock("int4_decoded_matmul_update"))]
     shared = [loop for loop in decode_loops if any(loop.same_as(other) for other in matmul_loops)]
     assert len(shared) == 1 and shared[0].kind == tirx.ForKind.PARALLEL
-    assert [int(loop.extent) for loop in decode_loops[1:]] == [64, 2, 16]  # K rows x 32 columns, in vectors
+    assert [int(loop.extent) for loop in decode_loops[1:]] == [64, 32 // lanes, lanes]  # K rows x 32 columns, in vectors
 
 
 def _constants(func):
@@ -272,3 +273,4 @@ def test_tuning_leaves_int4_kernels_to_their_default_schedules(scheme, empty_sch
     int4_kernels = [gv.name_hint for gv, _ in fused.functions_items() if "int4" in gv.name_hint]
     tasks = [task.task_name for task in extract_tasks(fused, target)]
     assert len(int4_kernels) == 2 and not any("int4" in name for name in tasks)
+
