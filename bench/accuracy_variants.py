@@ -36,7 +36,10 @@ Studies:
 - ``pot8-codes`` (#13: pot8 within 0.002 of int8, missed on mpnet-base): where pot8's gap to int8
   comes from. int8 and pot8, each with symmetric signed activation codes (pot8's until 2026-12-06)
   and with unsigned codes and a zero point (int8's, and pot8's since), and pot8 with GPTQ-rounded
-  weights.
+  weights;
+- ``gptq-samples`` (#14's 4-bit gap): the GPTQ schemes calibrated on 32 batches (their default until
+  2026-12-07) and on 128 (since), GPTQ's second moments then coming from about four times the tokens,
+  w4a8 with and without balancing and the step search, next to int8.
 
 Run: .venv/bin/python bench/accuracy_variants.py STUDY [--model minilm] [--balance auto] [--skip PATTERN ...]
 ``--balance A`` is added to every build of the study, before its own arguments, which win (mpnet-base's
@@ -141,6 +144,29 @@ STUDIES = {  # study -> variant name -> tvmcomp build arguments
              "pwlq4 g32 (its breakpoint searched)": ["--quant", "pwlq4"]},
     "clip-per-token": {"w4a8 g32 --per-token, steps max|w| / 7": ["--quant", "w4a8-unclipped", "--per-token"],
                        "w4a8 g32 --per-token, steps searched": ["--quant", "w4a8", "--per-token"]},
+    "gptq-samples": {"int8": ["--quant", "int8"],
+                     "w4a8 g32, 32 batches": ["--quant", "w4a8", "--balance", "off", "--observer", "minmax",
+                                              "--calibration-samples", "32"],
+                     "w4a8 g32, 128 batches": ["--quant", "w4a8", "--balance", "off", "--observer", "minmax",
+                                               "--calibration-samples", "128"],
+                     "w4a8 g128, 32 batches": ["--quant", "w4a8", "--group-size", "128", "--balance", "off",
+                                               "--observer", "minmax", "--calibration-samples", "32"],
+                     "w4a8 g128, 128 batches": ["--quant", "w4a8", "--group-size", "128", "--balance", "off",
+                                                "--observer", "minmax", "--calibration-samples", "128"],
+                     "w4a8 g32 --balance --observer search, 32 batches": ["--quant", "w4a8", "--balance", "--observer",
+                                                                          "search", "--calibration-samples", "32"],
+                     "w4a8 g32 --balance --observer search, 128 batches": ["--quant", "w4a8", "--balance",
+                                                                           "--observer", "search",
+                                                                           "--calibration-samples", "128"],
+                     "pwlq4 g32, 32 batches": ["--quant", "pwlq4", "--balance", "off", "--observer", "minmax",
+                                               "--calibration-samples", "32"],
+                     "pwlq4 g32, 128 batches": ["--quant", "pwlq4", "--balance", "off", "--observer", "minmax",
+                                                "--calibration-samples", "128"],
+                     "pwlq4 g32 --balance --observer search, 128 batches": ["--quant", "pwlq4", "--balance",
+                                                                            "--observer", "search",
+                                                                            "--calibration-samples", "128"],
+                     "w4 g32, 32 batches": ["--quant", "w4", "--calibration-samples", "32"],
+                     "w4 g32, 128 batches": ["--quant", "w4", "--calibration-samples", "128"]},
     "per-token": {"int8": ["--quant", "int8"],
                   "int8 --balance auto": ["--quant", "int8", "--balance"],
                   "int8 --per-token": ["--quant", "int8", "--per-token"],

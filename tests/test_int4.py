@@ -274,3 +274,16 @@ def test_tuning_leaves_int4_kernels_to_their_default_schedules(scheme, empty_sch
     tasks = [task.task_name for task in extract_tasks(fused, target)]
     assert len(int4_kernels) == 2 and not any("int4" in name for name in tasks)
 
+
+@pytest.mark.parametrize("scheme, rounding, asked, calibrated", [("w4a8", None, None, 128), ("w4a8", "nearest", None, 32),
+                                                                 ("int8", "gptq", None, 128), ("w4a8", None, 8, 8)])
+def test_gptq_calibrates_on_more_batches_unless_told(scheme, rounding, asked, calibrated, monkeypatch):
+    from tvmcomp.quant.pipeline import quantize_model
+
+    source = mlp_source()
+    taken = []
+    make = source.calibration_samples
+    monkeypatch.setattr(source, "calibration_samples", lambda count: taken.append(count) or make(count))
+    options = QuantOptions(scheme, samples=asked, weight_rounding=rounding)
+    document = quantize_model(source, options, "hash", kernels=dot_kernels_for(_x86_preset_on("znver3")))
+    assert taken == [calibrated] and document["settings"]["samples"] == calibrated

@@ -50,7 +50,9 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
                         "integer grid: nearest, or gptq (GPTQ: one input channel at a time, each rounding error "
                         "spread over the channels not yet rounded, weighted by the calibration inputs; seconds per "
                         "model, recalibrates on every build) (default: the scheme's; w4a8's is gptq)")
-    parser.add_argument("--calibration-samples", type=int, default=32, help="batches of inputs to calibrate activation ranges on (default: 32)")
+    parser.add_argument("--calibration-samples", type=int, metavar="N", help="batches of inputs to calibrate on "
+                        "(default: the scheme's: 128 where weights are rounded by GPTQ, whose second moments want "
+                        "more tokens than a Linear has inputs; else 32)")
     parser.add_argument("--calib-data", metavar="PATH", help="your calibration inputs: an .npz with one array per model input "
                         "(named as the input, first axis = samples), a .txt with one text per line (models with a "
                         "tokenizer), a .tsv with LABEL<TAB>TEXT per line, or a folder of images (image models; a file's "

@@ -32,7 +32,7 @@ class QuantOptions:
     """How a build quantizes: the scheme (``fp32``: not at all) and the calibration and rewrite knobs."""
 
     scheme: str = FLOAT
-    samples: int = 32  # calibration batches
+    samples: int | None = None  # calibration batches; None: the scheme's
     observer: str | None = None  # None: the scheme's
     keep_float: tuple[str, ...] = ()  # weight-name patterns left float (annotate)
     balance: str | float | None = None  # channel balancing alpha, "auto", "off", or None: the scheme's (:mod:`.balance`)
@@ -131,7 +131,8 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
                                                         rules), dict(imported.params), PLACEHOLDER_BOUND)
     # the sites are part of the key: ranges are stored by site index, which a change to annotate
     # (or to --keep-float) shifts; patterns that only keep an embedding table float need no recalibration
-    settings = {"scheme": scheme.name, "observer": options.observer or scheme.observer, "samples": options.samples,
+    samples = options.samples or scheme.calibration_samples
+    settings = {"scheme": scheme.name, "observer": options.observer or scheme.observer, "samples": samples,
                 "data": source.calibration_key(), "channel_ranges": options.channel_ranges(scheme),
                 "attn_probs": probs.spec if probs is not None and probs.calibrates else None,
                 "sites": [f"{site.name}:{site.role}" for site in quant_sites(annotated)]}
@@ -146,7 +147,7 @@ def quantize_model(source, options: QuantOptions, model_hash: str, previous_pack
     gptq = scheme.weight_rounding == "gptq"  # its inputs' second moments are not saved: calibrate again
     ranges = load_calibration(previous_package, model_hash, settings) if previous_package and not gptq else None
     if ranges is None:
-        batches = source.calibration_samples(options.samples)
+        batches = source.calibration_samples(samples)
         data = "the bundled data" if source.calibration_data is None else "--calib-data"
         print(f"[quant] calibrating {scheme.name} on {len(batches)} batches of {data} "
               f"({settings['observer']} observer)", file=stream)

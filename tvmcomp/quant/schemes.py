@@ -103,6 +103,14 @@ class QuantScheme:
     weight_outliers: float | None = None
 
     @property
+    def calibration_samples(self) -> int:
+        """Calibration batches unless --calibration-samples says otherwise: ranges settle on 32, GPTQ's second
+        moments ``H [K, K]`` want more tokens than a Linear has inputs (1536 in a BERT FFN's down projection,
+        where 32 sentences give about 900): MiniLM's embedding cosine in w4a8 g32 0.9633 -> 0.9722, g128
+        0.9519 -> 0.9640, w4 0.9715 -> 0.9802 (bench/results/2026-12-07-gptq-samples-minilm.md)."""
+        return 128 if self.weight_rounding == "gptq" else 32
+
+    @property
     def linear_input(self) -> TensorQuant | None:
         """How Linear inputs are quantized: ``linear_activation``, else ``activation``."""
         return self.linear_activation or self.activation
@@ -262,8 +270,8 @@ register_scheme(
     QuantScheme(
         name="w4a8",
         description="int4 weights, symmetric, one scale per output channel and group of 32 input channels "
-        "(--group-size), rounded by GPTQ, two codes per byte, on the int8 dot kernels; activations, embedding "
-        "tables in 4 bits with a scale per 32 entries of a row; attention as int8",
+        "(--group-size), rounded by GPTQ on 128 calibration batches, two codes per byte, on the int8 dot kernels; "
+        "activations, embedding tables in 4 bits with a scale per 32 entries of a row; attention as int8",
         weight=INT4_GROUPS,
         activation=TensorQuant(bits=8, signed=False, symmetric=False),
         # rows in 4 bits with a scale per 32 entries: MiniLM 18.6 -> 14.3 MiB for 0.0016 of embedding cosine
