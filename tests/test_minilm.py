@@ -107,9 +107,9 @@ def test_minilm_pot8_integer_only_stays_where_it_was_measured(tmp_path):
 @pytest.mark.slow
 def test_minilm_w4a8_and_pwlq4_meet_their_size_and_accuracy_bounds(tmp_path):
     """#14's bounds on real text: w4a8 (4-bit weights and vocabulary rows) at most 0.2x the float
-    weights and a probe drop of at most 2 pt (measured 14.3 MiB, 0.166x, cosine 0.9635, drop 0);
-    pwlq4 more accurate than w4a8 at the same group size (measured 0.9857; both in
-    bench/results/2026-12-06-clip-minilm.md)."""
+    weights and a probe drop of at most 2 pt (measured 14.3 MiB, 0.166x, cosine 0.9804, drop -1);
+    pwlq4 more accurate than w4a8 at the same group size (measured 0.9942; both balanced, GPTQ on 128
+    batches: bench/results/2026-12-07-gptq-samples-minilm*.md)."""
     from tvmcomp.evaluate import evaluate_package
 
     results = {}
@@ -118,8 +118,8 @@ def test_minilm_w4a8_and_pwlq4_meet_their_size_and_accuracy_bounds(tmp_path):
         results[scheme] = evaluate_package(tmp_path / scheme)
     w4a8 = tvmcomp.load(tmp_path / "w4a8").metadata
     assert w4a8["library_bytes"] <= 0.2 * w4a8["float_weight_bytes"]
-    assert round(results["w4a8"]["probe_accuracy_drop_pt"], 6) <= 2.0 and results["w4a8"]["embedding_cosine_mean"] > 0.95
-    assert results["pwlq4"]["embedding_cosine_mean"] > results["w4a8"]["embedding_cosine_mean"] + 0.01
+    assert round(results["w4a8"]["probe_accuracy_drop_pt"], 6) <= 2.0 and results["w4a8"]["embedding_cosine_mean"] > 0.975
+    assert results["pwlq4"]["embedding_cosine_mean"] > results["w4a8"]["embedding_cosine_mean"] + 0.005
 
 
 @pytest.mark.slow

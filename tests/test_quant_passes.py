@@ -628,14 +628,14 @@ def test_the_linear_inputs_that_arrive_as_integer_codes_are_those_a_quantized_op
 def test_balance_off_turns_off_a_schemes_default_balancing():
     from tvmcomp.quant.pipeline import QuantOptions
 
-    for name in ("int8", "pot8"):  # balanced by default, the choice searched on held-out rows
+    for name in ("int8", "pot8", "w4a8", "pwlq4"):  # balanced by default, the choice searched on held-out rows
         scheme = get_scheme(name)
         assert QuantOptions(name).balancing(scheme) == "auto" and QuantOptions(name).channel_ranges(scheme)
         assert scheme.observer == "search"
         off = QuantOptions(name, balance="off")
         assert off.balancing(scheme) is None and not off.channel_ranges(scheme)
     assert QuantOptions("int8", balance=0.5).balancing(INT8) == 0.5
-    assert QuantOptions("w4a8").balancing(get_scheme("w4a8")) is None
+    assert QuantOptions("w4").balancing(get_scheme("w4")) is None  # float activations: nothing to balance
 
 
 def test_balance_needs_a_quantized_build_and_an_alpha_between_0_and_1(tmp_path, capsys):

@@ -62,13 +62,13 @@ def _add_quant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--observer", help="activation range observer: minmax, percentile, mse, kl, or search "
                         "(AOCQ's step search: each Linear input's step chosen by the error of the Linear's integer "
                         "output on held-out calibration rows; slower calibration) (default: the scheme's: search for "
-                        "int8 and pot8, else minmax)")
+                        "int8, pot8 and w4a8, else minmax)")
     parser.add_argument("--balance", nargs="?", const=AUTO, metavar="ALPHA",
                         help="channel balancing (SmoothQuant): move Linear inputs' outlier channels into the weights "
                         "by factors max|x_j|^ALPHA / max|W_j|^(1-ALPHA), with no extra op in the graph; without ALPHA "
                         "each Linear gets the ALPHA (or none) whose output is the least noisy, on calibration rows its "
-                        "ranges did not see with --observer search; 'off': none. int8 and pot8 (power-of-two factors "
-                        "where a Linear's input arrives as integer codes) balance by default: it pays on encoders "
+                        "ranges did not see with --observer search; 'off': none. int8, pot8 (power-of-two factors "
+                        "where a Linear's input arrives as integer codes) and w4a8 balance by default: it pays on encoders "
                         "with outlier channels (base-size BERT class), and the search leaves it off where the "
                         "calibration rows do not show them")
     parser.add_argument("--wide-inputs", nargs="?", type=float, const=WIDE_BELOW_DB, metavar="SQNR_DB",
