@@ -7,7 +7,7 @@ between, so the float round trip can go. In each dataflow block this pass rewrit
 
     y = astype(acc, "float32") * s          # realize's dequantize; s per output channel (last axis)
     y = y + b                               # optional: a bias constant along the last axis
-    y = y * f                               # optional: a constant per channel (a ViT's layer scale)
+    y = y * f                               # optional: a constant per channel (a layer scale import left)
     y = reshape | permute_dims | broadcast_to | y * c | y / c   (any number; c a scalar constant)
     q = quantize(y, t, z)                   # the next op's codes: step t, zero point z
 
@@ -96,7 +96,7 @@ def accumulator_chain(y, mutator, params: dict):
             if c is not None:
                 scale *= c if is_op(call, "relax.multiply") else 1 / c  # mpnet divides its scores by sqrt(d)
             elif is_op(call, "relax.multiply") and factor.ndim == 1 and channel_scale is None:
-                channel_scale = factor.astype(np.float64)  # one per channel: a ViT's layer scale
+                channel_scale = factor.astype(np.float64)  # one per channel: a layer scale import could not fold
             else:
                 break
         else:

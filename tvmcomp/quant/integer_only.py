@@ -11,7 +11,7 @@ Run after realize and before IntegerChain. In each dataflow block it rewrites:
   the positions and a weight table, which constant folding computes at build time) is rounded onto
   the scores' step;
 - ``gelu(dq(acc) + b)`` into ``i_gelu(acc)`` at a power-of-two step;
-- ``(dq(acc) + b) [* f] + h``, a Linear's output (times a constant per channel: a ViT's layer scale)
+- ``(dq(acc) + b) [* f] + h``, a Linear's output (times a constant per channel: a layer scale import could not fold)
   added to the residual stream ``h``, into int32 adds on the stream's step (a dyadic rescale of the
   accumulator per channel, ``f`` in its ratio). ``h`` is one of:
   - in a post-LayerNorm encoder (BERT), the integer output of an earlier LayerNorm, or, at the first
