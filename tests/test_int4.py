@@ -287,3 +287,11 @@ def test_gptq_calibrates_on_more_batches_unless_told(scheme, rounding, asked, ca
     options = QuantOptions(scheme, samples=asked, weight_rounding=rounding)
     document = quantize_model(source, options, "hash", kernels=dot_kernels_for(_x86_preset_on("znver3")))
     assert taken == [calibrated] and document["settings"]["samples"] == calibrated
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_a_calibration_count_below_one_is_refused_before_any_work(count, tmp_path, capsys):
+    from test_cli import assert_user_error
+
+    assert_user_error(capsys, ["build", "--quant", "w4a8", "--calibration-samples", count, "-o", str(tmp_path / "p")],
+                      f"--calibration-samples counts batches to calibrate on: 1 or more, not {count}")

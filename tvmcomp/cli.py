@@ -341,6 +341,8 @@ def _quant_options(args):
         except ValueError:
             raise TvmcompError(f"--balance ALPHA is an exponent between 0 and 1 (SmoothQuant uses 0.5), or nothing "
                                f"to choose it per layer, or off; not '{args.balance}'") from None
+    if args.calibration_samples is not None and args.calibration_samples < 1:
+        raise TvmcompError(f"--calibration-samples counts batches to calibrate on: 1 or more, not {args.calibration_samples}")
     if args.wide_inputs is not None and not 0 < args.wide_inputs < 100:
         raise TvmcompError(f"--wide-inputs takes an output SQNR in dB (0 to 100; default {WIDE_BELOW_DB:g}), "
                            f"not {args.wide_inputs:g}")
