@@ -44,7 +44,7 @@ demo: $(STAMP)
 	$(BIN)/tvmcomp report out/minilm-fp32 out/minilm-int8 -o out/report
 
 # Builds compile on one core (LLVM), so two workers, each given whole test files (module fixtures build once),
-# take the default suite from about 30 to about 17 minutes on a 2-core machine. TEST_WORKERS=0 runs it in one process.
+# take the default suite from about 30 to about 16 minutes on a 2-core machine. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
 test: $(STAMP) arm-tools
