@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import tvm
+import tvm_ffi
 from tvm import relax
 from tvm.script import relax as R
 
@@ -90,7 +91,7 @@ def test_realize_leaves_the_outlier_out_of_the_int8_weight_and_adds_its_code_in_
     calls = _calls(realized)
     assert [c.op.name for c in calls] == ["relax.quantize", "relax.call_tir", "relax.subtract", "relax.astype",
                                           "relax.multiply", "relax.add"]  # no op more than any int8 Linear
-    _, (codes, packed, outlier_codes_) = calls[1].args
+    _, (codes, packed, channels, outlier_codes_) = calls[1].args
     dense = params["w"].T.copy()
     dense[OUTLIER] = 0
     s_w = (np.abs(dense).max(axis=0).astype(np.float64) / 127).astype(np.float32)
@@ -98,14 +99,50 @@ def test_realize_leaves_the_outlier_out_of_the_int8_weight_and_adds_its_code_in_
     np.testing.assert_array_equal(packed.value.numpy(), pack_weight(dq, VNNI.weight_block))
     b = np.zeros(N, np.int64)
     b[3] = np.round(np.float64(7.7) * 1.0 / np.float64(s_w[3]))  # f = 1: unbalanced
-    np.testing.assert_array_equal(outlier_codes_.value.numpy(), b[None].astype(np.int16))
+    # one outlier channel, padded to 8 rows with zero codes (on the same channel)
+    np.testing.assert_array_equal(channels.value.numpy(), np.full(8, 40, np.int32))
+    np.testing.assert_array_equal(outlier_codes_.value.numpy(), np.concatenate([b[None], np.zeros((7, N))]).astype(np.int16))
     assert 1000 < b[3] < 32767  # the 7.7 on its column's fine step: no int8 code could hold it
     weight = dq.astype(np.int64)
     weight[40] += b
     np.testing.assert_array_equal(calls[2].args[1].value.numpy(), 128 * weight.sum(axis=0))
-    # one kernel: the matmul's reduction, then a block that reads channel 40 of the codes at a fixed index
+    # one kernel: the matmul's reduction, then a block that reads the codes at the channels it is given
     text = realized.script()
-    assert 'T.sblock("packed_int8_matmul_outliers")' in text and "lv[v_i0, T.int64(40)]" in text
+    assert 'T.sblock("packed_int8_matmul_outliers")' in text and "T.int64(40)" not in text
+
+
+def _params_with_outliers(channels: list[int]):
+    """_params' weight with one outlier on each of ``channels`` (in columns 0, 1, ...)."""
+    params = _params()
+    params["w"][OUTLIER[1], OUTLIER[0]] = 0.05
+    for column, channel in enumerate(channels):
+        params["w"][column, channel] = 6.0 + column
+    return params
+
+
+def _matmul_kernel(params):
+    realized = Realize(params, RANGES, INT8, DotKernels(VNNI))(LinearAnnotated)
+    return realized[_calls(realized)[1].args[0]]
+
+
+def test_linears_whose_outliers_pad_to_the_same_count_share_one_kernel():
+    one, eight, nine = (_matmul_kernel(_params_with_outliers(c)) for c in ([40], [*range(0, 120, 15)], [*range(9)]))
+    # 1 and 8 outlier channels both pad to 8 rows: the same TIR function, so one tuning record serves both
+    assert tvm_ffi.structural_equal(one, eight)
+    assert not tvm_ffi.structural_equal(eight, nine)  # 9 pad to 16
+
+
+def test_the_linear_with_outliers_fuses_with_its_dequantize_into_one_kernel():
+    from tvmcomp.lowering import fuse_for_tuning
+
+    params = _params_with_outliers([5, 40, 90])
+    realized = Realize(params, RANGES, INT8, DotKernels(VNNI))(LinearAnnotated)
+    fused = fuse_for_tuning(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(
+        realized), tvm.target.Target({"kind": "llvm"}))
+    kernels = [gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    # the channels read by index make TVM's analysis see an opaque kernel: the matmul with its outlier
+    # rows, the zero-point subtract, the dequantize and the bias add must still be one function
+    assert sorted(kernels) == ["fused_packed_matmul_subtract_cast_multiply_add", "quantize"]
 
 
 @pytest.mark.parametrize("kernel", [None, VNNI, SDOT], ids=["plain", "vnni-layout", "sdot-layout"])
@@ -122,6 +159,26 @@ def test_a_linear_with_an_outlier_matches_the_numpy_integer_reference_exactly(ke
     xq = np.clip(np.round(x / np.float32(0.02)) + 128, 0, 255).astype(np.int64)
     acc = xq @ dq - 128 * dq.sum(axis=0)
     acc[:, 3] += (xq[:, 40] - 128) * int(b)  # the outlier: sum_k (xq_k - z) B[k, n]
+    want = acc.astype(np.float32) * (np.float32(0.02) * s_w) + params["b"]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_three_outliers_padded_to_eight_rows_match_the_numpy_integer_reference_exactly():
+    channels = [5, 40, 90]
+    params = _params_with_outliers(channels)
+    x = np.random.default_rng(3).standard_normal((2, K)).astype(np.float32)
+    got = _compiled(Realize(params, RANGES, INT8, DotKernels(VNNI))(LinearAnnotated), params)(x)
+
+    w_kn = params["w"].T
+    dense = w_kn.copy()
+    for column, channel in enumerate(channels):
+        dense[channel, column] = 0
+    s_w = (np.abs(dense).max(axis=0).astype(np.float64) / 127).astype(np.float32)
+    dq = np.clip(np.round(dense / s_w), -127, 127).astype(np.int64)
+    xq = np.clip(np.round(x / np.float32(0.02)) + 128, 0, 255).astype(np.int64)
+    acc = xq @ dq - 128 * dq.sum(axis=0)
+    for column, channel in enumerate(channels):  # each outlier: (xq_k - z) * round(w / s_w[n])
+        acc[:, column] += (xq[:, channel] - 128) * int(np.round(np.float64(w_kn[channel, column]) / np.float64(s_w[column])))
     want = acc.astype(np.float32) * (np.float32(0.02) * s_w) + params["b"]
     np.testing.assert_array_equal(got, want)
 

@@ -23,6 +23,13 @@ kernel, after its reduction::
 and the zero-point correction is that of ``Dq + B``. The split is made on the unbalanced weight,
 so it does not depend on the balancing calibration searches; balancing, the step search and the
 rounding see only ``D``.
+
+The channels ``k_r`` are a parameter of the kernel, not constants in it, and ``R`` is padded with
+rows of zero codes to a power of two, at least :data:`MIN_OUTLIER_ROWS`: a Linear's kernel is then
+the same TIR function as every other Linear's of its shape and padded ``R``, so they share one
+tuning record (with the channels inlined, each of MiniLM's 13 Linears with outliers was a kernel
+of its own, tuned on its own). The padded rows cost at most ``2R`` (or 8) multiply-adds an output
+after the reduction's ``K``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 INT32_MAX = 2**31 - 1
+MIN_OUTLIER_ROWS = 8  # Linears with 1 to 8 outlier channels share a kernel
 
 
 @dataclass(frozen=True)
@@ -71,17 +79,30 @@ def outlier_codes(sparse: np.ndarray, factors: np.ndarray, w_scale: np.ndarray, 
     return tuple(int(channel) for channel in channels), codes[channels].astype(np.int16)
 
 
-def plus_outlier_codes(acc, xq, channels: tuple[int, ...], codes):
-    """TE compute: ``acc[..., n] + sum_r xq[..., channels[r]] * codes[r, n]`` in int32. The channels
-    are constants, so the block reads ``xq`` at fixed indices, elementwise over the output: it stays
-    an epilogue of the matmul that computes ``acc`` (a gather by an index tensor would be a kernel
-    of its own)."""
+def padded_outlier_rows(channels: tuple[int, ...], codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``channels`` (R) and their ``codes`` ([R, N]) padded with rows of zero codes (on the first
+    channel) to the next power of two of R, at least :data:`MIN_OUTLIER_ROWS`: the kernel's channel
+    vector (int32) and code rows (int16)."""
+    rows = max(MIN_OUTLIER_ROWS, 1 << (len(channels) - 1).bit_length())
+    padded_channels = np.full(rows, channels[0], np.int32)
+    padded_channels[:len(channels)] = channels
+    padded_codes = np.zeros((rows, codes.shape[1]), np.int16)
+    padded_codes[:len(channels)] = codes
+    return padded_channels, padded_codes
+
+
+def plus_outlier_codes(acc, xq, channels, codes):
+    """TE compute: ``acc[..., n] + sum_r xq[..., channels[r]] * codes[r, n]`` in int32, with
+    ``channels`` ([R] int32) and ``codes`` ([R, N]) inputs of the kernel. The sum over ``r`` is
+    spelled out, so the block is elementwise over the output and stays an epilogue of the matmul
+    that computes ``acc`` (a gather by the channels as an op of its own would be a kernel of its own)."""
     from tvm import te
 
     def total(*i):
         value = acc(*i)
-        for row, channel in enumerate(channels):
-            value = value + xq[(*i[:-1], channel)].astype("int32") * codes[row, i[-1]].astype("int32")
+        for row in range(int(channels.shape[0])):
+            value = value + (xq[(*i[:-1], channels[row].astype("int64"))].astype("int32")
+                             * codes[row, i[-1]].astype("int32"))
         return value
 
     return te.compute(acc.shape, total, name=f"{acc.op.name}_outliers")

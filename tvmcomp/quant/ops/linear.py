@@ -73,12 +73,13 @@ from ..dot_kernels import (WEIGHT_ONLY_BLOCK, DotKernel, DotKernels, int4_decode
                            integer_matmul, pack_int4_weight, pack_weight, packed_matmul)
 from ..gptq import gptq_round
 from ..grids import quantize_weight
-from ..outliers import outlier_codes, split_outliers
+from ..outliers import outlier_codes, padded_outlier_rows, split_outliers
 from ..precision import output_sqnr_db
 from ..schemes import Granularity, QuantScheme, TensorQuant
 from .registry import Operand, OpRule, is_op, register_op_rule
 
 LINEAR_ROLES = ("T", "N")  # the weight is read transposed ([N, K], PyTorch's layout) or not
+OUT_ELEMWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable (a matmul): elementwise ops after it fuse in
 
 
 def weight_quant_for(scheme: QuantScheme, kernel: DotKernel | None) -> TensorQuant:
@@ -210,8 +211,13 @@ def _integer_matmul(ctx, xq, wq: np.ndarray, kernel: DotKernel | None, name: str
                     outlier_rows: np.ndarray | None):
     """``xq @ wq`` accumulated in int32, plus the outliers' codes ``outlier_rows`` on ``outlier_channels``
     (:mod:`..outliers`): on ``kernel`` with ``wq`` packed for it, else a plain matmul."""
-    outliers = {"outlier_channels": outlier_channels, "outlier_codes": relax.const(outlier_rows)} \
-        if outlier_channels else {}
+    outliers = {}
+    if outlier_channels:
+        padded_channels, padded_rows = padded_outlier_rows(outlier_channels, outlier_rows)
+        # the codes read at the channels given make TVM's pattern analysis see an opaque kernel; it is a
+        # reduction whose output is read elementwise, so the Linear's epilogue still fuses into it
+        outliers = {"outlier_channels": relax.const(padded_channels), "outlier_codes": relax.const(padded_rows),
+                    "primfunc_attrs": {"op_pattern": OUT_ELEMWISE_FUSABLE}}
     if kernel is not None:
         return ctx.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, kernel.weight_block)), name=name,
                                     **outliers)
