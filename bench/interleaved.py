@@ -2,7 +2,8 @@
 packages under the same conditions where one-after-another runs do not.
 
 Each package is timed the way a user calls it (``tvmcomp.load(p).run``, no thread setting) on its
-own example inputs, ``--runs`` times a round; the median of each round is reported, round by round.
+own example inputs, ``--runs`` times a round; the median of each round is reported, round by round,
+and each package's ratio to the first package's median of the same round, summarized over the rounds.
 
 With ``--torch MODEL``, the bundled model's float PyTorch module (``torch.inference_mode``, as many
 threads as the packages get) runs in every round too, on the first package's inputs, and each
@@ -65,6 +66,15 @@ def main() -> None:
                   "|---|" + "---:|" * args.rounds]
         lines += [f"| {name} | " + " | ".join(f"{t / m:.2f}x" for t, m in zip(torch_ms, medians[name])) + " |"
                   for name in packages]
+    first = next(iter(packages))
+    lines += ["", f"Each package against {first} in the same round (a noisy host moves every package of a round "
+              "together; the ratio cancels it):", "",
+              "| package | median ms over rounds | median ratio to the first | rounds faster than the first |",
+              "|---|---:|---:|---:|"]
+    for name in packages:
+        ratios = np.array(medians[name]) / np.array(medians[first])
+        lines.append(f"| {name} | {np.median(medians[name]):.3g} | {np.median(ratios):.3f} | "
+                     f"{int((ratios < 1).sum())} of {args.rounds} |")
     write_result("interleaved", args.title, date, lines)
 
 
