@@ -85,13 +85,20 @@ def _calls(mod):
     return [b.value for b in mod["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
 
 
+def _bound_to(mod, call):
+    return next(b.var for b in mod["main"].body.blocks[0].bindings if b.value.same_as(call))
+
+
 def test_realize_leaves_the_outlier_out_of_the_int8_weight_and_adds_its_code_in_the_matmul_kernel():
     params = _params()
     realized = Realize(params, RANGES, INT8, DotKernels(VNNI))(LinearAnnotated)
     calls = _calls(realized)
-    assert [c.op.name for c in calls] == ["relax.quantize", "relax.call_tir", "relax.subtract", "relax.astype",
-                                          "relax.multiply", "relax.add"]  # no op more than any int8 Linear
-    _, (codes, packed, channels, outlier_codes_) = calls[1].args
+    # an int8 Linear's ops, and a take of the input codes on the outlier channels before the matmul
+    assert [c.op.name for c in calls] == ["relax.quantize", "relax.take", "relax.call_tir", "relax.subtract",
+                                          "relax.astype", "relax.multiply", "relax.add"]
+    _, (codes, packed, gathered, outlier_codes_) = calls[2].args
+    assert gathered.same_as(_bound_to(realized, calls[1])) and calls[1].args[0].same_as(codes)
+    channels = calls[1].args[1]
     dense = params["w"].T.copy()
     dense[OUTLIER] = 0
     s_w = (np.abs(dense).max(axis=0).astype(np.float64) / 127).astype(np.float32)
@@ -105,10 +112,9 @@ def test_realize_leaves_the_outlier_out_of_the_int8_weight_and_adds_its_code_in_
     assert 1000 < b[3] < 32767  # the 7.7 on its column's fine step: no int8 code could hold it
     weight = dq.astype(np.int64)
     weight[40] += b
-    np.testing.assert_array_equal(calls[2].args[1].value.numpy(), 128 * weight.sum(axis=0))
-    # one kernel: the matmul's reduction, then a block that reads the codes at the channels it is given
-    text = realized.script()
-    assert 'T.sblock("packed_int8_matmul_outliers")' in text and "T.int64(40)" not in text
+    np.testing.assert_array_equal(calls[3].args[1].value.numpy(), 128 * weight.sum(axis=0))
+    # one kernel: the matmul's reduction, then a block that adds the gathered codes times B
+    assert 'T.sblock("packed_int8_matmul_outliers")' in realized.script()
 
 
 def _params_with_outliers(channels: list[int]):
@@ -122,7 +128,7 @@ def _params_with_outliers(channels: list[int]):
 
 def _matmul_kernel(params):
     realized = Realize(params, RANGES, INT8, DotKernels(VNNI))(LinearAnnotated)
-    return realized[_calls(realized)[1].args[0]]
+    return realized[_calls(realized)[2].args[0]]
 
 
 def test_linears_whose_outliers_pad_to_the_same_count_share_one_kernel():
@@ -140,9 +146,9 @@ def test_the_linear_with_outliers_fuses_with_its_dequantize_into_one_kernel():
     fused = fuse_for_tuning(relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(
         realized), tvm.target.Target({"kind": "llvm"}))
     kernels = [gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    # the channels read by index make TVM's analysis see an opaque kernel: the matmul with its outlier
-    # rows, the zero-point subtract, the dequantize and the bias add must still be one function
-    assert sorted(kernels) == ["fused_packed_matmul_subtract_cast_multiply_add", "quantize"]
+    # the gather of the outlier channels' codes is a small kernel of its own; the matmul with its outlier
+    # rows, the zero-point subtract, the dequantize and the bias add are one function
+    assert sorted(kernels) == ["fused_packed_matmul_subtract_cast_multiply_add", "quantize", "take"]
 
 
 @pytest.mark.parametrize("kernel", [None, VNNI, SDOT], ids=["plain", "vnni-layout", "sdot-layout"])

@@ -200,13 +200,13 @@ def pack_operand(x, block: tuple[int, int]):
     return relax.op.permute_dims(blocked, [*range(d), d + 2, d, d + 3, d + 1])
 
 
-def packed_matmul(x, packed, name: str = "packed_int8_matmul", outlier_channels=None, outlier_codes=None):
+def packed_matmul(x, packed, name: str = "packed_int8_matmul", outlier_inputs=None, outlier_codes=None):
     """TE compute: ``x[..., K]`` times a packed right-hand operand, accumulated in int32 -> ``[..., N]``.
 
     ``packed`` is ``[N/bn, K/bk, bn, bk]`` (a weight, shared by all rows of ``x``) or has the
     leading batch dimensions of ``x[*batch, M, K]`` in front (the other operand of a batched matmul).
-    With ``outlier_channels`` (a tensor of input channels), the weight's outlier codes on those
-    channels are added (:func:`~.outliers.plus_outlier_codes`).
+    With ``outlier_inputs`` (``x`` on the outlier channels, gathered), the weight's outlier codes
+    are added (:func:`~.outliers.plus_outlier_codes`).
     """
     from tvm import te
 
@@ -222,10 +222,10 @@ def packed_matmul(x, packed, name: str = "packed_int8_matmul", outlier_channels=
         ),
         name=name,
     )
-    return acc if outlier_channels is None else plus_outlier_codes(acc, x, outlier_channels, outlier_codes)
+    return acc if outlier_inputs is None else plus_outlier_codes(acc, outlier_inputs, outlier_codes)
 
 
-def integer_matmul(x, weight, outlier_channels, outlier_codes):
+def integer_matmul(x, weight, outlier_inputs, outlier_codes):
     """TE compute: ``x[..., K] @ weight[K, N]`` in int32 plus the weight's outlier codes
     (:func:`~.outliers.plus_outlier_codes`): a Linear with outliers on a target without a dot kernel."""
     from tvm import te
@@ -234,4 +234,4 @@ def integer_matmul(x, weight, outlier_channels, outlier_codes):
     acc = te.compute((*x.shape[:-1], weight.shape[1]),
                      lambda *i: te.sum(x[(*i[:-1], k)].astype("int32") * weight[k, i[-1]].astype("int32"), axis=k),
                      name="integer_matmul")
-    return plus_outlier_codes(acc, x, outlier_channels, outlier_codes)
+    return plus_outlier_codes(acc, outlier_inputs, outlier_codes)

@@ -79,7 +79,6 @@ from ..schemes import Granularity, QuantScheme, TensorQuant
 from .registry import Operand, OpRule, is_op, register_op_rule
 
 LINEAR_ROLES = ("T", "N")  # the weight is read transposed ([N, K], PyTorch's layout) or not
-OUT_ELEMWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable (a matmul): elementwise ops after it fuse in
 
 
 def weight_quant_for(scheme: QuantScheme, kernel: DotKernel | None) -> TensorQuant:
@@ -214,10 +213,8 @@ def _integer_matmul(ctx, xq, wq: np.ndarray, kernel: DotKernel | None, name: str
     outliers = {}
     if outlier_channels:
         padded_channels, padded_rows = padded_outlier_rows(outlier_channels, outlier_rows)
-        # the codes read at the channels given make TVM's pattern analysis see an opaque kernel; it is a
-        # reduction whose output is read elementwise, so the Linear's epilogue still fuses into it
-        outliers = {"outlier_channels": relax.const(padded_channels), "outlier_codes": relax.const(padded_rows),
-                    "primfunc_attrs": {"op_pattern": OUT_ELEMWISE_FUSABLE}}
+        gathered = ctx.builder_.emit(relax.op.take(xq, relax.const(padded_channels), axis=-1))
+        outliers = {"outlier_inputs": gathered, "outlier_codes": relax.const(padded_rows)}
     if kernel is not None:
         return ctx.builder_.emit_te(packed_matmul, xq, relax.const(pack_weight(wq, kernel.weight_block)), name=name,
                                     **outliers)
