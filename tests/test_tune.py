@@ -35,6 +35,7 @@ def test_ctrl_c_keeps_the_records_measured_so_far(tmp_path, mlp_pt2):
     assert proc.returncode == 0, err
     assert "[tune] measured" in err  # the batch in flight was finished and measured ...
     assert "tuning interrupted" in out  # ... and then tuning stopped cleanly
+    assert "[tune] kept the 4 fastest records" in err  # and compacted what it measured
     records = list((tmp_path / "schedules").glob("*/database_tuning_record.json"))
     assert records and records[0].read_text().strip()
     first = json.loads(records[0].read_text().splitlines()[0])

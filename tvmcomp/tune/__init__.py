@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import TvmcompError
 from ..targets import TargetSpec
+from .compact import KEEP_PER_KERNEL, compact_records
 from .default_schedules import keeps_its_default_schedule
 from .intrinsics import register_tensor_intrinsics
 from .space import search_space
@@ -111,7 +112,8 @@ def tune(
     """Tune the kernels of ``fused_mod`` (see :func:`tvmcomp.lowering.fuse_for_tuning`).
 
     ``only_missing`` restricts tuning to kernels with no record yet. Records are committed to the
-    database as they are measured, so an interrupted tune (Ctrl-C) keeps what it found.
+    database as they are measured, so an interrupted tune (Ctrl-C) keeps what it found; at the end
+    the database keeps only each kernel's fastest few (:mod:`tvmcomp.tune.compact`).
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -180,4 +182,8 @@ def tune(
     interrupted = progress.stop_requested
     if interrupted:
         print(f"[tune] interrupted: the records measured so far are kept in {database_dir(target)}", file=stream)
+    compaction = compact_records(database_dir(target))
+    print(f"[tune] kept the {KEEP_PER_KERNEL} fastest records of each of {compaction.kernels} kernels "
+          f"({compaction.records_after} of {compaction.records_before}): builds open the database faster",
+          file=stream)
     return TuneResult(tasks=len(tasks), trials=total_trials, database=database_dir(target), interrupted=interrupted)
