@@ -302,8 +302,9 @@ def test_pruning_bad_input_is_one_line(tmp_path, capsys):
                           "keep, in (0, 1]; not 1.5")
         assert_user_error(capsys, ["build", "--model", str(tmp_path / "r.onnx"), flag, "0.5", *out],
                           f"{flag} needs the model's PyTorch source, to rank heads and neurons by gradients")
-        assert_user_error(capsys, ["build", "--model", "vit-s", flag, "0.5", *out],
-                          f"{flag} needs a text encoder with its PyTorch source; vit-s is not one")
+    assert_user_error(capsys, ["build", "--model", "vit-s", "--prune-tokens", "0.5", *out],
+                      "--prune-tokens ranks tokens by a text encoder's attention over its real tokens; vit-s takes "
+                      "images (--prune-flops prunes its heads and neurons)")
     assert_user_error(capsys, ["build", "--prune-tokens", "0.5", "--quant", "int8", "--integer-only", *out],
                       "--integer-only and --prune-tokens do not go together")
     folder = _save_tiny_encoder(tmp_path / "distil", "distilbert")
@@ -331,3 +332,90 @@ def test_pruning_ranks_on_the_users_texts_given_with_calib_data(tmp_path, capsys
                            "--calib-data", str(texts), "-o", str(tmp_path / "p"))
     assert code == 0, err
     assert ranked_on.format(texts) in err and "[prune] kept" in err
+
+
+class ToyDinov2(torch.nn.Module):
+    """A pre-LN ViT (DINOv2: layer scales after both blocks, a final LayerNorm) with ToyEncoder's widths,
+    on 28 px images in patches of 7: 17 tokens."""
+
+    def __init__(self, seed=0, layers=2):
+        super().__init__()
+        from transformers import Dinov2Config, Dinov2Model
+
+        torch.manual_seed(seed)
+        config = Dinov2Config(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, mlp_ratio=2,
+                              image_size=28, patch_size=7, layerscale_value=1.0)
+        self.encoder = Dinov2Model(config).eval()
+        with torch.no_grad():  # layer scales that differ by channel, as trained ones do
+            for name, parameter in self.encoder.named_parameters():
+                if name.endswith("lambda1"):
+                    parameter.uniform_(0.2, 2.0)
+
+    def forward(self, input_image):
+        return self.encoder(pixel_values=input_image).last_hidden_state
+
+
+def _images(count=8, seed=1):
+    rng = np.random.default_rng(seed)
+    return [{"input_image": rng.standard_normal((1, 3, 28, 28)).astype(np.float32)} for _ in range(count)]
+
+
+def test_a_pre_ln_vit_reads_the_next_layers_norm_and_folds_its_layer_scales():
+    from tvmcomp.prune.structure import fold_layer_scales
+
+    module, batches = ToyDinov2(), _images()
+    want = _outputs(module, batches)
+    structure = encoder_structure(module)
+    layers = module.encoder.encoder.layer
+    assert structure.layers[0].attention_norm is layers[0].norm2  # reads the attention block + residual
+    assert structure.layers[0].ffn_norm is layers[1].norm1  # reads the layer's output
+    assert structure.layers[1].ffn_norm is module.encoder.layernorm
+    assert structure.layers[0].head_dim == 8 and structure.layers[0].heads == 4
+    scale = layers[1].layer_scale2.lambda1.detach().clone()
+    down = layers[1].mlp.fc2.weight.detach().clone()
+    fold_layer_scales(structure)
+    assert torch.equal(layers[1].layer_scale2.lambda1, torch.ones(32))
+    torch.testing.assert_close(layers[1].mlp.fc2.weight, down * scale[:, None])
+    for got, expected in zip(_outputs(module, batches), want):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_a_sliced_pre_ln_vit_computes_what_the_masked_one_does_and_exports():
+    from conftest import run_imported
+    from tvmcomp.frontend import import_torch
+    from tvmcomp.prune.structure import fold_layer_scales
+
+    module, batches = ToyDinov2(), _images()
+    structure = encoder_structure(module)
+    fold_layer_scales(structure)
+    # layer 0 keeps no head, layer 1 two heads and no neuron
+    selection = Selection([np.array([], np.int64), np.array([1, 3])], [np.arange(0, 64, 4), np.array([], np.int64)])
+    head_masks = [torch.zeros(4).index_fill_(0, torch.as_tensor(h), 1.0) for h in selection.heads]
+    neuron_masks = [torch.zeros(64).index_fill_(0, torch.as_tensor(n), 1.0) for n in selection.neurons]
+    with masked(structure, head_masks, neuron_masks):
+        want = _outputs(module, batches)
+    slice_encoder(structure, selection)
+    assert tuple(module.encoder.encoder.layer[1].attention.q_proj.weight.shape) == (16, 32)
+    assert tuple(module.encoder.encoder.layer[0].mlp.fc1.weight.shape) == (16, 32)
+    for got, expected in zip(_outputs(module, batches), want):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    imported = import_torch(module, batches[0])
+    text = imported.mod["main"].script()
+    assert text.count("R.nn.softmax") == 1  # layer 0's attention is gone
+    (got,) = run_imported(imported, batches[0])
+    np.testing.assert_allclose(got, want[0], atol=1e-4)
+
+
+def test_mask_tuning_brings_a_pruned_pre_ln_vit_closer_to_the_float_one():
+    batches, held_out = _images(16), _images(8, seed=5)
+    float_outputs = _outputs(ToyDinov2(), held_out)
+
+    def error(tune, refit=False):
+        module = ToyDinov2()
+        report = prune_encoder(module, batches, 0.5, 17, tune=tune, refit=refit)
+        assert report.flops_kept <= 0.5
+        return sum(np.sum((got - want) ** 2) for got, want in zip(_outputs(module, held_out), float_outputs))
+
+    untuned, tuned, refitted = error(tune=False), error(tune=True), error(tune=True, refit=True)
+    assert tuned < 0.97 * untuned  # 0.93 on this random toy
+    assert refitted < 0.95 * tuned  # 0.87

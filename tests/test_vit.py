@@ -50,6 +50,21 @@ def test_the_encoder_ends_at_the_final_layer_norm():
     assert not any(node.name.startswith("/decoder") for node in model.graph.node)
 
 
+def test_vit_s_in_pytorch_is_the_onnx_file_with_its_weights():
+    """What --prune-flops ranks, tunes and slices (the ONNX file has no gradients): transformers' DINOv2
+    holding the file's weights computes what ONNX Runtime does on the file."""
+    import onnxruntime as ort
+    import torch
+
+    entry = get_model("vit-s")
+    inputs = entry.make_inputs(1, None)
+    want = ort.InferenceSession(str(encoder_file()), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+    with torch.no_grad():
+        got = entry.load_torch()(input_image=torch.from_numpy(inputs["input_image"])).numpy()
+    assert got.shape == want.shape == (1, 257, 384)
+    np.testing.assert_allclose(got, want, atol=1e-4)  # 2.4e-5 measured; features reach 8.6
+
+
 def test_vit_s_fp32_with_no_records_matches_onnx_runtime(tmp_path, capsys, empty_schedules):
     import onnxruntime as ort
 

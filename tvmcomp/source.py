@@ -133,9 +133,11 @@ def load_source(model: str, batch: str | int | None = None, seq_len: str | int |
         if seq_lens and entry.max_seq_len and seq_lens[-1] > entry.max_seq_len:
             raise TvmcompError(f"--seq-len {seq_lens[-1]} is longer than {model}'s {entry.max_seq_len} positions")
         batches, seq_lens = batches or [entry.default_batch], seq_lens or [entry.default_seq_len]
-        module = entry.load_torch() if entry.source_file is None else None
+        pruned = prune_flops is not None or prune_tokens is not None
+        # a model bundled as an ONNX file is pruned in its PyTorch form, then imported from that
+        module = entry.load_torch() if entry.source_file is None or (pruned and entry.load_torch) else None
         pruning = None
-        if prune_flops is not None or prune_tokens is not None:
+        if pruned:
             pruning = _prune(model, entry, module, prune_flops, prune_tokens, seq_lens[-1], stream, prune_data)
         source = _import_entry(model, entry, module, batches[-1], seq_lens[-1])
         source.pruning = pruning
@@ -160,6 +162,7 @@ def load_source(model: str, batch: str | int | None = None, seq_len: str | int |
 # squares wants tokens (MiniLM at 0.5 FLOPs, embedding cosine 0.767 with 32, 0.799 with 128, in 63 s:
 # bench/results/2026-12-06-prune-samples-minilm.md)
 PRUNE_SAMPLES = 128
+PRUNE_IMAGES = 32  # 257 tokens each at ViT-S/14's 224 px: 8,224, more than 128 texts give (~3,500)
 TOKEN_PRUNE_SAMPLES = 32  # inputs the token counts are chosen on
 LABELLED_PRUNE_SAMPLES = 256  # labelled texts: one gradient each, and a linear head to fit on them
 
@@ -175,12 +178,16 @@ def _prune(model: str, entry, module, flops: float | None, tokens: float | None,
     from .prune.structure import encoder_structure
 
     flag = "--prune-flops" if flops is not None else "--prune-tokens"
-    if module is None or seq_len is None:
-        raise TvmcompError(f"{flag} needs a text encoder with its PyTorch source; {model} is not one")
+    if module is None:
+        raise TvmcompError(f"{flag} needs the model's PyTorch source, to rank heads and neurons by gradients; "
+                           f"{model} has none")
+    if tokens is not None and seq_len is None:
+        raise TvmcompError("--prune-tokens ranks tokens by a text encoder's attention over its real tokens; "
+                           f"{model} takes images (--prune-flops prunes its heads and neurons)")
     encoder_structure(module)  # a model pruning cannot take is refused before any work
     labels = None
     if data is None:
-        samples = PRUNE_SAMPLES if flops is not None else TOKEN_PRUNE_SAMPLES
+        samples = TOKEN_PRUNE_SAMPLES if flops is None else PRUNE_SAMPLES if seq_len else PRUNE_IMAGES
         batches, where = entry.make_calibration_inputs(samples, 1, seq_len), "calibration inputs, label-free"
     else:
         inputs = [TensorSpec(name, tuple(value.shape), str(value.dtype))
@@ -199,9 +206,15 @@ def _prune(model: str, entry, module, flops: float | None, tokens: float | None,
     stream = stream or sys.stderr
     pruning = {}
     if flops is not None:
+        import torch
+
         from .prune import prune_encoder
+        from .prune.masks import run
 
         print(f"[prune] ranking heads and neurons of {model} on {len(batches)} {where}", file=stream)
+        if seq_len is None:  # images: the FLOPs per token count the attention over all the model's tokens
+            with torch.no_grad():
+                seq_len = run(module, batches[0]).shape[1]
         report = prune_encoder(module, batches, flops, seq_len, labels=labels)
         print(f"[prune] kept {report.flops_kept:.3f} of the encoder's FLOPs and {report.params_kept:.3f} of the "
               f"parameters: heads {report.heads}, neurons {report.neurons}", file=stream)
@@ -226,7 +239,7 @@ def _prune(model: str, entry, module, flops: float | None, tokens: float | None,
 def _import_entry(model: str, entry, module, batch: int, seq_len: int | None) -> ModelSource:
     """The registry entry ``entry`` imported at one shape."""
     example = entry.make_inputs(batch, seq_len)
-    if entry.source_file is not None:  # the model is an ONNX file: import it at the entry's shapes
+    if module is None:  # the model is an ONNX file: import it at the entry's shapes
         imported = import_file(entry.source_file(), entry.input_shapes(batch))
         imported.outputs = list(entry.output_names)
         return ModelSource(model, imported, example, None, entry)

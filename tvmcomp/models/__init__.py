@@ -20,7 +20,8 @@ class ModelEntry:
     """A model: its float source, how to make real inputs for it, and how to score it.
 
     The source is a PyTorch module (``load_torch``) or an ONNX file (``source_file``, whose float
-    reference is ONNX Runtime). ``task_metrics(run_float, run_package, batch, seq_len)`` scores a
+    reference is ONNX Runtime). An ONNX model may have a PyTorch form too (``load_torch``): pruning
+    ranks and slices that, and the pruned module is imported instead of the file. ``task_metrics(run_float, run_package, batch, seq_len)`` scores a
     package on the model's own task (text: probe and WordSim; images: probe top-1), each
     ``run(inputs) -> first output``; it returns a dict with a ``"task_summary"`` list of lines.
     Text models carry ``tokenize`` and image models ``preprocess_images``, so that a user's texts

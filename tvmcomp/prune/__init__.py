@@ -15,7 +15,7 @@ from .importance import mask_gradients
 from .rearrange import rearranged
 from .search import Selection, select_under_budget
 from .slicing import slice_encoder
-from .structure import encoder_structure
+from .structure import encoder_structure, fold_layer_scales
 from .tuning import tune_masks
 
 
@@ -45,6 +45,7 @@ def prune_encoder(module, batches, flops: float, seq_len: int, tune: bool = True
     ``labels`` (a class index per sample), ranking by the task's loss. ``tune`` / ``rearrange`` /
     ``refit`` (after tuning: :mod:`.tuning`): whether those steps run (off: to measure what each buys)."""
     structure = encoder_structure(module)
+    fold_layer_scales(structure)
     params = sum(p.numel() for p in module.parameters())
     macs = structure.macs(seq_len)
     head_grads, neuron_grads = mask_gradients(module, structure, batches, labels)

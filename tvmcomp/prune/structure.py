@@ -22,13 +22,20 @@ class Naming:
     key: str
     value: str
     attention_out: str  # from the layer, as the rest
-    attention_norm: str
+    attention_norm: str  # the LayerNorm that reads the attention block's output + its residual
     ffn_in: str
     ffn_out: str
-    ffn_norm: str
+    # the LayerNorm that reads the FFN block's output + its residual. None: a pre-LN encoder (ViT), where
+    # that is the next layer's ``next_norm`` and, after the last layer, the model's ``final_norm``
+    ffn_norm: str | None
     # an argument of the self-attention's forward holding a bias per head on axis 1 (MPNet's relative
     # position bias, computed once for all layers): sliced to the heads a layer keeps
     head_bias: str | None = None
+    next_norm: str | None = None
+    final_norm: str | None = None  # from the module that holds the encoder
+    # modules after the attention and FFN output projections that scale each channel by their ``lambda1``
+    # (CaiT / DINOv2 layer scale): folded into those projections before pruning (:func:`fold_layer_scales`)
+    layer_scales: tuple[str, str] | None = None
 
 
 NAMINGS = (
@@ -36,6 +43,8 @@ NAMINGS = (
            "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"),
     Naming("MPNet", "attention.attn", "q", "k", "v", "attention.attn.o", "attention.LayerNorm", "intermediate.dense",
            "output.dense", "output.LayerNorm", head_bias="position_bias"),
+    Naming("DINOv2 (transformers 5)", "attention", "q_proj", "k_proj", "v_proj", "attention.o_proj", "norm2", "mlp.fc1",
+           "mlp.fc2", None, next_norm="norm1", final_norm="layernorm", layer_scales=("layer_scale1", "layer_scale2")),
 )
 
 
@@ -49,7 +58,8 @@ class EncoderLayer:
     ffn_in: object  # [hidden -> intermediate]
     ffn_out: object  # [intermediate -> hidden]
     head_dim: int
-    # the LayerNorms after attention_out and ffn_out: each normalizes its Linear's output + the residual
+    # the LayerNorms that read attention_out's and ffn_out's output + the residual (in a pre-LN encoder,
+    # the next block's input LayerNorm)
     attention_norm: object
     ffn_norm: object
     module: object  # the layer itself, in which ``naming``'s paths lead to the above
@@ -92,6 +102,11 @@ def encoder_structure(module) -> EncoderStructure:
         encoder = next((m for m in module.modules() if _named(m, naming)), None)
         if encoder is not None:
             layers = [_layer(layer, naming) for layer in encoder.layer]
+            if naming.ffn_norm is None:
+                owner = next(m for m in module.modules() if getattr(m, "encoder", None) is encoder)
+                norms = [attrgetter(naming.next_norm)(layer) for layer in encoder.layer[1:]]
+                for layer, norm in zip(layers, norms + [attrgetter(naming.final_norm)(owner)]):
+                    layer.ffn_norm = norm
             return EncoderStructure(layers, layers[0].query.in_features)
     paths = "; ".join(f"{n.family}: {n.attention}.{n.query}/{n.key}/{n.value}, {n.attention_out}, {n.ffn_in}, "
                       f"{n.ffn_out}" for n in NAMINGS)
@@ -102,10 +117,30 @@ def encoder_structure(module) -> EncoderStructure:
 def _layer(layer, naming: Naming) -> EncoderLayer:
     attention = attrgetter(naming.attention)(layer)
     query, key, value = (getattr(attention, name) for name in (naming.query, naming.key, naming.value))
-    attention_out, attention_norm, ffn_in, ffn_out, ffn_norm = attrgetter(
-        naming.attention_out, naming.attention_norm, naming.ffn_in, naming.ffn_out, naming.ffn_norm)(layer)
-    return EncoderLayer(attention, query, key, value, attention_out, ffn_in, ffn_out, attention.attention_head_size,
+    attention_out, attention_norm, ffn_in, ffn_out = attrgetter(
+        naming.attention_out, naming.attention_norm, naming.ffn_in, naming.ffn_out)(layer)
+    ffn_norm = attrgetter(naming.ffn_norm)(layer) if naming.ffn_norm else None  # pre-LN: set by the caller
+    head_dim = getattr(attention, "attention_head_size", None) or attention.head_dim
+    return EncoderLayer(attention, query, key, value, attention_out, ffn_in, ffn_out, head_dim,
                         attention_norm, ffn_norm, layer, naming)
+
+
+def fold_layer_scales(structure: EncoderStructure) -> None:
+    """``(x W^T + b) * lambda`` -> ``x (lambda W)^T + lambda b`` and ``lambda`` = 1, in place: the same
+    function, with each output projection's result added to the residual as it is, as mask tuning
+    and the block's removal assume."""
+    import torch
+
+    for layer in structure.layers:
+        if layer.naming.layer_scales is None:  # the family has none
+            continue
+        for linear, path in zip((layer.attention_out, layer.ffn_out), layer.naming.layer_scales):
+            scale = attrgetter(path)(layer.module).lambda1
+            with torch.no_grad():
+                linear.weight.mul_(scale[:, None])
+                if linear.bias is not None:
+                    linear.bias.mul_(scale)
+                scale.fill_(1.0)
 
 
 def _named(module, naming: Naming) -> bool:
@@ -113,7 +148,7 @@ def _named(module, naming: Naming) -> bool:
     if layers is None or not hasattr(layers, "__iter__"):
         return False
     paths = [f"{naming.attention}.{naming.query}", naming.attention_out, naming.attention_norm, naming.ffn_in,
-             naming.ffn_out, naming.ffn_norm]
+             naming.ffn_out, naming.ffn_norm or naming.next_norm]
     try:
         return all(attrgetter(path)(layer) is not None for layer in layers for path in paths)
     except AttributeError:
