@@ -263,7 +263,7 @@ def test_a_tiny_budget_removes_whole_blocks():
 
 
 def test_a_model_without_bert_layers_is_refused():
-    with pytest.raises(TvmcompError, match=r"pruning needs a BERT-class PyTorch encoder .*MPNet: attention.attn.q"):
+    with pytest.raises(TvmcompError, match=r"pruning needs a BERT-class or ViT PyTorch encoder .*MPNet: attention.attn.q"):
         encoder_structure(torch.nn.Sequential(torch.nn.Linear(4, 4)))
 
 
@@ -309,7 +309,7 @@ def test_pruning_bad_input_is_one_line(tmp_path, capsys):
                       "--integer-only and --prune-tokens do not go together")
     folder = _save_tiny_encoder(tmp_path / "distil", "distilbert")
     assert_user_error(capsys, ["build", "--model", str(folder), "--prune-flops", "0.5", *out],
-                      "pruning needs a BERT-class PyTorch encoder")
+                      "pruning needs a BERT-class or ViT PyTorch encoder")
     sorted_labels = tmp_path / "sorted.tsv"
     sorted_labels.write_text("pos\tgood\n" * 256 + "neg\tbad\n")
     assert_user_error(capsys, ["build", "--prune-flops", "0.5", "--calib-data", str(sorted_labels), *out],
@@ -350,9 +350,24 @@ class ToyDinov2(torch.nn.Module):
             for name, parameter in self.encoder.named_parameters():
                 if name.endswith("lambda1"):
                     parameter.uniform_(0.2, 2.0)
+        self.blocks, self.pre_attention_norm, self.pre_ffn_norm = self.encoder.encoder.layer, "norm1", "norm2"
 
     def forward(self, input_image):
         return self.encoder(pixel_values=input_image).last_hidden_state
+
+
+class ToyViT(ToyDinov2):
+    """The original ViT's layers (no layer scale) at the same sizes."""
+
+    def __init__(self, seed=0, layers=2):  # not ToyDinov2.__init__, which builds a DINOv2
+        torch.nn.Module.__init__(self)
+        from transformers import ViTConfig, ViTModel
+
+        torch.manual_seed(seed)
+        config = ViTConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+                           image_size=28, patch_size=7)
+        self.encoder = ViTModel(config, add_pooling_layer=False).eval()
+        self.blocks, self.pre_attention_norm, self.pre_ffn_norm = self.encoder.layers, "layernorm_before", "layernorm_after"
 
 
 def _images(count=8, seed=1):
@@ -360,32 +375,40 @@ def _images(count=8, seed=1):
     return [{"input_image": rng.standard_normal((1, 3, 28, 28)).astype(np.float32)} for _ in range(count)]
 
 
-def test_a_pre_ln_vit_reads_the_next_layers_norm_and_folds_its_layer_scales():
+@pytest.mark.parametrize("toy", [ToyDinov2, ToyViT])
+def test_a_pre_ln_vit_reads_the_next_layers_norm(toy):
+    module = toy()
+    structure = encoder_structure(module)
+    layers = module.blocks
+    # the attention block + residual is read by the layer's FFN LayerNorm, the layer's output by the next
+    # layer's attention LayerNorm, the last layer's by the model's final one
+    assert structure.layers[0].attention_norm is getattr(layers[0], module.pre_ffn_norm)
+    assert structure.layers[0].ffn_norm is getattr(layers[1], module.pre_attention_norm)
+    assert structure.layers[1].ffn_norm is module.encoder.layernorm
+    assert structure.layers[0].head_dim == 8 and structure.layers[0].heads == 4 and structure.layers[0].neurons == 64
+
+
+def test_dinov2s_layer_scales_fold_into_its_output_projections():
     from tvmcomp.prune.structure import fold_layer_scales
 
     module, batches = ToyDinov2(), _images()
     want = _outputs(module, batches)
-    structure = encoder_structure(module)
-    layers = module.encoder.encoder.layer
-    assert structure.layers[0].attention_norm is layers[0].norm2  # reads the attention block + residual
-    assert structure.layers[0].ffn_norm is layers[1].norm1  # reads the layer's output
-    assert structure.layers[1].ffn_norm is module.encoder.layernorm
-    assert structure.layers[0].head_dim == 8 and structure.layers[0].heads == 4
-    scale = layers[1].layer_scale2.lambda1.detach().clone()
-    down = layers[1].mlp.fc2.weight.detach().clone()
-    fold_layer_scales(structure)
-    assert torch.equal(layers[1].layer_scale2.lambda1, torch.ones(32))
-    torch.testing.assert_close(layers[1].mlp.fc2.weight, down * scale[:, None])
+    layer = module.blocks[1]
+    scale, down = layer.layer_scale2.lambda1.detach().clone(), layer.mlp.fc2.weight.detach().clone()
+    fold_layer_scales(encoder_structure(module))
+    assert torch.equal(layer.layer_scale2.lambda1, torch.ones(32))
+    torch.testing.assert_close(layer.mlp.fc2.weight, down * scale[:, None])
     for got, expected in zip(_outputs(module, batches), want):
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_a_sliced_pre_ln_vit_computes_what_the_masked_one_does_and_exports():
+@pytest.mark.parametrize("toy", [ToyDinov2, ToyViT])
+def test_a_sliced_pre_ln_vit_computes_what_the_masked_one_does_and_exports(toy):
     from conftest import run_imported
     from tvmcomp.frontend import import_torch
     from tvmcomp.prune.structure import fold_layer_scales
 
-    module, batches = ToyDinov2(), _images()
+    module, batches = toy(), _images()
     structure = encoder_structure(module)
     fold_layer_scales(structure)
     # layer 0 keeps no head, layer 1 two heads and no neuron
@@ -395,13 +418,12 @@ def test_a_sliced_pre_ln_vit_computes_what_the_masked_one_does_and_exports():
     with masked(structure, head_masks, neuron_masks):
         want = _outputs(module, batches)
     slice_encoder(structure, selection)
-    assert tuple(module.encoder.encoder.layer[1].attention.q_proj.weight.shape) == (16, 32)
-    assert tuple(module.encoder.encoder.layer[0].mlp.fc1.weight.shape) == (16, 32)
+    assert tuple(module.blocks[1].attention.q_proj.weight.shape) == (16, 32)
+    assert tuple(module.blocks[0].mlp.fc1.weight.shape) == (16, 32)
     for got, expected in zip(_outputs(module, batches), want):
         np.testing.assert_allclose(got, expected, atol=1e-5)
     imported = import_torch(module, batches[0])
-    text = imported.mod["main"].script()
-    assert text.count("R.nn.softmax") == 1  # layer 0's attention is gone
+    assert imported.mod["main"].script().count("R.nn.softmax") == 1  # layer 0's attention is gone
     (got,) = run_imported(imported, batches[0])
     np.testing.assert_allclose(got, want[0], atol=1e-4)
 

@@ -14,7 +14,7 @@ from ..errors import TvmcompError
 
 @dataclass(frozen=True)
 class Naming:
-    """Attribute paths, from one layer of ``encoder.layer``, of what pruning slices and reads."""
+    """Attribute paths, from one layer of the encoder's ``layers`` list, of what pruning slices and reads."""
 
     family: str  # the models that name their layers this way
     attention: str  # the self-attention module: it holds the Q, K, V projections and the head count
@@ -32,10 +32,11 @@ class Naming:
     # position bias, computed once for all layers): sliced to the heads a layer keeps
     head_bias: str | None = None
     next_norm: str | None = None
-    final_norm: str | None = None  # from the module that holds the encoder
+    final_norm: str | None = None  # an attribute of the model module that holds the layers
     # modules after the attention and FFN output projections that scale each channel by their ``lambda1``
     # (CaiT / DINOv2 layer scale): folded into those projections before pruning (:func:`fold_layer_scales`)
     layer_scales: tuple[str, str] | None = None
+    layers: str = "layer"  # the attribute of the encoder module that lists its layers
 
 
 NAMINGS = (
@@ -45,6 +46,9 @@ NAMINGS = (
            "output.dense", "output.LayerNorm", head_bias="position_bias"),
     Naming("DINOv2 (transformers 5)", "attention", "q_proj", "k_proj", "v_proj", "attention.o_proj", "norm2", "mlp.fc1",
            "mlp.fc2", None, next_norm="norm1", final_norm="layernorm", layer_scales=("layer_scale1", "layer_scale2")),
+    Naming("ViT, DeiT (transformers 5)", "attention", "q_proj", "k_proj", "v_proj", "attention.o_proj",
+           "layernorm_after", "mlp.fc1", "mlp.fc2", None, next_norm="layernorm_before", final_norm="layernorm",
+           layers="layers"),
 )
 
 
@@ -101,16 +105,18 @@ def encoder_structure(module) -> EncoderStructure:
     for naming in NAMINGS:
         encoder = next((m for m in module.modules() if _named(m, naming)), None)
         if encoder is not None:
-            layers = [_layer(layer, naming) for layer in encoder.layer]
+            modules = getattr(encoder, naming.layers)
+            layers = [_layer(layer, naming) for layer in modules]
             if naming.ffn_norm is None:
-                owner = next(m for m in module.modules() if getattr(m, "encoder", None) is encoder)
-                norms = [attrgetter(naming.next_norm)(layer) for layer in encoder.layer[1:]]
+                owner = next(m for m in module.modules()
+                             if hasattr(m, naming.final_norm) and any(x is encoder for x in m.modules()))
+                norms = [attrgetter(naming.next_norm)(layer) for layer in modules[1:]]
                 for layer, norm in zip(layers, norms + [attrgetter(naming.final_norm)(owner)]):
                     layer.ffn_norm = norm
             return EncoderStructure(layers, layers[0].query.in_features)
     paths = "; ".join(f"{n.family}: {n.attention}.{n.query}/{n.key}/{n.value}, {n.attention_out}, {n.ffn_in}, "
                       f"{n.ffn_out}" for n in NAMINGS)
-    raise TvmcompError(f"pruning needs a BERT-class PyTorch encoder whose layers (encoder.layer[i]) hold ({paths}); "
+    raise TvmcompError(f"pruning needs a BERT-class or ViT PyTorch encoder whose layers (encoder.layer[i]) hold ({paths}); "
                        "this model has none")
 
 
@@ -144,7 +150,7 @@ def fold_layer_scales(structure: EncoderStructure) -> None:
 
 
 def _named(module, naming: Naming) -> bool:
-    layers = getattr(module, "layer", None)
+    layers = getattr(module, naming.layers, None)
     if layers is None or not hasattr(layers, "__iter__"):
         return False
     paths = [f"{naming.attention}.{naming.query}", naming.attention_out, naming.attention_norm, naming.ffn_in,
