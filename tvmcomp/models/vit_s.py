@@ -72,8 +72,12 @@ def _torch_name(onnx_name: str) -> str:
 
 def _position_embeddings(model) -> np.ndarray:
     import onnx
-    import onnxruntime as ort
 
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise TvmcompError("vit-s's PyTorch form takes its position embeddings from the ONNX file, run in ONNX "
+                           "Runtime: pip install onnxruntime (make install does)") from None
     model.graph.output.append(onnx.ValueInfoProto(name=POSITION_EMBEDDINGS))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     image = np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
@@ -102,7 +106,8 @@ def load_torch():
     from transformers import Dinov2Config, Dinov2Model
 
     weights = _weights(encoder_file())
-    config = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+    # the FFN width is mlp_ratio x 384 = 1536 (Dinov2Config has no intermediate_size)
+    config = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, mlp_ratio=4,
                           image_size=IMAGE_SIZE, patch_size=14, layer_norm_eps=1e-6)
     encoder = Dinov2Model(config)
     state = {name: torch.from_numpy(np.array(value)) for name, value in weights.items()}

@@ -116,7 +116,7 @@ def encoder_structure(module) -> EncoderStructure:
             return EncoderStructure(layers, layers[0].query.in_features)
     paths = "; ".join(f"{n.family}: {n.attention}.{n.query}/{n.key}/{n.value}, {n.attention_out}, {n.ffn_in}, "
                       f"{n.ffn_out}" for n in NAMINGS)
-    raise TvmcompError(f"pruning needs a BERT-class or ViT PyTorch encoder whose layers (encoder.layer[i]) hold ({paths}); "
+    raise TvmcompError(f"pruning needs a BERT-class or ViT PyTorch encoder whose layers hold ({paths}); "
                        "this model has none")
 
 
