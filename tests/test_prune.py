@@ -136,6 +136,30 @@ def test_mask_search_prunes_a_head_made_useless_first():
     assert [len(n) for n in selection.neurons] == [64, 64]
 
 
+def test_token_weights_count_the_class_token_as_all_the_others_when_the_task_reads_it():
+    from tvmcomp.prune.masks import token_weights
+
+    texts = {"attention_mask": np.array([[1, 1, 1, 0], [1, 1, 0, 0]])}
+    np.testing.assert_array_equal(token_weights(texts, (2, 4), "mean"), [1, 1, 1, 0, 1, 1, 0, 0])
+    np.testing.assert_array_equal(token_weights(texts, (2, 4), "first"), [2, 1, 1, 0, 1, 1, 0, 0])
+    np.testing.assert_array_equal(token_weights({}, (1, 5), "first"), [4, 1, 1, 1, 1])
+    with pytest.raises(ValueError, match="readout 'max'"):
+        token_weights({}, (1, 5), "max")
+
+
+def test_label_free_probes_scale_each_token_by_the_root_of_its_weight():
+    from tvmcomp.prune.importance import _probe_losses
+
+    output = torch.zeros(1, 5, 3, requires_grad=True)
+    gradients = {}
+    for readout in ("mean", "first"):  # the same seed draws the same probes
+        (loss,) = _probe_losses(seed=3, probes=1, readout=readout)(0, {}, output)
+        gradients[readout] = torch.autograd.grad(loss, output)[0][0].numpy()
+    # the first token weighs 4 (the 4 others): its probe is twice as long, the others' unchanged
+    np.testing.assert_allclose(gradients["first"][0], 2 * gradients["mean"][0], rtol=1e-6)
+    np.testing.assert_array_equal(gradients["first"][1:], gradients["mean"][1:])
+
+
 def test_task_loss_gradients_are_the_derivatives_of_a_fitted_linear_heads_cross_entropy():
     """With labels, each text's row is d/dmask of -log p(label) under a logistic regression fitted on
     the float model's mean-pooled outputs; checked by central differences of that loss, written here
@@ -441,3 +465,18 @@ def test_mask_tuning_brings_a_pruned_pre_ln_vit_closer_to_the_float_one():
     untuned, tuned, refitted = error(tune=False), error(tune=True), error(tune=True, refit=True)
     assert tuned < 0.97 * untuned  # 0.93 on this random toy
     assert refitted < 0.95 * tuned  # 0.87
+
+
+@pytest.mark.parametrize("toy", [ToyDinov2, ToyViT])
+def test_pruning_for_a_class_token_readout_keeps_the_class_token_closer(toy):
+    """On the calibration images (what the importance and the tuning see), weighting the class token
+    as the task reads it lowers its squared error to the float model's."""
+    batches = _images(16)
+    float_outputs = _outputs(toy(), batches)
+
+    def class_token_error(readout):
+        module = toy()
+        prune_encoder(module, batches, 0.5, 17, readout=readout)
+        return sum(np.sum((got[:, 0] - want[:, 0]) ** 2) for got, want in zip(_outputs(module, batches), float_outputs))
+
+    assert class_token_error("first") < 0.9 * class_token_error("mean")  # 0.78 (DINOv2) and 0.52 (ViT) here

@@ -44,6 +44,8 @@ class ModelEntry:
     task_metrics: Callable[..., dict] | None = None
     preprocess_images: Callable[[list[np.ndarray]], dict[str, np.ndarray]] | None = None  # RGB images -> inputs
     preprocessing_files: Callable[[], list] | None = None  # () -> tokenizer / image-processor files the package carries
+    # what the task reads off the output tokens, "mean" or "first" (the class token): pruning weights tokens by it
+    readout: str = "mean"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

@@ -57,9 +57,10 @@ def _load_torch(model_dir: str):
 def image_encoder(path: str, model_dir: str, config: dict) -> ModelEntry:
     kind = config.get("model_type", "unknown")
     preprocess = image_preprocessor(model_dir, config)
+    readout = "mean" if kind in MEAN_POOLED else "first"
     return ModelEntry(name=path, description=f"Hugging Face {kind} image encoder from {path}",
                       load_torch=lambda: _load_torch(model_dir), make_inputs=example_inputs(preprocess),
                       output_names=("last_hidden_state",), make_calibration_inputs=calibration_inputs(preprocess),
                       default_seq_len=None,
-                      task_metrics=probe_task(preprocess, "mean" if kind in MEAN_POOLED else "first"),
+                      task_metrics=probe_task(preprocess, readout), readout=readout,
                       preprocess_images=preprocess, preprocessing_files=lambda: [Path(model_dir) / PROCESSOR_FILE])

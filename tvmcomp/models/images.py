@@ -119,7 +119,7 @@ def example_inputs(preprocess: Preprocess) -> Callable[[int, int | None], dict[s
     return lambda batch, _seq_len=None: preprocess(bundled_images(CALIBRATION_IMAGES, batch)[0])
 
 
-def probe_task(preprocess: Preprocess, pool: str = "first"):
+def probe_task(preprocess: Preprocess, pool: str):
     """The image encoders' ``task_metrics``: linear-probe top-1 on pooled token features (``first``:
     the class token; ``mean``: the token mean, for models without one), fit on float features of
     the first half of the evaluation images and scored on the second half with float and package features."""

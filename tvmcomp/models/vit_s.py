@@ -138,6 +138,7 @@ register(ModelEntry(
     default_seq_len=None,
     source_file=encoder_file,
     input_shapes=lambda batch: {INPUT: [batch, 3, IMAGE_SIZE, IMAGE_SIZE]},
-    task_metrics=probe_task(preprocess),
+    task_metrics=probe_task(preprocess, "first"),
+    readout="first",  # the class token, DINOv2's image embedding
     preprocess_images=preprocess,
 ))

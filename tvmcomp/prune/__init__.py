@@ -39,22 +39,24 @@ class PruneReport:
 
 
 def prune_encoder(module, batches, flops: float, seq_len: int, tune: bool = True, rearrange: bool = True,
-                  labels: np.ndarray | None = None, refit: bool = True) -> PruneReport:
+                  labels: np.ndarray | None = None, refit: bool = True, readout: str = "mean") -> PruneReport:
     """Prune ``module`` (a PyTorch BERT-class encoder) in place to at most ``flops`` of its encoder
     FLOPs per token, ranking and tuning on ``batches`` (calibration inputs by input name); with
     ``labels`` (a class index per sample), ranking by the task's loss. ``tune`` / ``rearrange`` /
-    ``refit`` (after tuning: :mod:`.tuning`): whether those steps run (off: to measure what each buys)."""
+    ``refit`` (after tuning: :mod:`.tuning`): whether those steps run (off: to measure what each buys).
+    ``readout``: what the model's task reads off its tokens (:data:`.masks.READOUTS`); the label-free
+    importance and the tuning weight the tokens by it."""
     structure = encoder_structure(module)
     fold_layer_scales(structure)
     params = sum(p.numel() for p in module.parameters())
     macs = structure.macs(seq_len)
-    head_grads, neuron_grads = mask_gradients(module, structure, batches, labels)
+    head_grads, neuron_grads = mask_gradients(module, structure, batches, labels, readout=readout)
     selection = select_under_budget(structure, [np.square(g).sum(axis=0) for g in head_grads],
                                     [np.square(g).sum(axis=0) for g in neuron_grads], flops, seq_len)
     if rearrange:
         selection = Selection([rearranged(kept, g) for kept, g in zip(selection.heads, head_grads)],
                               [rearranged(kept, g) for kept, g in zip(selection.neurons, neuron_grads)])
-    head_scales, neuron_scales = tune_masks(module, structure, selection, batches, refit) if tune else (None, None)
+    head_scales, neuron_scales = tune_masks(module, structure, selection, batches, refit, readout) if tune else (None, None)
     slice_encoder(structure, selection, head_scales, neuron_scales)
     return PruneReport(structure.macs(seq_len) / macs, sum(p.numel() for p in module.parameters()) / params,
                        [layer.heads for layer in structure.layers], [layer.neurons for layer in structure.layers])

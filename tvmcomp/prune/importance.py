@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .masks import ATTENTION_MASK, masked, real_tokens, run
+from .masks import ATTENTION_MASK, masked, run, token_weights
 from .structure import EncoderStructure
 
 
@@ -27,14 +27,15 @@ PROBES = 4  # random probes per sample: MiniLM at 0.7 FLOPs kept cosine 0.788 wi
 
 
 def mask_gradients(module, structure: EncoderStructure, batches: list[dict[str, np.ndarray]],
-                   labels: np.ndarray | None = None, seed: int = 0, probes: int = PROBES):
+                   labels: np.ndarray | None = None, seed: int = 0, probes: int = PROBES, readout: str = "mean"):
     """Per layer, the gradients w.r.t. the head masks and the neuron masks, one row per labelled
     text or, without ``labels`` (class indices, one per sample of ``batches`` in order), per (sample,
     probe): lists of ``[rows, heads]`` and ``[rows, neurons]`` arrays. A unit's importance (diagonal
-    Fisher) is its column's sum of squares."""
+    Fisher) is its column's sum of squares. ``readout`` weights the label-free probes' tokens
+    (:func:`.masks.token_weights`)."""
     import torch
 
-    losses = _task_losses(module, batches, labels) if labels is not None else _probe_losses(seed, probes)
+    losses = _task_losses(module, batches, labels) if labels is not None else _probe_losses(seed, probes, readout)
     head_masks = [torch.ones(layer.heads, requires_grad=True) for layer in structure.layers]
     neuron_masks = [torch.ones(layer.neurons, requires_grad=True) for layer in structure.layers]
     head_grads, neuron_grads = [[] for _ in structure.layers], [[] for _ in structure.layers]
@@ -48,14 +49,15 @@ def mask_gradients(module, structure: EncoderStructure, batches: list[dict[str, 
     return [np.stack(g) for g in head_grads], [np.stack(g) for g in neuron_grads]
 
 
-def _probe_losses(seed: int, probes: int):
-    """``losses(index, batch, output)``: ``output . v`` for ``probes`` random ``v`` over the real tokens."""
+def _probe_losses(seed: int, probes: int, readout: str):
+    """``losses(index, batch, output)``: ``output . v`` for ``probes`` random ``v`` over the real tokens,
+    each token's scaled by the root of its weight, so that its share of the Fisher is its weight."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
 
     def losses(_index, batch, output):
-        rows = torch.from_numpy(real_tokens(batch, output[..., 0].numel()).astype(np.float32))
+        rows = torch.from_numpy(np.sqrt(token_weights(batch, output.shape[:2], readout)).astype(np.float32))
         return [(output * torch.randn(output.shape, generator=generator)
                  * rows.reshape(*output.shape[:-1], 1)).sum() for _ in range(probes)]
 

@@ -12,6 +12,7 @@ import contextlib
 from .structure import EncoderStructure
 
 ATTENTION_MASK = "attention_mask"
+READOUTS = ("mean", "first")  # what a model's task reads off its tokens: their mean, or the first (class) token
 
 
 @contextlib.contextmanager
@@ -42,3 +43,19 @@ def real_tokens(batch: dict, rows: int):
 
     mask = batch.get(ATTENTION_MASK)
     return np.ones(rows, bool) if mask is None else np.asarray(mask).reshape(-1) != 0
+
+
+def token_weights(batch: dict, shape: tuple[int, int], readout: str):
+    """How much each token row of an output of ``shape`` ([batch, seq]) counts in the label-free
+    importance and the mask tuning, flattened: 0 for padding, 1 for a real token; with ``readout``
+    "first" (the task reads the class token alone), the first token counts as much as all the other
+    real tokens of its sample together. Unweighted, ViT-S's class token is 1 of 257 and pruning
+    hardly sees what its probe reads."""
+    import numpy as np
+
+    if readout not in READOUTS:
+        raise ValueError(f"readout {readout!r}: one of {READOUTS}")
+    weights = real_tokens(batch, shape[0] * shape[1]).reshape(shape).astype(np.float64)
+    if readout == "first":
+        weights[:, 0] = weights[:, 1:].sum(axis=1)
+    return weights.reshape(-1)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .masks import masked, real_tokens, run
+from .masks import masked, real_tokens, run, token_weights
 from .search import Selection
 from .structure import EncoderStructure
 
@@ -42,24 +42,40 @@ RIDGE = 1e-2  # of the normal equations' mean diagonal, pulling each scale towar
 REFIT_RIDGE = 1.0  # of the refit's mean diagonal, pulling each weight towards its scaled value
 
 
-def _record(module, batches, head_masks, neuron_masks, structure: EncoderStructure, modules) -> list[np.ndarray]:
+class _AllRecorded(Exception):
+    """Raised by :func:`_record`'s hooks to end a forward pass once every module has its input."""
+
+
+def _record(module, batches, head_masks, neuron_masks, structure: EncoderStructure, modules,
+            readout: str = "mean") -> tuple[list[np.ndarray], np.ndarray]:
     """The first input of each of ``modules`` (for a masked Linear: before its mask applies), over
-    the real tokens of every batch, as rows, with ``head_masks`` / ``neuron_masks`` applied."""
+    the real tokens of every batch, as rows, with ``head_masks`` / ``neuron_masks`` applied; and each
+    row's weight for ``readout`` (:func:`.masks.token_weights`)."""
     import torch
 
     seen = [[] for _ in modules]
+
+    def record(_module, args, out):
+        out.append(args[0].detach())
+        if len(set(map(len, seen))) == 1:  # each module has its input: the layers after are not needed
+            raise _AllRecorded
+
     # registered before the masks' hooks, so they run first and see the unmasked inputs
-    hooks = [m.register_forward_pre_hook(lambda _m, args, out=out: out.append(args[0].detach()))
-             for m, out in zip(modules, seen)]
+    hooks = [m.register_forward_pre_hook(lambda m, args, out=out: record(m, args, out)) for m, out in zip(modules, seen)]
     try:
         with torch.no_grad(), masked(structure, head_masks, neuron_masks):
             for batch in batches:
-                run(module, batch)
+                try:
+                    run(module, batch)
+                except _AllRecorded:
+                    pass
     finally:
         for hook in hooks:
             hook.remove()
-    return [torch.cat([x.reshape(-1, x.shape[-1])[torch.from_numpy(real_tokens(b, x[..., 0].numel()))]
-                       for b, x in zip(batches, tensors)]).double().numpy() for tensors in seen]
+    real = [real_tokens(b, x[..., 0].numel()) for b, x in zip(batches, seen[0])]
+    weights = np.concatenate([token_weights(b, x.shape[:2], readout)[r] for b, x, r in zip(batches, seen[0], real)])
+    return [torch.cat([x.reshape(-1, x.shape[-1])[torch.from_numpy(r)] for r, x in zip(real, tensors)]).double().numpy()
+            for tensors in seen], weights
 
 
 def _least_squares(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
@@ -81,16 +97,18 @@ def _refit(linear, inputs: np.ndarray, target: np.ndarray, columns: np.ndarray, 
         linear.weight[:, torch.as_tensor(columns, dtype=torch.long)] = torch.as_tensor(fitted, dtype=linear.weight.dtype)
 
 
-def tune_masks(module, structure: EncoderStructure, selection: Selection, batches, refit: bool = True):
+def tune_masks(module, structure: EncoderStructure, selection: Selection, batches, refit: bool = True,
+               readout: str = "mean"):
     """Per layer, the scales of the kept heads and of the kept neurons (the masks' values); with
     ``refit``, the kept columns of each output projection are fitted in place after them and their
-    scales are 1."""
+    scales are 1. Each token's squared error counts by its weight for ``readout``
+    (:func:`.masks.token_weights`)."""
     import torch
 
     full_heads = [torch.ones(layer.heads) for layer in structure.layers]
     full_neurons = [torch.ones(layer.neurons) for layer in structure.layers]
     norms = [norm for layer in structure.layers for norm in (layer.attention_norm, layer.ffn_norm)]
-    float_sums = _record(module, batches, full_heads, full_neurons, structure, norms)  # t, per LayerNorm
+    float_sums, weights = _record(module, batches, full_heads, full_neurons, structure, norms, readout)  # t, per LayerNorm
     head_masks = [torch.zeros(layer.heads) for layer in structure.layers]
     neuron_masks = [torch.zeros(layer.neurons) for layer in structure.layers]
     for masks, kept in ((head_masks, selection.heads), (neuron_masks, selection.neurons)):
@@ -102,7 +120,7 @@ def tune_masks(module, structure: EncoderStructure, selection: Selection, batche
                 (layer.ffn_out, layer.ffn_norm, neuron_masks, selection.neurons[i], 1)):
             if len(kept) == 0:  # a block removed whole: nothing to rescale
                 continue
-            inputs, norm_inputs = _record(module, batches, head_masks, neuron_masks, structure, [linear, norm])
+            (inputs, norm_inputs), _ = _record(module, batches, head_masks, neuron_masks, structure, [linear, norm])
             weight = linear.weight.detach().double().numpy()  # [out, in]: unit u's inputs are u*width .. (u+1)*width
             mask = masks[i].repeat_interleave(width).double().numpy()
             bias = linear.bias.detach().double().numpy()
@@ -110,7 +128,7 @@ def tune_masks(module, structure: EncoderStructure, selection: Selection, batche
             float_sum = float_sums[norms.index(norm)]
             target = float_sum - residual - bias  # what sum_u m_u c_u should be
             # errors as the LayerNorm passes them on: centred over channels, times gamma, over the token's std
-            token_scale = 1.0 / float_sum.std(axis=1, keepdims=True)
+            token_scale = np.sqrt(weights)[:, None] / float_sum.std(axis=1, keepdims=True)
             inputs, refit_target = inputs * token_scale, target * token_scale
             gamma = norm.weight.detach().double().numpy()
             weight = gamma[:, None] * (weight - weight.mean(axis=0))
