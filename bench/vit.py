@@ -11,11 +11,12 @@ Runtime fp32 on held-out images, and top-1 of the digit probe (tvmcomp.models.vi
 float features, scored on held-out images).
 
 With --prune (#15): PyTorch fp32 (vit-s's DINOv2 module with the file's weights) beside ONNX Runtime,
-then tvmcomp fp32 and int8, each unpruned and with --prune-flops 0.7, 0.5 and 0.4 (heads and neurons
-ranked label-free on 32 calibration images), with the encoder FLOPs each keeps.
+then tvmcomp fp32 and int8, each unpruned and with --prune-flops 0.7, 0.5 and 0.4 (or those of
+--flops; heads and neurons ranked label-free on the bundled calibration images), with the encoder
+FLOPs each keeps.
 
-Run: .venv/bin/python bench/vit.py [--repeat 20] [--prune]
-Writes bench/results/<date>-vit[-prune].json and .md. ONNX Runtime is timed before TVM's pool starts.
+Run: .venv/bin/python bench/vit.py [--repeat 20] [--prune [--flops 0.5]] [--label TEXT]
+Writes bench/results/<date>-vit[-prune][-label].json and .md. ONNX Runtime is timed before TVM's pool starts.
 """
 
 from __future__ import annotations
@@ -42,9 +43,15 @@ TVMCOMP_VARIANTS = {
     "tvmcomp int8 --attn-probs log2:4": ["--quant", "int8", "--attn-probs", "log2:4"],
     "tvmcomp int8 --attn-probs log2:3": ["--quant", "int8", "--attn-probs", "log2:3"],
 }
-PRUNE_VARIANTS = {f"tvmcomp {quant}" + (f" --prune-flops {kept}" if kept else ""):
-                  ["--quant", quant] + (["--prune-flops", kept] if kept else [])
-                  for quant in ("fp32", "int8") for kept in (None, "0.7", "0.5", "0.4")}
+PRUNE_FLOPS = "0.7,0.5,0.4"
+
+
+def prune_variants(budgets: str) -> dict[str, list[str]]:
+    """fp32 and int8 builds, unpruned and at each of the comma list ``budgets``."""
+    return {f"tvmcomp {quant}" + (f" --prune-flops {kept}" if kept else ""):
+            ["--quant", quant] + (["--prune-flops", kept] if kept else [])
+            for quant in ("fp32", "int8") for kept in (None, *budgets.split(","))}
+
 COSINE_IMAGES = 50
 
 
@@ -52,8 +59,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--prune", action="store_true", help="pruned packages against unpruned, with PyTorch fp32")
+    parser.add_argument("--flops", default=PRUNE_FLOPS, help=f"with --prune, the budgets (default {PRUNE_FLOPS})")
+    parser.add_argument("--label", help="appended to the results' file names")
     args = parser.parse_args()
-    variants, stem = (PRUNE_VARIANTS, "vit-prune") if args.prune else (TVMCOMP_VARIANTS, "vit")
+    variants, stem = (prune_variants(args.flops), "vit-prune") if args.prune else (TVMCOMP_VARIANTS, "vit")
+    stem += f"-{args.label}" if args.label else ""
 
     import tvmcomp
     from tvmcomp.bench import time_callable
