@@ -102,6 +102,27 @@ def test_elementwise_rule_inlines_the_chain_and_vectorizes():
     np.testing.assert_allclose(_run(_schedule(scale_shift), x, np.zeros_like(x)), x * 2 + 1, rtol=1e-6)
 
 
+@T.prim_func(s_tir=True)
+def quantize_pad(x: T.Buffer((1, 6, 17, 17), "float32"), y: T.Buffer((6, 17, 20), "int8")):
+    """An attention's probabilities quantized and padded for the dot kernel (vit-s: 257 -> 260 columns)."""
+    for h, i, j in T.grid(6, 17, 20):
+        with T.sblock("pad"):
+            vh, vi, vj = T.axis.remap("SSS", [h, i, j])
+            y[vh, vi, vj] = T.if_then_else(vj < 17, T.Cast("int8", T.max(T.min(T.round(x[0, vh, vi, vj] * T.float32(127)),
+                                                                                  T.float32(127)), T.float32(-128))), T.int8(0))
+
+
+def test_elementwise_rule_keeps_rows_that_vectors_would_straddle():
+    after = _schedule(quantize_pad)["main"]
+    # rows of 20 int8 are no whole number of 32-lane vectors: a vector along the fused loop would
+    # straddle rows; the rows stay whole, for LLVM to vectorize
+    assert "for h_i_fused, j in T.grid(102, 20):" in after.script()
+    x = np.random.default_rng(2).uniform(-1.5, 1.5, (1, 6, 17, 17)).astype(np.float32)
+    want = np.zeros((6, 17, 20), np.int8)
+    want[:, :, :17] = np.clip(np.round(x[0] * 127), -128, 127)
+    np.testing.assert_array_equal(_run(_schedule(quantize_pad), x, np.zeros((6, 17, 20), np.int8)), want)
+
+
 def test_matmul_rule_leaves_other_reductions_to_the_next_rule():
     assert Matmul().apply(row_max, HOST, False) is None
     after = _schedule(row_max)["main"]  # Elementwise: rows in parallel, the reduction kept serial

@@ -17,7 +17,8 @@ instead of a refusal or untuned scalar loops (~100x slower). The rules, tried in
 - :class:`RowReduction`: softmax and layer norm (row reductions, then elementwise): rows in
   parallel, sums into vectors of partial sums.
 - :class:`Elementwise`: everything else (reshapes, quantize, gathers, masks, convolutions):
-  producers inlined, loops fused, vectorized innermost, parallel across cores when big enough.
+  producers inlined, loops fused, vectorized innermost, parallel across cores when big enough;
+  where a vector would straddle two rows (rows of 257 tokens), the rows are kept whole instead.
 
 Tuning still wins (it searches tile sizes, cache levels and weight layouts). These rules aim at
 "within 2x of tuned", so that tuning is an optimization, not a prerequisite.
@@ -156,13 +157,22 @@ class Elementwise:
                 if (_extent(sch, fused) or 0) >= 64:
                     sch.parallel(fused)
             return
-        fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
-        extent = _extent(sch, fused) or 0
-        if extent >= lanes and extent % lanes == 0:
-            outer, inner = sch.split(fused, factors=[None, lanes])
-            sch.vectorize(inner)
-            fused = outer
-        if extent >= MIN_PARALLEL_ELEMENTS:
+        total = 1
+        for loop in spatial:
+            total *= _extent(sch, loop) or 0
+        row = _extent(sch, spatial[-1]) or 0
+        if len(spatial) > 1 and row % lanes and not (lanes % row == 0 and total % lanes == 0):
+            # vectors along the fused loop would straddle rows: per-lane index arithmetic and gathers.
+            # Rows kept whole, LLVM vectorizes each (vit-s's attention probabilities, [6, 257, 257]
+            # quantized into [6, 260, 258]: 3.8 -> 0.09 ms)
+            fused = sch.fuse(*spatial[:-1]) if len(spatial) > 2 else spatial[0]
+        else:
+            fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+            if total >= lanes and total % lanes == 0:
+                outer, inner = sch.split(fused, factors=[None, lanes])
+                sch.vectorize(inner)
+                fused = outer
+        if total >= MIN_PARALLEL_ELEMENTS:
             sch.parallel(fused)
 
     @staticmethod
