@@ -164,7 +164,7 @@ class Elementwise:
         if len(spatial) > 1 and row % lanes and not (lanes % row == 0 and total % lanes == 0):
             # vectors along the fused loop would straddle rows: per-lane index arithmetic and gathers.
             # Rows kept whole, LLVM vectorizes each (vit-s's attention probabilities, [6, 257, 257]
-            # quantized into [6, 260, 258]: 3.8 -> 0.09 ms)
+            # quantized into [6, 260, 258]: 3.6 -> 0.086 ms, bench/elementwise_rows.py)
             fused = sch.fuse(*spatial[:-1]) if len(spatial) > 2 else spatial[0]
         else:
             fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
