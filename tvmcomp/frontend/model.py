@@ -45,14 +45,20 @@ class ImportedModel:
 
 def from_relax_with_weights(mod, output_names: list[str], source: str) -> ImportedModel:
     """Split a freshly imported module (weights as trailing ``main`` params) into an ImportedModel,
-    with the LayerNorms and GELUs an exporter spelled out as single ops (:mod:`..passes.recompose`)
-    and a ViT's layer scales folded into the Linears before them (:mod:`..passes.layer_scale`)."""
+    with the LayerNorms and GELUs an exporter spelled out as single ops (:mod:`..passes.recompose`),
+    the reshapes torch.export wraps around matmuls undone (:mod:`..passes.unflatten_matmul`), masks
+    that mask nothing dropped (:mod:`..passes.attention_mask`) and a ViT's layer scales folded into
+    the Linears before them (:mod:`..passes.layer_scale`)."""
+    import tvm
     from tvm import relax
 
+    from ..passes.attention_mask import DropEmptyAttentionMasks
     from ..passes.layer_scale import FoldLayerScale
     from ..passes.recompose import RecomposeNormAndGelu
+    from ..passes.unflatten_matmul import UnflattenMatmul
 
-    mod, weights = relax.frontend.detach_params(RecomposeNormAndGelu()(mod))
+    canonical = tvm.transform.Sequential([RecomposeNormAndGelu(), UnflattenMatmul(), DropEmptyAttentionMasks()])
+    mod, weights = relax.frontend.detach_params(canonical(mod))
     func = mod["main"]
     weight_values = weights.get("main", [])
     n_inputs = len(func.params) - len(weight_values)

@@ -1,0 +1,140 @@
+"""Drop the attention mask that masks nothing, and the guard of PyTorch's safe softmax where no row is masked.
+
+``torch.export`` of SDPA writes its softmax as ``_safe_softmax``: the softmax, and a guard that sets
+a row to zeros where every score is -inf (a query with nothing to attend to)::
+
+    where(logical_not(max(astype(logical_not(equal(s, -inf)), int8), axis=-1)), zeros, softmax(s))
+
+and models built with Hugging Face's masking utilities add a mask even where there is no padding:
+vit-s's PyTorch form adds ``where(arange(257) >= 0, 0, -inf)``, zeros computed at run time, to
+every layer's scores. The guard costs a reduction kernel of its own and a select per probability, and
+stands between the softmax and the quantize of the probabilities.
+
+The masks here depend on no input, so this pass computes them (a small Relax function, compiled and
+run once). A mask that is all zeros leaves the graph. Where the scores plus a finite mask (or no
+mask) feed the guard, no row can be all -inf unless an input is infinite, so the guard goes too and
+the softmax remains. Masks that depend on an input (a text model's padding) stay as they are, and
+so do their guards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+
+@mutator
+class _Renamer(PyExprMutator):
+    """Rewrites an expression to read the variables ``renamed`` maps its own to."""
+
+    def __init__(self, renamed: dict):
+        super().__init__()
+        self.renamed = renamed
+
+    def visit_var_(self, var):
+        return self.renamed.get(var, var)
+
+    def visit_dataflow_var_(self, var):
+        return self.renamed.get(var, var)
+
+
+def _input_free(var, var2val, found: dict) -> bool:
+    """Whether ``var`` is bound to a value computed from constants alone (``found`` memoizes)."""
+    if var not in found:
+        value = var2val.get(var)
+        found[var] = value is not None and all(_input_free(v, var2val, found) for v in relax.analysis.free_vars(value))
+    return found[var]
+
+
+def evaluate_input_free(func: relax.Function, variables: list) -> list[np.ndarray]:
+    """The values of ``variables`` of ``func``, each computed from constants alone."""
+    var2val, needed = relax.analysis.get_var2val(func), {}
+    for var in variables:
+        _input_free(var, var2val, needed)
+    copies, bb = {}, relax.BlockBuilder()
+    renamer = _Renamer(copies)
+    with bb.function("main", []):
+        with bb.dataflow():
+            for var in var2val:  # in binding order
+                if needed.get(var):
+                    copies[var] = bb.emit(renamer.visit_expr(var2val[var]))
+            out = bb.emit_output(relax.Tuple([copies[var] for var in variables]))
+        bb.emit_func_output(out)
+    executable = tvm.compile(bb.get(), target=tvm.target.Target({"kind": "llvm"}))
+    values = relax.VirtualMachine(executable, tvm.cpu())["main"]()
+    return [value.numpy() for value in values]
+
+
+class _GuardedSoftmax:
+    """The pattern of the module docstring and its parts."""
+
+    def __init__(self):
+        self.scores, self.zeros, self.neg_inf = wildcard(), wildcard(), is_const()
+        self.probabilities = is_op("relax.nn.softmax")(self.scores)
+        live = is_op("relax.logical_not")(is_op("relax.equal")(self.scores, self.neg_inf))
+        empty_row = is_op("relax.logical_not")(is_op("relax.astype")(is_op("relax.max")(is_op("relax.astype")(live))))
+        self.pattern = is_op("relax.where")(empty_row, self.zeros, self.probabilities)
+
+    def matches(self, matched) -> bool:
+        """Whether the constants are what ``_safe_softmax`` writes: -inf, and zeros for empty rows."""
+        zeros = matched[self.zeros]
+        if isinstance(zeros, relax.Call) and zeros.op == tvm.ir.Op.get("relax.full_like"):
+            zeros = zeros.args[1]
+        return isinstance(zeros, tvm.ir.expr.Constant) and not np.any(zeros.value.numpy()) and \
+            np.all(np.isneginf(matched[self.neg_inf].value.numpy()))
+
+
+def _is_add(expr) -> bool:
+    return isinstance(expr, relax.Call) and expr.op == tvm.ir.Op.get("relax.add")
+
+
+def _input_free_masks(func, var2val) -> list:
+    """The input-free operands of the scores-plus-mask sums that guarded softmaxes read."""
+    guarded, found, masks = _GuardedSoftmax(), {}, []
+
+    def collect(call, matched):
+        added = matched[guarded.scores]
+        if guarded.matches(matched) and _is_add(added):
+            masks.extend(v for v in added.args if isinstance(v, relax.Var) and _input_free(v, var2val, found)
+                         and v not in masks)
+        return call
+
+    rewrite_call(guarded.pattern, collect, func)
+    return masks
+
+
+def _unguard(func: relax.Function) -> relax.Function:
+    var2val = relax.analysis.get_var2val(func)
+    masks = _input_free_masks(func, var2val)
+    values = dict(zip(masks, evaluate_input_free(func, masks))) if masks else {}
+    guarded = _GuardedSoftmax()
+
+    def rewrite(call, matched):
+        if not guarded.matches(matched):
+            return call
+        added, probabilities = matched[guarded.scores], matched[guarded.probabilities]
+        if not _is_add(added):
+            return probabilities  # no mask
+        mask = next((arg for arg in added.args if arg in values), None)
+        if mask is None or not np.all(np.isfinite(values[mask])):
+            return call  # a mask that depends on an input, or one with -inf: rows may be fully masked
+        scores = added.args[1] if added.args[0].same_as(mask) else added.args[0]
+        if not np.any(values[mask]) and scores.ty.shape.values == added.ty.shape.values:
+            return relax.op.nn.softmax(scores, axis=int(probabilities.attrs.axis))
+        return probabilities
+
+    return rewrite_call(guarded.pattern, rewrite, func)
+
+
+@tvm.transform.module_pass(opt_level=0, name="DropEmptyAttentionMasks")
+class DropEmptyAttentionMasks:
+    """The rewrite of the module docstring on every Relax function of a module."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        for gvar, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mod[gvar] = _unguard(func)
+        return relax.transform.DeadCodeElimination()(mod)
