@@ -22,8 +22,11 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, rewrite_call, wildcard
+from tvm.relax.dpl import is_op as op_pattern
 from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from ..quant.ops.registry import is_op
 
 
 @mutator
@@ -73,22 +76,19 @@ class _GuardedSoftmax:
 
     def __init__(self):
         self.scores, self.zeros, self.neg_inf = wildcard(), wildcard(), is_const()
-        self.probabilities = is_op("relax.nn.softmax")(self.scores)
-        live = is_op("relax.logical_not")(is_op("relax.equal")(self.scores, self.neg_inf))
-        empty_row = is_op("relax.logical_not")(is_op("relax.astype")(is_op("relax.max")(is_op("relax.astype")(live))))
-        self.pattern = is_op("relax.where")(empty_row, self.zeros, self.probabilities)
+        self.probabilities = op_pattern("relax.nn.softmax")(self.scores)
+        live = op_pattern("relax.logical_not")(op_pattern("relax.equal")(self.scores, self.neg_inf))
+        row_has_live = op_pattern("relax.astype")(op_pattern("relax.max")(op_pattern("relax.astype")(live)))
+        empty_row = op_pattern("relax.logical_not")(row_has_live)
+        self.pattern = op_pattern("relax.where")(empty_row, self.zeros, self.probabilities)
 
     def matches(self, matched) -> bool:
         """Whether the constants are what ``_safe_softmax`` writes: -inf, and zeros for empty rows."""
         zeros = matched[self.zeros]
-        if isinstance(zeros, relax.Call) and zeros.op == tvm.ir.Op.get("relax.full_like"):
+        if is_op(zeros, "relax.full_like"):
             zeros = zeros.args[1]
         return isinstance(zeros, tvm.ir.expr.Constant) and not np.any(zeros.value.numpy()) and \
             np.all(np.isneginf(matched[self.neg_inf].value.numpy()))
-
-
-def _is_add(expr) -> bool:
-    return isinstance(expr, relax.Call) and expr.op == tvm.ir.Op.get("relax.add")
 
 
 def _input_free_masks(func, var2val) -> list:
@@ -97,7 +97,7 @@ def _input_free_masks(func, var2val) -> list:
 
     def collect(call, matched):
         added = matched[guarded.scores]
-        if guarded.matches(matched) and _is_add(added):
+        if guarded.matches(matched) and is_op(added, "relax.add"):
             masks.extend(v for v in added.args if isinstance(v, relax.Var) and _input_free(v, var2val, found)
                          and v not in masks)
         return call
@@ -116,13 +116,14 @@ def _unguard(func: relax.Function) -> relax.Function:
         if not guarded.matches(matched):
             return call
         added, probabilities = matched[guarded.scores], matched[guarded.probabilities]
-        if not _is_add(added):
+        if not is_op(added, "relax.add"):
             return probabilities  # no mask
         mask = next((arg for arg in added.args if arg in values), None)
         if mask is None or not np.all(np.isfinite(values[mask])):
             return call  # a mask that depends on an input, or one with -inf: rows may be fully masked
         scores = added.args[1] if added.args[0].same_as(mask) else added.args[0]
-        if not np.any(values[mask]) and scores.ty.shape.values == added.ty.shape.values:
+        broadcasts = [int(d) for d in scores.ty.shape.values] != [int(d) for d in added.ty.shape.values]
+        if not np.any(values[mask]) and not broadcasts:
             return relax.op.nn.softmax(scores, axis=int(probabilities.attrs.axis))
         return probabilities
 

@@ -25,7 +25,10 @@ import math
 
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_op as op_pattern
+from tvm.relax.dpl import rewrite_call, wildcard
+
+from ..quant.ops.registry import is_op
 
 
 def _shape(expr) -> tuple[int, ...] | None:
@@ -39,14 +42,12 @@ def _shape(expr) -> tuple[int, ...] | None:
 def _unreshaped(expr, var2val):
     """The input of ``expr`` where it is a ``reshape`` (or a variable bound to one), else None."""
     value = var2val.get(expr) if isinstance(expr, relax.Var) else expr
-    if isinstance(value, relax.Call) and value.op == tvm.ir.Op.get("relax.reshape"):
-        return value.args[0]
-    return None
+    return value.args[0] if is_op(value, "relax.reshape") else None
 
 
 def _drop_same_shape_broadcasts(func: relax.Function) -> relax.Function:
     x = wildcard()
-    pattern = is_op("relax.broadcast_to")(x, wildcard())
+    pattern = op_pattern("relax.broadcast_to")(x, wildcard())
 
     def rewrite(call, matched):
         same = _shape(matched[x]) is not None and _shape(matched[x]) == _shape(call)
@@ -58,9 +59,9 @@ def _drop_same_shape_broadcasts(func: relax.Function) -> relax.Function:
 def _unflatten(func: relax.Function) -> relax.Function:
     var2val = relax.analysis.get_var2val(func)
     lhs, rhs, bias = wildcard(), wildcard(), wildcard()
-    product = is_op("relax.matmul")(lhs, rhs)
-    bias_first, bias_last = is_op("relax.add")(bias, product), is_op("relax.add")(product, bias)
-    pattern = is_op("relax.reshape")(bias_first | bias_last | product, wildcard())
+    product = op_pattern("relax.matmul")(lhs, rhs)
+    bias_first, bias_last = op_pattern("relax.add")(bias, product), op_pattern("relax.add")(product, bias)
+    pattern = op_pattern("relax.reshape")(bias_first | bias_last | product, wildcard())
 
     def rewrite(call, matched):
         left, right = _unreshaped(matched[lhs], var2val), _unreshaped(matched[rhs], var2val)
