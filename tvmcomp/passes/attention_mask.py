@@ -27,6 +27,7 @@ from tvm.relax.dpl import is_op as op_pattern
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..quant.ops.registry import is_op
+from . import rewrite_each_function
 
 
 @mutator
@@ -135,7 +136,4 @@ class DropEmptyAttentionMasks:
     """The rewrite of the module docstring on every Relax function of a module."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        for gvar, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = _unguard(func)
-        return relax.transform.DeadCodeElimination()(mod)
+        return rewrite_each_function(mod, _unguard)

@@ -17,6 +17,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
+from . import rewrite_each_function
+
 _SQRT2 = math.sqrt(2.0)
 
 
@@ -78,7 +80,4 @@ class RecomposeNormAndGelu:
     """The rewrite of the module docstring on every Relax function of a module."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        for gvar, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = _gelu(_layer_norm(func))
-        return relax.transform.DeadCodeElimination()(mod)
+        return rewrite_each_function(mod, lambda func: _gelu(_layer_norm(func)))

@@ -29,6 +29,7 @@ from tvm.relax.dpl import is_op as op_pattern
 from tvm.relax.dpl import rewrite_call, wildcard
 
 from ..quant.ops.registry import is_op
+from . import rewrite_each_function
 
 
 def _shape(expr) -> tuple[int, ...] | None:
@@ -96,7 +97,4 @@ class UnflattenMatmul:
     """The rewrites of the module docstring on every Relax function of a module."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        for gvar, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = _unflatten(_drop_same_shape_broadcasts(func))
-        return relax.transform.DeadCodeElimination()(mod)
+        return rewrite_each_function(mod, lambda func: _unflatten(_drop_same_shape_broadcasts(func)))
