@@ -53,7 +53,7 @@ def _input_free(var, var2val, found: dict) -> bool:
     return found[var]
 
 
-def evaluate_input_free(func: relax.Function, variables: list) -> list[np.ndarray]:
+def _evaluate_input_free(func: relax.Function, variables: list) -> list[np.ndarray]:
     """The values of ``variables`` of ``func``, each computed from constants alone."""
     var2val, needed = relax.analysis.get_var2val(func), {}
     for var in variables:
@@ -110,7 +110,7 @@ def _input_free_masks(func, var2val) -> list:
 def _unguard(func: relax.Function) -> relax.Function:
     var2val = relax.analysis.get_var2val(func)
     masks = _input_free_masks(func, var2val)
-    values = dict(zip(masks, evaluate_input_free(func, masks))) if masks else {}
+    values = dict(zip(masks, _evaluate_input_free(func, masks))) if masks else {}
     guarded = _GuardedSoftmax()
 
     def rewrite(call, matched):

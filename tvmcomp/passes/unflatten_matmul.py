@@ -51,8 +51,8 @@ def _drop_same_shape_broadcasts(func: relax.Function) -> relax.Function:
     pattern = op_pattern("relax.broadcast_to")(x, wildcard())
 
     def rewrite(call, matched):
-        same = _shape(matched[x]) is not None and _shape(matched[x]) == _shape(call)
-        return matched[x] if same else call
+        shape = _shape(matched[x])
+        return matched[x] if shape is not None and shape == _shape(call) else call
 
     return rewrite_call(pattern, rewrite, func)
 
@@ -66,12 +66,13 @@ def _unflatten(func: relax.Function) -> relax.Function:
 
     def rewrite(call, matched):
         left, right = _unreshaped(matched[lhs], var2val), _unreshaped(matched[rhs], var2val)
-        flat_left, flat_right, out = _shape(matched[lhs]), _shape(matched[rhs]), _shape(call)
-        if left is None or None in (flat_left, flat_right, out, _shape(left)):
+        if left is None:
+            return call
+        flat_left, flat_right, out, full_left = (_shape(e) for e in (matched[lhs], matched[rhs], call, left))
+        if None in (flat_left, flat_right, out, full_left):
             return call
         if bias in matched and len(_shape(matched[bias]) or ()) != 1:
             return call  # a bias other than one value per output column would not broadcast the same
-        full_left = _shape(left)
         if len(flat_right) == 2:  # a Linear: rows merged, the weight as it was
             fits = len(flat_left) == 2 and full_left[-1] == flat_left[-1] and out == full_left[:-1] + flat_right[-1:]
             new_right = matched[rhs]
