@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .masks import masked, real_tokens, run, token_weights
+from .masks import masked, run, token_weights
 from .search import Selection
 from .structure import EncoderStructure
 
@@ -72,8 +72,9 @@ def _record(module, batches, head_masks, neuron_masks, structure: EncoderStructu
     finally:
         for hook in hooks:
             hook.remove()
-    real = [real_tokens(b, x[..., 0].numel()) for b, x in zip(batches, seen[0])]
-    weights = np.concatenate([token_weights(b, x.shape[:2], readout)[r] for b, x, r in zip(batches, seen[0], real)])
+    per_row = [token_weights(b, x.shape[:2], readout) for b, x in zip(batches, seen[0])]
+    real = [w > 0 for w in per_row]  # padding weighs 0; a row of weight 0 adds nothing to a least squares
+    weights = np.concatenate([w[r] for w, r in zip(per_row, real)])
     return [torch.cat([x.reshape(-1, x.shape[-1])[torch.from_numpy(r)] for r, x in zip(real, tensors)]).double().numpy()
             for tensors in seen], weights
 
