@@ -135,6 +135,33 @@ def test_an_image_folder_becomes_batches_resized_and_normalized_for_the_models_i
     np.testing.assert_allclose(batches[0]["pixels"][0], want, rtol=1e-5, atol=1e-5)
 
 
+def test_class_subfolders_label_their_images_class_interleaved_in_the_order_the_batches_hold_them(tmp_path):
+    """torchvision's ImageFolder layout: calib/CLASS/*.png. The images come class by class in turn
+    (cat 00, dog 00, cat 01, dog 01, dog 02), so the first samples pruning reads hold every class."""
+    import shutil
+
+    from tvmcomp.calibration_data import read_labels
+
+    (tmp_path / "calib").mkdir()
+    cats, dogs = _save_images(tmp_path / "calib" / "cat", 2, size=(4, 4)), _save_images(tmp_path / "calib" / "dog", 3)
+    (tmp_path / "calib" / "empty").mkdir()  # a subfolder with no image is no class
+    specs = [TensorSpec("pixels", (1, 3, 8, 12), "float32")]
+    read = lambda folder: read_calibration_data(folder, specs, *input_makers(None, specs))  # noqa: E731
+    batches = read(tmp_path / "calib")
+    for batch, file in zip(batches, [cats / "00.png", dogs / "00.png", cats / "01.png", dogs / "01.png",
+                                     dogs / "02.png"], strict=True):
+        alone = tmp_path / f"{file.parent.name}-{file.stem}"
+        alone.mkdir()
+        shutil.copy(file, alone)
+        np.testing.assert_array_equal(batch["pixels"], read(alone)[0]["pixels"])
+    labels, classes = read_labels(tmp_path / "calib")
+    assert classes == ["cat", "dog"] and labels.tolist() == [0, 1, 0, 1, 1]
+    assert read_labels(cats) is None  # images of its own: unlabelled
+    shutil.copytree(cats, tmp_path / "one-class" / "cat")
+    with pytest.raises(TvmcompError, match=re.escape("the labels name a task's classes, at least two; found ['cat']")):
+        read_labels(tmp_path / "one-class")
+
+
 def test_bad_image_folders_are_one_line(tmp_path, capsys):
     from models_for_tests import save_tiny_vit
 

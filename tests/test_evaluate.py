@@ -86,16 +86,17 @@ def test_eval_with_labelled_texts_scores_the_users_task_with_a_probe_on_float_em
     code, out, err = run_cli(capsys, "eval", str(tmp_path / "pkg"), "--data", str(texts))
     assert code == 0, err
     result = json.loads((tmp_path / "pkg" / "eval.json").read_text())
-    assert result["task_probe_texts"] == 24
+    assert result["task_probe_samples"] == 24
     # fp32: the package's embeddings are the float model's up to summation order, so the probe agrees
     assert result["task_probe_package"] == result["task_probe_float"] and result["task_probe_drop_pt"] == 0.0
     assert result["task_probe_agreement"] == 1.0
-    assert "your task (24 labelled texts; a linear probe fitted on the float embeddings of every other one" in out
+    assert "your task (24 labelled samples; a linear probe fitted on the float embeddings of every other one of each class" in out
     assert run_cli(capsys, "report", str(tmp_path / "pkg"), "-o", str(tmp_path / "report"))[0] == 0
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "## Your task (eval --data, labelled texts)" in report
+    assert "## Your task (eval --data, labelled samples)" in report
     assert f"| 24 | {result['task_probe_float']:.3f} | {result['task_probe_package']:.3f} | 0.0 | 100.0% |" in report
 
-    texts.write_text("pos\ta good film\nneg\ta bad film\npos\tgreat\nneg\tpoor\n")  # the fitted half: pos, pos
+    texts.write_text("pos\ta good film\nneg\ta bad film\n")  # the fitted half takes both: none left to score
     code, _, err = run_cli(capsys, "eval", str(tmp_path / "pkg"), "--data", str(texts))
-    assert code != 0 and "a task probe needs every class among the texts it is fitted on" in err
+    assert code != 0 and "a task probe needs two classes among the samples it is fitted on (every other one of " \
+        "each class) and samples left to score it" in err

@@ -1,6 +1,8 @@
 """Structured pruning (#15) on a two-layer toy BERT: slicing equals masking, FLOPs by hand, the
 Fisher ranking, mask tuning, and the command line."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -160,10 +162,12 @@ def test_label_free_probes_scale_each_token_by_the_root_of_its_weight():
     np.testing.assert_array_equal(gradients["first"][1:], gradients["mean"][1:])
 
 
-def test_task_loss_gradients_are_the_derivatives_of_a_fitted_linear_heads_cross_entropy():
-    """With labels, each text's row is d/dmask of -log p(label) under a logistic regression fitted on
-    the float model's mean-pooled outputs; checked by central differences of that loss, written here
-    (in float64: the toy's gradients are too small for float32 differences)."""
+@pytest.mark.parametrize("readout", ["mean", "first"])
+def test_task_loss_gradients_are_the_derivatives_of_a_fitted_linear_heads_cross_entropy(readout):
+    """With labels, each sample's row is d/dmask of -log p(label) under a logistic regression fitted
+    on the float model's outputs as the task reads them (mean-pooled, or the first token alone);
+    checked by central differences of that loss, written here (in float64: the toy's gradients are
+    too small for float32 differences)."""
     from sklearn.linear_model import LogisticRegression
 
     module, batches = ToyEncoder().double(), _batches(12)
@@ -173,6 +177,8 @@ def test_task_loss_gradients_are_the_derivatives_of_a_fitted_linear_heads_cross_
     labels = np.array([0, 1] * 6)
 
     def pooled(outputs):
+        if readout == "first":
+            return np.stack([o[0, 0] for o in outputs])
         return np.stack([(o[0] * b["attention_mask"][0, :, None]).sum(0) / b["attention_mask"].sum()
                          for o, b in zip(outputs, batches)])
 
@@ -183,8 +189,8 @@ def test_task_loss_gradients_are_the_derivatives_of_a_fitted_linear_heads_cross_
             z = pooled(_outputs(module, batches)) @ head.coef_[0] + head.intercept_[0]
         return np.logaddexp(0, np.where(labels == 1, -z, z))
 
-    head_grads, neuron_grads = mask_gradients(module, structure, batches, labels)
-    assert head_grads[0].shape == (12, 4) and neuron_grads[1].shape == (12, 64)  # one row per text
+    head_grads, neuron_grads = mask_gradients(module, structure, batches, labels, readout=readout)
+    assert head_grads[0].shape == (12, 4) and neuron_grads[1].shape == (12, 64)  # one row per sample
     assert np.abs(head_grads[1][:, 0]).max() == 0.0
     eps = 1e-2
     for kind, layer, unit, grads in (("head", 0, 2, head_grads), ("head", 1, 3, head_grads),
@@ -294,8 +300,6 @@ def test_a_model_without_bert_layers_is_refused():
 def test_prune_then_int8_builds_integer_kernels_from_a_folder(tmp_path, capsys, empty_schedules):
     """The command a user runs: a pruned fp32 and a pruned int8 package of the same folder, the
     pruning deterministic; int8 costs what int8 costs on top of it."""
-    import json
-
     import tvmcomp
     from test_cli import run_cli
     from test_hf_folder import _save_tiny_encoder
@@ -337,13 +341,13 @@ def test_pruning_bad_input_is_one_line(tmp_path, capsys):
     sorted_labels = tmp_path / "sorted.tsv"
     sorted_labels.write_text("pos\tgood\n" * 256 + "neg\tbad\n")
     assert_user_error(capsys, ["build", "--prune-flops", "0.5", "--calib-data", str(sorted_labels), *out],
-                      "pruning reads its first 256 texts, and they hold one class (pos); mix the classes in the file")
+                      "pruning reads its first 256 samples, and they hold one class (pos); mix the classes in the file")
 
 
 @pytest.mark.parametrize("name, text, ranked_on", [
     ("mine.txt", "the first of my texts\nanother one\n\na third, longer text of mine\n", "on 3 inputs of {}, label-free"),
     ("reviews.tsv", "good\ta fine film\nbad\ta dull film\ngood\tgreat acting\nbad\tno plot at all\n",
-     "on 4 labelled texts of {}, by the task loss of a linear head on 2 classes"),
+     "on 4 labelled samples of {}, by the task loss of a linear head on 2 classes"),
 ])
 def test_pruning_ranks_on_the_users_texts_given_with_calib_data(tmp_path, capsys, name, text, ranked_on):
     from test_cli import run_cli
@@ -356,6 +360,31 @@ def test_pruning_ranks_on_the_users_texts_given_with_calib_data(tmp_path, capsys
                            "--calib-data", str(texts), "-o", str(tmp_path / "p"))
     assert code == 0, err
     assert ranked_on.format(texts) in err and "[prune] kept" in err
+
+
+def test_a_vit_prunes_by_the_task_loss_of_class_subfolders_and_eval_scores_that_task(tmp_path, capsys):
+    """--calib-data calib/ with calib/dark/*.png and calib/light/*.png: labelled images, as a .tsv labels texts."""
+    from PIL import Image
+    from test_cli import run_cli
+
+    from models_for_tests import save_tiny_vit
+
+    model = save_tiny_vit(tmp_path / "vit")
+    rng = np.random.default_rng(0)
+    for name, low in (("dark", 0), ("light", 128)):
+        (tmp_path / "calib" / name).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(low, low + 128, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "calib" / name / f"{i}.png")
+    code, _, err = run_cli(capsys, "build", "--model", str(model), "--prune-flops", "0.6", "--calib-data",
+                           str(tmp_path / "calib"), "-o", str(tmp_path / "p"))
+    assert code == 0, err
+    assert f"on 16 labelled samples of {tmp_path / 'calib'}, by the task loss of a linear head on 2 classes" in err
+    code, out, err = run_cli(capsys, "eval", str(tmp_path / "p"), "--data", str(tmp_path / "calib"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "p" / "eval.json").read_text())
+    assert result["task_probe_samples"] == 16 and result["task_probe_float"] == 1.0  # dark and light: separable
+    assert "your task (16 labelled samples; a linear probe fitted on the float embeddings of every other one of " \
+        "each class" in out
 
 
 class ToyDinov2(torch.nn.Module):

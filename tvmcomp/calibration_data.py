@@ -11,6 +11,8 @@ Three forms:
 - a folder of images (PNG, JPEG, ...), turned into inputs by the model's image processor; a model
   file with one ``[N, 3, H, W]`` float input and no processor gets its images resized to ``H x W``
   and normalized with ImageNet's mean and standard deviation (for other preprocessing, an ``.npz``).
+  A folder of class subfolders (``calib/cat/1.png``, ``calib/dog/2.png``) labels its images by
+  their subfolder, as a ``.tsv`` labels its texts.
 
 Each problem (unknown or missing input, wrong shape or dtype, fewer samples than one batch, text
 without a tokenizer, images for a model that takes none, an unreadable image) is a one-line error
@@ -30,7 +32,7 @@ from .errors import TvmcompError
 from .frontend import TensorSpec
 
 FORMS = ("an .npz (one array per model input, first axis = samples), a .txt (one text per line), a .tsv (LABEL<TAB>TEXT "
-         "per line) or a folder of images")
+         "per line) or a folder of images (or of class subfolders of images)")
 Tokenize = Callable[[list[str]], dict[str, np.ndarray]]
 PreprocessImages = Callable[[list[np.ndarray]], dict[str, np.ndarray]]
 
@@ -114,16 +116,26 @@ def _labelled_lines(path: Path) -> list[tuple[str, str]]:
 
 
 def read_labels(path: str | Path) -> tuple[np.ndarray, list[str]] | None:
-    """The labels of a ``.tsv`` (``LABEL<TAB>TEXT`` lines), as class indices in the order of
-    :func:`read_calibration_data`'s samples, and the class names they index; None for another form."""
+    """The labels of a ``.tsv`` (``LABEL<TAB>TEXT`` lines) or of a folder of class subfolders, as
+    class indices in the order of :func:`read_calibration_data`'s samples, and the class names they
+    index; None for an unlabelled form."""
+    from .models.images import ImageFolder
+
     path = Path(path)
-    if path.suffix.lower() != ".tsv" or path.is_dir():
+    if path.is_dir():
+        folder = ImageFolder.read(path)
+        if folder.labels is None:
+            return None
+        indices, classes = folder.labels, folder.classes
+    elif path.suffix.lower() == ".tsv":
+        labels = [label for label, _ in _labelled_lines(path)]
+        classes = sorted(set(labels))
+        indices = np.array([classes.index(label) for label in labels])
+    else:
         return None
-    labels = [label for label, _ in _labelled_lines(path)]
-    classes = sorted(set(labels))
     if len(classes) < 2:
         raise TvmcompError(f"{path}: the labels name a task's classes, at least two; found {classes}")
-    return np.array([classes.index(label) for label in labels]), classes
+    return indices, classes
 
 
 def _batches(path: Path, samples: dict[str, np.ndarray], inputs: list[TensorSpec]) -> list[dict]:

@@ -103,15 +103,16 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2", help="static shape of an ONNX input (repeatable)")
     parser.add_argument("--prune-flops", type=float, metavar="F", help="structured pruning first (Kwon et al. 2022): "
                         "keep at most F (0 < F <= 1) of the encoder's FLOPs, removing the attention heads and FFN "
-                        "neurons that matter least to the outputs on calibration text (to your task, if --calib-data "
+                        "neurons that matter least to the outputs on calibration inputs (to your task, if --calib-data "
                         "is a labelled .tsv), the rest rescaled to make up for them; BERT-class text models (minilm, "
-                        "mpnet-base, Hugging Face BERT/RoBERTa/MPNet folders)")
+                        "mpnet-base, Hugging Face BERT/RoBERTa/MPNet/ELECTRA folders) and ViTs (vit-s, Hugging Face "
+                        "DINOv2/ViT/DeiT folders)")
     parser.add_argument("--prune-tokens", type=float, metavar="F", help="token pruning (LTP): each layer keeps only "
                         "the tokens that received the most attention in the layer before, so that the encoder runs at "
                         "most F (0 < F <= 1) of its FLOPs (after --prune-flops, if given); how many each layer keeps is "
                         "chosen on calibration text, as fractions of the sequence length, so build the lengths your "
                         "inputs fill (--seq-len 16,32,64). Dropped tokens' output rows hold the kept tokens' mean; "
-                        "same models as --prune-flops")
+                        "the text models --prune-flops takes")
     parser.add_argument("--records", metavar="DIR", help="your tuning-records folder: searched before the shipped records, new records written there (default: schedules/ in a checkout, ~/.cache/tvmcomp/schedules when installed)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr (for scripts); errors still print")
 
@@ -239,15 +240,16 @@ def _parser() -> argparse.ArgumentParser:
         "measure a package's accuracy against the float model",
         "Compare any package with its float model (PyTorch; ONNX Runtime for an ONNX file): cosine and SQNR of "
         "its outputs per sample. For a text encoder also its embeddings on real text: cosine and a polarity probe on "
-        "the Pang & Lee sentences, Spearman on WordSim-353 word similarities; with labelled texts (--data texts.tsv), "
-        "the accuracy cost on your task too. The result is kept in the package (eval.json) for `tvmcomp report`.",
+        "the Pang & Lee sentences, Spearman on WordSim-353 word similarities; for an image encoder a digit probe; with "
+        "labelled data (--data texts.tsv, or a folder of class subfolders of images), the accuracy cost on your task too. The result is kept in the package (eval.json) for `tvmcomp report`.",
         "tvmcomp eval out/minilm-int8 --json out/minilm-int8/eval.json",
     )
     evaluate.add_argument("package", help="package folder written by `tvmcomp build`")
     evaluate.add_argument("--data", metavar="PATH", help="evaluation inputs, as --calib-data takes them (.npz by input name, "
                           ".txt for a text model, a folder of images for an image model); a .tsv of LABEL<TAB>TEXT lines "
-                          "also scores your task: a linear probe fitted on the float model's embeddings of every other "
-                          "text, scored on the rest with the package's; default: held-out real text or digits, else "
+                          "or a folder of class subfolders of images also scores your task: a linear probe fitted on "
+                          "the float model's embeddings of every other sample of each class, scored on the rest with "
+                          "the package's; default: held-out real text or digits, else "
                           "the package's example inputs")
 
     report = _command(

@@ -33,9 +33,13 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
 
 
-def probe_training_half(count: int) -> np.ndarray:
-    """Which of ``count`` Pang & Lee sentences the probe is fitted on (every other one); the rest score it."""
-    return np.arange(count) % 2 == 0
+def probe_training_half(labels: np.ndarray) -> np.ndarray:
+    """Which samples the probe is fitted on: every other one of each class (for the Pang & Lee
+    sentences, sorted by class, every other one); the rest score it. Per class, so that samples in
+    class-interleaved order (a folder of class subfolders) leave no class out of either half."""
+    from .models.images import rank_in_class
+
+    return rank_in_class(labels) % 2 == 0
 
 
 def probe_scores(probe, float_x: np.ndarray, other_x: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
@@ -53,28 +57,36 @@ def probe_accuracy(float_emb: np.ndarray, other_emb: np.ndarray, labels: np.ndar
     (:func:`probe_training_half`), scored on the other half (:func:`probe_scores`)."""
     from sklearn.linear_model import LogisticRegression
 
-    train = probe_training_half(len(labels))
+    train = probe_training_half(labels)
     probe = LogisticRegression(max_iter=2000).fit(float_emb[train], labels[train])
     return probe_scores(probe, float_emb[~train], other_emb[~train], labels[~train])
 
 
-def labelled_task_accuracy(run_float, run_package, batches: list[dict], labels: np.ndarray) -> dict:
-    """For labelled texts (``--data texts.tsv``): :func:`probe_accuracy` on the mean-pooled outputs,
-    a linear head read off the float embeddings of every other text, as pruning fits its own."""
-    embeddings = [np.concatenate([mean_pool(run(batch), batch["attention_mask"]) for batch in batches])
+def labelled_task_accuracy(run_float, run_package, batches: list[dict], labels: np.ndarray,
+                           readout: str = "mean") -> dict:
+    """For labelled samples (``--data texts.tsv`` or a folder of class subfolders): :func:`probe_accuracy`
+    on the outputs as the task reads them (``readout``: the mean over real tokens, or the first, class,
+    token), a linear head read off the float embeddings of half of them, as pruning fits its own."""
+    def read_out(output, batch):
+        output = np.asarray(output)
+        if readout == "first":
+            return output[:, 0]
+        return mean_pool(output, batch.get("attention_mask", np.ones(output.shape[:2])))
+
+    embeddings = [np.concatenate([read_out(run(batch), batch) for batch in batches])
                   for run in (run_float, run_package)]
     labels = labels[:len(embeddings[0])]  # batches hold whole batches only
     float_acc, package_acc, agreement = probe_accuracy(*embeddings, labels)
     return {"task_probe_float": float_acc, "task_probe_package": package_acc,
             "task_probe_drop_pt": (float_acc - package_acc) * 100, "task_probe_agreement": agreement,
-            "task_probe_texts": len(labels)}
+            "task_probe_samples": len(labels)}
 
 
 def _check_probe_labels(labels: np.ndarray) -> None:
-    half = probe_training_half(len(labels))
+    half = probe_training_half(labels)
     if len(set(labels[half].tolist())) < 2 or not (~half).any():
-        raise TvmcompError("--data: a task probe needs every class among the texts it is fitted on (every other "
-                           "text) and texts left to score it; give more labelled texts")
+        raise TvmcompError("--data: a task probe needs two classes among the samples it is fitted on (every other "
+                           "one of each class) and samples left to score it; give more labelled samples")
 
 
 def _embed(run, tokenize, sentences: list[str], batch: int, seq_len: int) -> np.ndarray:
@@ -102,7 +114,7 @@ def accuracy_against_float(run_float, run_other, tokenize, batch: int, seq_len: 
     other_emb = _embed(run_other, tokenize, sentences, batch, seq_len)
     cosine = (float_emb * other_emb).sum(1) / np.linalg.norm(float_emb, axis=1) / np.linalg.norm(other_emb, axis=1)
 
-    train = probe_training_half(len(sentences))
+    train = probe_training_half(labels)
     float_acc, other_acc, agreement = probe_accuracy(float_emb, other_emb, labels)
 
     word_pairs = wordsim353_pairs()
@@ -243,14 +255,15 @@ def evaluate_package(path: str | Path, data: str | Path | None = None, stream=No
     described, batches = evaluation_batches(package, entry, data)
     labelled = read_labels(data) if data is not None else None
     if labelled is not None:
-        _check_probe_labels(labelled[0][:sum(len(b["attention_mask"]) for b in batches)])
+        _check_probe_labels(labelled[0][:sum(len(next(iter(b.values()))) for b in batches)])
     run_package = lambda inputs: package.run(**inputs)[0]  # noqa: E731
     result = {"package": str(path), "variant": package.metadata["variant"], "reference": reference,
               "data": described, **output_agreement(run_float, run_package, batches)}
     if entry is not None and entry.task_metrics is not None:
         result |= entry.task_metrics(run_float, run_package, *_batch_and_seq_len(package), stream=stream)
     if labelled is not None:
-        result |= labelled_task_accuracy(run_float, run_package, batches, labelled[0])
+        result |= labelled_task_accuracy(run_float, run_package, batches, labelled[0],
+                                         entry.readout if entry is not None else "mean")
     return result
 
 
@@ -259,8 +272,8 @@ def format_eval(result: dict) -> str:
              f"  outputs on {result['data']} ({result['samples']} samples): cosine mean "
              f"{result['output_cosine_mean']:.4f}, min {result['output_cosine_min']:.4f}, SQNR {result['sqnr_db']:.1f} dB"]
     if "task_probe_float" in result:
-        lines.append(f"  your task ({result['task_probe_texts']} labelled texts; a linear probe fitted on the float "
-                     f"embeddings of every other one, scored on the rest): float {result['task_probe_float']:.3f}, "
+        lines.append(f"  your task ({result['task_probe_samples']} labelled samples; a linear probe fitted on the "
+                     f"float embeddings of every other one of each class, scored on the rest): float {result['task_probe_float']:.3f}, "
                      f"package {result['task_probe_package']:.3f} (drop {result['task_probe_drop_pt']:.1f} pt; "
                      f"{result['task_probe_agreement']:.1%} of predictions as float's)")
     return "\n".join(lines + [f"  {line}" for line in result.get("task_summary", [])])

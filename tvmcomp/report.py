@@ -65,10 +65,11 @@ def package_row(path: str | Path) -> dict:
 
 
 def _task_probe(evaluation: dict | None) -> dict | None:
-    """What eval measured on the user's labelled texts (``--data texts.tsv``), if it did."""
+    """What eval measured on the user's labelled samples (``--data texts.tsv``, or a folder of class
+    subfolders), if it did."""
     if not evaluation or "task_probe_float" not in evaluation:
         return None
-    return {key: evaluation.get(key) for key in ("task_probe_texts", "task_probe_float", "task_probe_package",
+    return {key: evaluation.get(key) for key in ("task_probe_samples", "task_probe_float", "task_probe_package",
                                                  "task_probe_drop_pt", "task_probe_agreement")}
 
 
@@ -169,10 +170,10 @@ def write_report(packages: list[str | Path], out_dir: str | Path) -> dict:
                   for r in by_shape for shape in r["shapes"]]
         lines.append("")
     tasks = [r for r in rows if r["task"]]
-    if tasks:  # eval --data texts.tsv: the user's own task
-        lines += ["## Your task (eval --data, labelled texts)", "", "| package | labelled texts | probe accuracy, float | "
+    if tasks:  # eval --data texts.tsv or a folder of class subfolders: the user's own task
+        lines += ["## Your task (eval --data, labelled samples)", "", "| package | labelled samples | probe accuracy, float | "
                   "probe accuracy, package | drop pt | predictions as float's |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['name']} | {r['task']['task_probe_texts']} | {r['task']['task_probe_float']:.3f} | "
+        lines += [f"| {r['name']} | {r['task']['task_probe_samples']} | {r['task']['task_probe_float']:.3f} | "
                   f"{r['task']['task_probe_package']:.3f} | {r['task']['task_probe_drop_pt']:.1f} | "
                   f"{_fmt(r['task']['task_probe_agreement'], '.1%')} |" for r in tasks]
         lines.append("")

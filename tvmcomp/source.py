@@ -166,7 +166,7 @@ PRUNE_SAMPLES = 128
 # vit-s at 0.5 FLOPs dropped 8.4 pt of probe top-1 ranked and tuned on 32, 4.4 on 64 (manual runs)
 PRUNE_IMAGES = 64
 TOKEN_PRUNE_SAMPLES = 32  # inputs the token counts are chosen on
-LABELLED_PRUNE_SAMPLES = 256  # labelled texts: one gradient each, and a linear head to fit on them
+LABELLED_PRUNE_SAMPLES = 256  # labelled texts or images: one gradient each, and a linear head to fit on them
 
 
 def _prune(model: str, entry, module, flops: float | None, tokens: float | None, seq_len: int | None, stream,
@@ -202,9 +202,9 @@ def _prune(model: str, entry, module, flops: float | None, tokens: float | None,
             batches = batches[:LABELLED_PRUNE_SAMPLES]
             labels, classes = labelled[0][:len(batches)], labelled[1]
             if len(set(labels.tolist())) < 2:
-                raise TvmcompError(f"--calib-data {data}: pruning reads its first {LABELLED_PRUNE_SAMPLES} texts, and "
-                                   f"they hold one class ({classes[labels[0]]}); mix the classes in the file")
-            where = f"labelled texts of {data}, by the task loss of a linear head on {len(classes)} classes"
+                raise TvmcompError(f"--calib-data {data}: pruning reads its first {LABELLED_PRUNE_SAMPLES} samples, "
+                                   f"and they hold one class ({classes[labels[0]]}); mix the classes in the file")
+            where = f"labelled samples of {data}, by the task loss of a linear head on {len(classes)} classes"
     stream = stream or sys.stderr
     pruning = {}
     if flops is not None:

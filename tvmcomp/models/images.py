@@ -43,12 +43,23 @@ def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
     with gzip.open(Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz", "rt") as file:
         table = np.loadtxt(file, delimiter=",", dtype=np.int64)
     pixels, labels = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1]
-    rank_in_class = np.empty(len(labels), np.int64)
+    order = class_interleaved(labels)
+    return pixels[order], labels[order]
+
+
+def rank_in_class(labels: np.ndarray) -> np.ndarray:
+    """Each sample's index among the samples of its class, in their order."""
+    ranks = np.empty(len(labels), np.int64)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        rank_in_class[members] = np.arange(len(members))
-    order = np.lexsort((labels, rank_in_class))
-    return pixels[order], labels[order]
+        ranks[members] = np.arange(len(members))
+    return ranks
+
+
+def class_interleaved(labels: np.ndarray) -> np.ndarray:
+    """The order that takes each class's first sample, then each class's second, and so on, so that
+    any prefix holds every class (pruning and calibration read a folder's first samples)."""
+    return np.lexsort((labels, rank_in_class(labels)))
 
 
 def bundled_images(start: int, count: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -84,13 +95,40 @@ class ImagePreprocessor:
         return {self.input_name: ((np.stack(batch) - mean) / std).astype(np.float32)}
 
 
+@dataclass(frozen=True)
+class ImageFolder:
+    """The images of a folder: its own, sorted by name, unlabelled; or, where it holds none, those of
+    its subfolders, a class each (torchvision's ``ImageFolder`` layout: ``calib/cat/1.png``), in
+    class-interleaved order, with ``labels`` indexing the sorted subfolder names ``classes``."""
+
+    files: list[Path]
+    labels: np.ndarray | None
+    classes: list[str]
+
+    @staticmethod
+    def read(path: Path) -> ImageFolder:
+        files = _images_in(path)
+        if files:
+            return ImageFolder(files, None, [])
+        classes = sorted(d.name for d in path.iterdir() if d.is_dir() and _images_in(d))
+        if not classes:
+            raise TvmcompError(f"{path} has no images ({', '.join(IMAGE_SUFFIXES)}), in it or in class subfolders")
+        members = [_images_in(path / name) for name in classes]
+        labels = np.concatenate([np.full(len(files), index) for index, files in enumerate(members)])
+        order = class_interleaved(labels)
+        everything = [file for files in members for file in files]
+        return ImageFolder([everything[i] for i in order], labels[order], classes)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def read_image_folder(path: Path) -> list[np.ndarray]:
-    """Every image in ``path`` (sorted by name) as RGB, or a one-line error naming the bad file."""
+    """The images of ``path`` (:class:`ImageFolder`) as RGB, or a one-line error naming the bad file."""
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise TvmcompError(f"{path} has no images ({', '.join(IMAGE_SUFFIXES)})")
+    files = ImageFolder.read(path).files
     images = []
     for file in files:
         try:

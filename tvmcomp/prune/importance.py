@@ -3,10 +3,10 @@ al. 2022), of the task's loss where the user gives labels, else of a label-free 
 
 Kwon et al. sum squared gradients of the task loss w.r.t. masks of ones (:mod:`.masks`).
 
-- With labels: the task is read off the encoder as a sentence encoder's is, by a linear head on its
-  mean-pooled embeddings: a logistic regression fitted on the float model's embeddings of the
-  labelled texts (what ``tvmcomp eval``'s probe is). The loss is that head's cross-entropy against
-  the labels, one gradient per text.
+- With labels: the task is read off the encoder by a linear head on what its task reads (a
+  sentence encoder's mean-pooled tokens, a ViT's class token): a logistic regression fitted on the
+  float model's embeddings of the labelled samples (what ``tvmcomp eval``'s probe is). The loss is
+  that head's cross-entropy against the labels, one gradient per sample.
 - Without labels, the output ``f`` is taken as the mean of a unit Gaussian, whose Fisher is
   ``J^T J`` (``J = df/dmask``); its diagonal is estimated with a random probe per sample: for
   ``v ~ N(0, I)`` over the real tokens, ``E[(v . J)^2] = diag(J^T J)``.
@@ -29,13 +29,14 @@ PROBES = 4  # random probes per sample: MiniLM at 0.7 FLOPs kept cosine 0.788 wi
 def mask_gradients(module, structure: EncoderStructure, batches: list[dict[str, np.ndarray]],
                    labels: np.ndarray | None = None, seed: int = 0, probes: int = PROBES, readout: str = "mean"):
     """Per layer, the gradients w.r.t. the head masks and the neuron masks, one row per labelled
-    text or, without ``labels`` (class indices, one per sample of ``batches`` in order), per (sample,
+    sample or, without ``labels`` (class indices, one per sample of ``batches`` in order), per (sample,
     probe): lists of ``[rows, heads]`` and ``[rows, neurons]`` arrays. A unit's importance (diagonal
-    Fisher) is its column's sum of squares. ``readout`` weights the label-free probes' tokens
+    Fisher) is its column's sum of squares. ``readout`` (:data:`.masks.READOUTS`) is what the task
+    reads: the labelled head's input, and the weights of the label-free probes' tokens
     (:func:`.masks.token_weights`)."""
     import torch
 
-    losses = _task_losses(module, batches, labels) if labels is not None else _probe_losses(seed, probes, readout)
+    losses = _task_losses(module, batches, labels, readout) if labels is not None else _probe_losses(seed, probes, readout)
     head_masks = [torch.ones(layer.heads, requires_grad=True) for layer in structure.layers]
     neuron_masks = [torch.ones(layer.neurons, requires_grad=True) for layer in structure.layers]
     head_grads, neuron_grads = [[] for _ in structure.layers], [[] for _ in structure.layers]
@@ -64,24 +65,27 @@ def _probe_losses(seed: int, probes: int, readout: str):
     return losses
 
 
-def mean_pooled(output, batch: dict):
-    """``[batch, hidden]`` embeddings: the outputs averaged over each sample's real tokens."""
+def read_out(output, batch: dict, readout: str):
+    """``[batch, hidden]`` embeddings as the task reads them: the first (class) token, or the outputs
+    averaged over each sample's real tokens."""
     import torch
 
+    if readout == "first":
+        return output[:, 0]
     mask = batch.get(ATTENTION_MASK)
     weights = torch.ones(output.shape[:2]) if mask is None else torch.from_numpy(np.asarray(mask))
     weights = weights.to(output.dtype)
     return (output * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1e-9)
 
 
-def _task_losses(module, batches, labels: np.ndarray):
+def _task_losses(module, batches, labels: np.ndarray, readout: str):
     """``losses(index, batch, output)``: per sample of batch ``index``, the cross-entropy against its
-    label of a logistic regression fitted on the float model's mean-pooled outputs."""
+    label of a logistic regression fitted on the float model's outputs as ``readout`` reads them."""
     import torch
     from sklearn.linear_model import LogisticRegression
 
     with torch.no_grad():
-        pooled = [mean_pooled(run(module, batch), batch) for batch in batches]
+        pooled = [read_out(run(module, batch), batch, readout) for batch in batches]
     embeddings, first = torch.cat(pooled).numpy(), np.cumsum([0] + [len(p) for p in pooled])
     if len(labels) != len(embeddings):
         raise ValueError(f"{len(labels)} labels for {len(embeddings)} samples")
@@ -92,7 +96,7 @@ def _task_losses(module, batches, labels: np.ndarray):
     targets = torch.from_numpy(np.searchsorted(head.classes_, labels))
 
     def losses(index, batch, output):
-        logits = mean_pooled(output, batch) @ weight.T.to(output.dtype) + bias.to(output.dtype)
+        logits = read_out(output, batch, readout) @ weight.T.to(output.dtype) + bias.to(output.dtype)
         return [torch.nn.functional.cross_entropy(logits[j], targets[first[index] + j]) for j in range(len(logits))]
 
     return losses
