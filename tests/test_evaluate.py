@@ -1,5 +1,6 @@
 """eval for any package: output cosine and SQNR against the float model (PyTorch or ONNX Runtime)."""
 
+import io
 import json
 
 import numpy as np
@@ -100,3 +101,27 @@ def test_eval_with_labelled_texts_scores_the_users_task_with_a_probe_on_float_em
     code, _, err = run_cli(capsys, "eval", str(tmp_path / "pkg"), "--data", str(texts))
     assert code != 0 and "a task probe needs two classes among the samples it is fitted on (every other one of " \
         "each class) and samples left to score it" in err
+
+
+def test_the_image_probe_reads_the_class_token_or_the_token_mean_as_the_model_is_read():
+    """probe_task on the bundled digits with a stand-in encoder: token 0 holds the pixels, token 1 is
+    zeros for float and noise for the package. Read at the class token the two agree exactly; read at
+    the token mean, the noise reaches the features."""
+    from tvmcomp.models.images import probe_task
+
+    def preprocess(images):
+        return {"x": np.stack([image[:, :, 0].ravel() for image in images]).astype(np.float32) / 255}
+
+    def encoder(noise):
+        def run(inputs):
+            pixels = inputs["x"]
+            second = np.random.default_rng(len(pixels)).normal(0, 3, pixels.shape) if noise else np.zeros_like(pixels)
+            return np.stack([pixels, second], axis=1)  # [batch, 2 tokens, 784]
+        return run
+
+    first = probe_task(preprocess, "first")(encoder(False), encoder(True), 10, stream=io.StringIO())
+    assert first["images"] == 1000 and first["probe_accuracy_float"] > 0.8
+    assert first["probe_accuracy_drop_pt"] == 0.0 and first["probe_agreement"] == 1.0
+    mean = probe_task(preprocess, "mean")(encoder(False), encoder(True), 10, stream=io.StringIO())
+    assert mean["probe_accuracy_float"] > 0.8  # float's token mean is the pixels halved
+    assert mean["probe_agreement"] < 0.9

@@ -33,6 +33,17 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
 
 
+def read_out(output, batch: dict, readout: str) -> np.ndarray:
+    """``[batch, hidden]`` features of the outputs ``[batch, tokens, hidden]`` as the task reads them
+    (``readout``): the first (class) token, or the mean over the real tokens (all of them where the
+    batch has no attention mask). Pruning's differentiable twin: :func:`tvmcomp.prune.importance.read_out`."""
+    output = np.asarray(output)
+    if readout == "first":
+        return output[:, 0]
+    mask = batch.get("attention_mask")
+    return output.mean(axis=1) if mask is None else mean_pool(output, mask)
+
+
 def probe_training_half(labels: np.ndarray) -> np.ndarray:
     """Which samples the probe is fitted on: every other one of each class (for the Pang & Lee
     sentences, sorted by class, every other one); the rest score it. Per class, so that samples in
@@ -67,13 +78,7 @@ def labelled_task_accuracy(run_float, run_package, batches: list[dict], labels: 
     """For labelled samples (``--data texts.tsv`` or a folder of class subfolders): :func:`probe_accuracy`
     on the outputs as the task reads them (``readout``: the mean over real tokens, or the first, class,
     token), a linear head read off the float embeddings of half of them, as pruning fits its own."""
-    def read_out(output, batch):
-        output = np.asarray(output)
-        if readout == "first":
-            return output[:, 0]
-        return mean_pool(output, batch.get("attention_mask", np.ones(output.shape[:2])))
-
-    embeddings = [np.concatenate([read_out(run(batch), batch) for batch in batches])
+    embeddings = [np.concatenate([read_out(run(batch), batch, readout) for batch in batches])
                   for run in (run_float, run_package)]
     labels = labels[:len(embeddings[0])]  # batches hold whole batches only
     float_acc, package_acc, agreement = probe_accuracy(*embeddings, labels)

@@ -110,10 +110,11 @@ class ImageFolder:
         files = _images_in(path)
         if files:
             return ImageFolder(files, None, [])
-        classes = sorted(d.name for d in path.iterdir() if d.is_dir() and _images_in(d))
+        listed = {d.name: _images_in(d) for d in sorted(path.iterdir()) if d.is_dir()}
+        classes = [name for name, images in listed.items() if images]
         if not classes:
             raise TvmcompError(f"{path} has no images ({', '.join(IMAGE_SUFFIXES)}), in it or in class subfolders")
-        members = [_images_in(path / name) for name in classes]
+        members = [listed[name] for name in classes]
         labels = np.concatenate([np.full(len(files), index) for index, files in enumerate(members)])
         order = class_interleaved(labels)
         everything = [file for files in members for file in files]
@@ -157,15 +158,15 @@ def example_inputs(preprocess: Preprocess) -> Callable[[int, int | None], dict[s
     return lambda batch, _seq_len=None: preprocess(bundled_images(CALIBRATION_IMAGES, batch)[0])
 
 
-def probe_task(preprocess: Preprocess, pool: str):
-    """The image encoders' ``task_metrics``: linear-probe top-1 on pooled token features (``first``:
-    the class token; ``mean``: the token mean, for models without one), fit on float features of
+def probe_task(preprocess: Preprocess, readout: str):
+    """The image encoders' ``task_metrics``: linear-probe top-1 on token features as ``readout`` reads
+    them (``first``: the class token; ``mean``: the token mean, for models without one), fit on float features of
     the first half of the evaluation images and scored on the second half with float and package features."""
 
     def task_metrics(run_float, run_package, batch: int, _seq_len=None, stream=None) -> dict:
         from sklearn.linear_model import LogisticRegression
 
-        from ..evaluate import probe_scores
+        from ..evaluate import probe_scores, read_out
 
         stream = stream or sys.stderr
         count = EVALUATION_IMAGES - EVALUATION_IMAGES % batch
@@ -173,8 +174,8 @@ def probe_task(preprocess: Preprocess, pool: str):
         print(f"[eval] encoding {count} MNIST digits (float and package)", file=stream)
         features = {}
         for name, run in (("float", run_float), ("package", run_package)):
-            tokens = [np.asarray(run(preprocess(images[i:i + batch]))) for i in range(0, count, batch)]
-            features[name] = np.concatenate([t[:, 0] if pool == "first" else t.mean(axis=1) for t in tokens])
+            batches = (preprocess(images[i:i + batch]) for i in range(0, count, batch))  # one batch at a time
+            features[name] = np.concatenate([read_out(run(inputs), inputs, readout) for inputs in batches])
         train = np.arange(count) < count // 2  # both halves are class-balanced (interleaved order)
         probe = LogisticRegression(max_iter=3000).fit(features["float"][train], labels[train])
         float_acc, package_acc, agreement = probe_scores(probe, features["float"][~train],
