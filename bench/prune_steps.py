@@ -1,7 +1,7 @@
 """What each step of pruning buys (#15), in PyTorch, no builds; accuracy of each pruned float model
 against the unpruned one on real text (tvmcomp.evaluate: embedding cosine on Pang & Lee sentences,
 polarity probe, WordSim-353; for an image encoder the digit probe), and the seconds pruning took.
-Four studies:
+Five studies:
 
 - steps: the mask search alone, with the mask rearrangement, with the mask tuning, with both, and
   with both and the refit of the kept output-projection columns (the default since 2026-12-06),
@@ -14,9 +14,13 @@ Four studies:
 - images (an image encoder, vit-s): all steps on the first ``--images`` bundled calibration digits,
   label-free and with their labels (what `--calib-data` with class subfolders does); the probe is
   scored on held-out digits (``task_metrics``, float features computed once).
+- refit: all steps, label-free on the default calibration data, the refit's ridge fixed at 1.0 of
+  the mean diagonal (the default until 2026-12-08), fixed at 0.03, or chosen per Linear on held-out
+  calibration samples (the default since).
 
 Run: .venv/bin/python bench/prune_steps.py [steps|samples|data] [--model minilm] [--seq-len 128] [--flops 0.7 0.5 0.4]
      .venv/bin/python bench/prune_steps.py images --model vit-s --flops 0.5 --images 64
+     .venv/bin/python bench/prune_steps.py refit --model vit-s --flops 0.5 --eval-images 2000
 Writes bench/results/<date>-prune-<study>-<model>.md.
 """
 
@@ -40,7 +44,9 @@ STUDIES = {"steps": "ranked and tuned label-free on the bundled Lee calibration 
            "data": "all steps; ranked and tuned on the bundled Lee text, on the probe's training half of the Pang & "
                    "Lee sentences without their labels, or on the same half with their polarity labels (task loss)",
            "images": "all steps; ranked and tuned on the first bundled calibration digits, label-free or by the task "
-                     "loss of a linear head on the class token with their digit labels"}
+                     "loss of a linear head on the class token with their digit labels",
+           "refit": "all steps, label-free on the default calibration data; the refit's ridge fixed at 1.0 or 0.03 of "
+                    "the mean diagonal, or chosen per Linear among tuning.REFIT_RIDGES on held-out calibration samples"}
 STEPS = {"search only": {"rearrange": False, "tune": False},
          "search + rearrangement": {"rearrange": True, "tune": False},
          "search + tuning": {"rearrange": False, "tune": True, "refit": False},
@@ -55,8 +61,15 @@ def _variants(study: str, entry, seq_len: int, images: list[int]) -> dict[str, d
     from tvmcomp.data import pang_lee_polarity
     from tvmcomp.evaluate import probe_training_half
     from tvmcomp.models.images import bundled_images
-    from tvmcomp.source import PRUNE_SAMPLES
+    from tvmcomp.prune.tuning import REFIT_RIDGES
+    from tvmcomp.source import PRUNE_IMAGES, PRUNE_SAMPLES
 
+    if study == "refit":
+        batches = (entry.make_calibration_inputs(PRUNE_IMAGES, 1) if entry.readout == "first"
+                   else entry.make_calibration_inputs(PRUNE_SAMPLES, 1, seq_len))
+        return {name: {"batches": batches, "readout": entry.readout, "refit_ridges": ridges}
+                for name, ridges in (("ridge fixed at 1.0 (before)", (1.0,)), ("ridge fixed at 0.03", (0.03,)),
+                                     ("ridge chosen on held-out samples", REFIT_RIDGES))}
     if study == "images":
         return {f"{'labelled' if labelled else 'label-free'}, {count} images": {
             "batches": entry.make_calibration_inputs(count, 1), "readout": entry.readout,
@@ -95,7 +108,7 @@ def _text_measure(entry, seq_len: int):
     return "embedding cosine mean / min / scoring half | probe (float) | WordSim Spearman vs float", measure
 
 
-def _image_measure(entry):
+def _image_measure(entry, images: int):
     """(columns, ``measure(module) -> cells``): the entry's probe on held-out digits, float features once."""
     import numpy as np
 
@@ -111,7 +124,7 @@ def _image_measure(entry):
 
     def measure(module) -> str:
         with redirect_stderr(io.StringIO()):
-            result = entry.task_metrics(cached_float, torch_runner(module), 8)
+            result = entry.task_metrics(cached_float, torch_runner(module), 8, images=images)
         return (f"{result['probe_accuracy_package']:.3f} ({result['probe_accuracy_float']:.3f}) | "
                 f"{result['probe_accuracy_drop_pt']:.1f} | {result['probe_agreement']:.1%}")
 
@@ -125,6 +138,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--flops", type=float, nargs="+", default=[0.7, 0.5, 0.4])
     parser.add_argument("--images", type=int, nargs="+", default=[64], help="images study: how many digits to prune on")
+    parser.add_argument("--eval-images", type=int, default=1000,
+                        help="image encoders: digits the probe is fitted on (half) and scored on (half)")
     args = parser.parse_args()
 
     import torch
@@ -136,11 +151,11 @@ def main() -> None:
 
     entry = get_model(args.model)
     variants = _variants(args.study, entry, args.seq_len, args.images)
-    if args.study == "images":
-        columns, measure = _image_measure(entry)
+    if entry.readout == "first":
+        columns, measure = _image_measure(entry, args.eval_images)
         with torch.no_grad():  # FLOPs count the attention over all the model's tokens
             tokens = run(entry.load_torch(), entry.make_calibration_inputs(1, 1)[0]).shape[1]
-        shape, data = f"{tokens} tokens", "the probe on held-out digits"
+        shape, data = f"{tokens} tokens", f"the probe fitted on {args.eval_images // 2} digits and scored on as many others"
     else:
         (columns, measure), tokens = _text_measure(entry, args.seq_len), args.seq_len
         shape, data = f"s{args.seq_len}", ("real text. Cosine is over all Pang & Lee sentences and over the probe's "

@@ -247,6 +247,37 @@ def test_mask_tuning_brings_the_pruned_encoder_closer_to_the_float_one():
     assert error(tune=True, refit=True) < 0.5 * error(tune=True)
 
 
+def _refit_ridge(inputs, target, samples):
+    """The ridge the refit chooses for a Linear of 8 inputs whose weights start at ``W_s = 1``, and the
+    weight it writes."""
+    from tvmcomp.prune.tuning import REFIT_RIDGES, _refit
+
+    linear = torch.nn.Linear(8, 3)
+    with torch.no_grad():
+        linear.weight.fill_(1.0)
+    ridge = _refit(linear, inputs, target, np.arange(8), np.ones(8), samples, np.ones(3), REFIT_RIDGES)
+    return ridge, linear.weight.detach().double().numpy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_refit_chooses_its_ridge_on_held_out_samples(seed):
+    from tvmcomp.prune.tuning import REFIT_RIDGES
+
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(size=(3, 8))  # far from the weights the ridge pulls towards (all 1)
+    # 60 samples of 10 tokens that the truth explains: only the weakest ridge reaches it
+    inputs = rng.normal(size=(600, 8))
+    ridge, weight = _refit_ridge(inputs, inputs @ truth.T, np.repeat(np.arange(60), 10))
+    assert ridge == min(REFIT_RIDGES)
+    assert np.abs(weight - truth).max() < 0.05
+    # 4 samples of 3 tokens of noise around W_s = 1: fitting them only moves away from it
+    inputs = rng.normal(size=(12, 8))
+    target = inputs @ np.ones((8, 3)) + 10 * rng.normal(size=(12, 3))
+    assert _refit_ridge(inputs, target, np.repeat(np.arange(4), 3))[0] == max(REFIT_RIDGES)
+    # fewer samples than it holds one out of in 4: nothing to choose on, the strongest pull
+    assert _refit_ridge(inputs[:9], target[:9], np.repeat(np.arange(3), 3))[0] == max(REFIT_RIDGES)
+
+
 def test_the_budget_is_respected_and_reported():
     module = ToyEncoder()
     report = prune_encoder(module, _batches(), 0.5, SEQ)

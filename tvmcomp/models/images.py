@@ -161,20 +161,22 @@ def example_inputs(preprocess: Preprocess) -> Callable[[int, int | None], dict[s
 def probe_task(preprocess: Preprocess, readout: str):
     """The image encoders' ``task_metrics``: linear-probe top-1 on token features as ``readout`` reads
     them (``first``: the class token; ``mean``: the token mean, for models without one), fit on float features of
-    the first half of the evaluation images and scored on the second half with float and package features."""
+    the first half of the evaluation images (``images`` of them, :data:`EVALUATION_IMAGES` unless a
+    study asks for a finer measure) and scored on the second half with float and package features."""
 
-    def task_metrics(run_float, run_package, batch: int, _seq_len=None, stream=None) -> dict:
+    def task_metrics(run_float, run_package, batch: int, _seq_len=None, stream=None,
+                     images: int = EVALUATION_IMAGES) -> dict:
         from sklearn.linear_model import LogisticRegression
 
         from ..evaluate import probe_scores, read_out
 
         stream = stream or sys.stderr
-        count = EVALUATION_IMAGES - EVALUATION_IMAGES % batch
-        images, labels = bundled_images(CALIBRATION_IMAGES, count)
+        count = images - images % batch
+        pixels, labels = bundled_images(CALIBRATION_IMAGES, count)
         print(f"[eval] encoding {count} MNIST digits (float and package)", file=stream)
         features = {}
         for name, run in (("float", run_float), ("package", run_package)):
-            batches = (preprocess(images[i:i + batch]) for i in range(0, count, batch))  # one batch at a time
+            batches = (preprocess(pixels[i:i + batch]) for i in range(0, count, batch))  # one batch at a time
             features[name] = np.concatenate([read_out(run(inputs), inputs, readout) for inputs in batches])
         train = np.arange(count) < count // 2  # both halves are class-balanced (interleaved order)
         probe = LogisticRegression(max_iter=3000).fit(features["float"][train], labels[train])

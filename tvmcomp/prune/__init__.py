@@ -16,7 +16,7 @@ from .rearrange import rearranged
 from .search import Selection, select_under_budget
 from .slicing import slice_encoder
 from .structure import encoder_structure, fold_layer_scales
-from .tuning import tune_masks
+from .tuning import REFIT_RIDGES, tune_masks
 
 
 def flops_kept(pruning: dict | None) -> float:
@@ -39,11 +39,13 @@ class PruneReport:
 
 
 def prune_encoder(module, batches, flops: float, seq_len: int, tune: bool = True, rearrange: bool = True,
-                  labels: np.ndarray | None = None, refit: bool = True, readout: str = "mean") -> PruneReport:
+                  labels: np.ndarray | None = None, refit: bool = True, readout: str = "mean",
+                  refit_ridges: tuple[float, ...] = REFIT_RIDGES) -> PruneReport:
     """Prune ``module`` (a PyTorch BERT-class encoder) in place to at most ``flops`` of its encoder
     FLOPs per token, ranking and tuning on ``batches`` (calibration inputs by input name); with
     ``labels`` (a class index per sample), ranking by the task's loss. ``tune`` / ``rearrange`` /
-    ``refit`` (after tuning: :mod:`.tuning`): whether those steps run (off: to measure what each buys).
+    ``refit`` (after tuning: :mod:`.tuning`): whether those steps run (off: to measure what each buys);
+    ``refit_ridges``: the refit's candidate ridges, chosen per Linear on held-out samples (one: that one).
     ``readout``: what the model's task reads off its tokens (:data:`.masks.READOUTS`); the label-free
     importance and the tuning weight the tokens by it."""
     structure = encoder_structure(module)
@@ -56,7 +58,7 @@ def prune_encoder(module, batches, flops: float, seq_len: int, tune: bool = True
     if rearrange:
         selection = Selection([rearranged(kept, g) for kept, g in zip(selection.heads, head_grads)],
                               [rearranged(kept, g) for kept, g in zip(selection.neurons, neuron_grads)])
-    head_scales, neuron_scales = tune_masks(module, structure, selection, batches, refit, readout) if tune else (None, None)
+    head_scales, neuron_scales = tune_masks(module, structure, selection, batches, refit, readout, refit_ridges) if tune else (None, None)
     slice_encoder(structure, selection, head_scales, neuron_scales)
     return PruneReport(structure.macs(seq_len) / macs, sum(p.numel() for p in module.parameters()) / params,
                        [layer.heads for layer in structure.layers], [layer.neurons for layer in structure.layers])

@@ -21,13 +21,17 @@ are ``kept x kept``, solved in float64 with a ridge that pulls scales towards 1.
 Refit (``refit``): the scales leave one degree of freedom per unit. After them, the kept input
 columns of the block's output projection are fitted whole to the same target by ridge regression
 towards the scaled weights: ``W' = argmin sum_t s_t^2 ||x_t W^T - u_t||^2 + lam ||W - W_s||^2`` with
-``x_t`` the kept units' inputs, ``u_t`` the target sum above, ``s_t`` the token's 1 / std, and
-``lam`` :data:`REFIT_RIDGE` times the mean diagonal of the weighted ``X^T X``. Each output
-channel is a free column, so the LayerNorm's centring and gamma do not move the unregularized
-optimum; the token weights stay. The ridge must be strong: with 32 calibration sentences (~900
-tokens) against up to 1536 inputs a column, a weak one fits the calibration tokens (MiniLM at 0.5
-FLOPs: embedding cosine 0.57 at 1e-2 of the diagonal, 0.77 at 1 and 3; manual builds). Pruning has
-run on 128 calibration texts since (~3,500 tokens on MiniLM), which the refit gains most from.
+``x_t`` the kept units' inputs, ``u_t`` the target sum above, ``s_t`` the token's 1 / std. Each
+output channel is a free column, so the LayerNorm's centring and gamma do not move the unregularized
+optimum; the token weights stay. How strong the ridge must be depends on how many tokens the
+calibration data give against up to 1536 inputs a column, and how many of them the task reads: on
+MiniLM (~3,500 text tokens, 128 texts) 1.0 of the weighted ``X^T X``'s mean diagonal kept the most
+embedding cosine (0.7993, against 0.7807 at 0.1), on vit-s (16,448 tokens of 64 images, half the
+weight on their 64 class tokens) 0.03 kept the most of float's predictions (95.4%, against 91.0% at
+1.0; bench/results/2026-12-08-prune-refit-*.md). So each Linear chooses its ``lam`` among
+:data:`REFIT_RIDGES` (times the mean diagonal) by the error on held-out samples (every
+:data:`HELD_OUT`-th calibration sample), measured as the LayerNorm passes it on, then fits on all
+samples with it.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from .search import Selection
 from .structure import EncoderStructure
 
 RIDGE = 1e-2  # of the normal equations' mean diagonal, pulling each scale towards 1
-REFIT_RIDGE = 1.0  # of the refit's mean diagonal, pulling each weight towards its scaled value
+REFIT_RIDGES = (3.0, 1.0, 0.3, 0.1, 0.03, 0.01)  # of the refit's mean diagonal: candidates for the pull towards the scaled weights
+HELD_OUT = 4  # every 4th calibration sample scores the refit's candidate ridges
 
 
 class _AllRecorded(Exception):
@@ -47,10 +52,11 @@ class _AllRecorded(Exception):
 
 
 def _record(module, batches, head_masks, neuron_masks, structure: EncoderStructure, modules,
-            readout: str = "mean") -> tuple[list[np.ndarray], np.ndarray]:
+            readout: str = "mean") -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """The first input of each of ``modules`` (for a masked Linear: before its mask applies), over
-    the real tokens of every batch, as rows, with ``head_masks`` / ``neuron_masks`` applied; and each
-    row's weight for ``readout`` (:func:`.masks.token_weights`)."""
+    the real tokens of every batch, as rows, with ``head_masks`` / ``neuron_masks`` applied; each
+    row's weight for ``readout`` (:func:`.masks.token_weights`); and the index of the calibration
+    sample each row comes from."""
     import torch
 
     seen = [[] for _ in modules]
@@ -75,8 +81,11 @@ def _record(module, batches, head_masks, neuron_masks, structure: EncoderStructu
     per_row = [token_weights(b, x.shape[:2], readout) for b, x in zip(batches, seen[0])]
     real = [w > 0 for w in per_row]  # padding weighs 0; a row of weight 0 adds nothing to a least squares
     weights = np.concatenate([w[r] for w, r in zip(per_row, real)])
+    firsts = np.cumsum([0] + [x.shape[0] for x in seen[0]])
+    samples = np.concatenate([np.repeat(first + np.arange(x.shape[0]), x.shape[1])[r]
+                              for first, x, r in zip(firsts, seen[0], real)])
     return [torch.cat([x.reshape(-1, x.shape[-1])[torch.from_numpy(r)] for r, x in zip(real, tensors)]).double().numpy()
-            for tensors in seen], weights
+            for tensors in seen], weights, samples
 
 
 def _least_squares(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
@@ -85,31 +94,51 @@ def _least_squares(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return np.linalg.solve(gram + ridge * np.eye(len(gram)), rhs + ridge)
 
 
-def _refit(linear, inputs: np.ndarray, target: np.ndarray, columns: np.ndarray, scales: np.ndarray) -> None:
+def _ridge_fit(gram: np.ndarray, rhs: np.ndarray, towards: np.ndarray, ridge: float) -> np.ndarray:
+    """argmin_W ||X W^T - T||^2 + lam ||W - towards||^2 from ``gram`` = X^T X and ``rhs`` = X^T T,
+    lam = ``ridge`` times the mean diagonal of X^T X."""
+    lam = ridge * max(np.mean(np.diag(gram)), 1e-30)
+    return np.linalg.solve(gram + lam * np.eye(len(gram)), rhs + lam * towards.T).T
+
+
+def _refit(linear, inputs: np.ndarray, target: np.ndarray, columns: np.ndarray, scales: np.ndarray,
+           samples: np.ndarray, gamma: np.ndarray, ridges: tuple[float, ...]) -> float:
     """Write into ``linear``'s ``columns`` the ridge fit of ``target`` ([tokens, out]) on ``inputs``
-    ([tokens, columns], both already weighted per token), pulled towards the columns times ``scales``."""
+    ([tokens, columns], both already weighted per token), pulled towards the columns times
+    ``scales``, with the ridge of ``ridges`` whose fit on the other samples leaves the least error on
+    the held-out ones (every :data:`HELD_OUT`-th of ``samples``), centred over the output channels
+    and times the LayerNorm's ``gamma``; return that ridge."""
     import torch
 
     scaled = linear.weight.detach().double().numpy()[:, columns] * scales[None, :]
-    gram = inputs.T @ inputs
-    ridge = REFIT_RIDGE * max(np.mean(np.diag(gram)), 1e-30)
-    fitted = np.linalg.solve(gram + ridge * np.eye(len(gram)), inputs.T @ target + ridge * scaled.T).T
+    held = samples % HELD_OUT == HELD_OUT - 1
+    gram, rhs = inputs[~held].T @ inputs[~held], inputs[~held].T @ target[~held]
+    ridge = max(ridges)  # fewer samples than HELD_OUT leave none to choose on: the strongest pull
+    if len(ridges) > 1 and held.any() and not held.all():
+        def held_out_error(candidate):
+            residual = inputs[held] @ _ridge_fit(gram, rhs, scaled, candidate).T - target[held]
+            return np.sum(np.square(gamma * (residual - residual.mean(axis=1, keepdims=True))))
+        ridge = min(ridges, key=held_out_error)
+    gram, rhs = gram + inputs[held].T @ inputs[held], rhs + inputs[held].T @ target[held]
     with torch.no_grad():
-        linear.weight[:, torch.as_tensor(columns, dtype=torch.long)] = torch.as_tensor(fitted, dtype=linear.weight.dtype)
+        linear.weight[:, torch.as_tensor(columns, dtype=torch.long)] = torch.as_tensor(
+            _ridge_fit(gram, rhs, scaled, ridge), dtype=linear.weight.dtype)
+    return ridge
 
 
 def tune_masks(module, structure: EncoderStructure, selection: Selection, batches, refit: bool = True,
-               readout: str = "mean"):
+               readout: str = "mean", refit_ridges: tuple[float, ...] = REFIT_RIDGES):
     """Per layer, the scales of the kept heads and of the kept neurons (the masks' values); with
     ``refit``, the kept columns of each output projection are fitted in place after them and their
-    scales are 1. Each token's squared error counts by its weight for ``readout``
+    scales are 1, each with the one of ``refit_ridges`` its held-out samples score best (one: that
+    ridge). Each token's squared error counts by its weight for ``readout``
     (:func:`.masks.token_weights`)."""
     import torch
 
     full_heads = [torch.ones(layer.heads) for layer in structure.layers]
     full_neurons = [torch.ones(layer.neurons) for layer in structure.layers]
     norms = [norm for layer in structure.layers for norm in (layer.attention_norm, layer.ffn_norm)]
-    float_sums, weights = _record(module, batches, full_heads, full_neurons, structure, norms, readout)  # t, per LayerNorm
+    float_sums, weights, samples = _record(module, batches, full_heads, full_neurons, structure, norms, readout)  # t, per LayerNorm
     head_masks = [torch.zeros(layer.heads) for layer in structure.layers]
     neuron_masks = [torch.zeros(layer.neurons) for layer in structure.layers]
     for masks, kept in ((head_masks, selection.heads), (neuron_masks, selection.neurons)):
@@ -121,7 +150,7 @@ def tune_masks(module, structure: EncoderStructure, selection: Selection, batche
                 (layer.ffn_out, layer.ffn_norm, neuron_masks, selection.neurons[i], 1)):
             if len(kept) == 0:  # a block removed whole: nothing to rescale
                 continue
-            (inputs, norm_inputs), _ = _record(module, batches, head_masks, neuron_masks, structure, [linear, norm])
+            (inputs, norm_inputs), _, _ = _record(module, batches, head_masks, neuron_masks, structure, [linear, norm])
             weight = linear.weight.detach().double().numpy()  # [out, in]: unit u's inputs are u*width .. (u+1)*width
             mask = masks[i].repeat_interleave(width).double().numpy()
             bias = linear.bias.detach().double().numpy()
@@ -141,7 +170,8 @@ def tune_masks(module, structure: EncoderStructure, selection: Selection, batche
             scales = _least_squares(products[np.ix_(kept, kept)], correlations[kept])
             if refit:
                 columns = (np.asarray(kept)[:, None] * width + np.arange(width)).reshape(-1)
-                _refit(linear, inputs[:, columns], refit_target, columns, np.repeat(scales, width))
+                _refit(linear, inputs[:, columns], refit_target, columns, np.repeat(scales, width), samples, gamma,
+                       refit_ridges)
                 scales = np.ones_like(scales)
             masks[i][torch.as_tensor(kept, dtype=torch.long)] = torch.as_tensor(scales, dtype=torch.float32)
     return ([m[torch.as_tensor(k, dtype=torch.long)].numpy() for m, k in zip(head_masks, selection.heads)],
