@@ -65,7 +65,7 @@ def _variants(study: str, entry, seq_len: int, images: list[int]) -> dict[str, d
     from tvmcomp.source import PRUNE_IMAGES, PRUNE_SAMPLES
 
     if study == "refit":
-        batches = (entry.make_calibration_inputs(PRUNE_IMAGES, 1) if entry.readout == "first"
+        batches = (entry.make_calibration_inputs(PRUNE_IMAGES, 1) if entry.preprocess_images
                    else entry.make_calibration_inputs(PRUNE_SAMPLES, 1, seq_len))
         return {name: {"batches": batches, "readout": entry.readout, "refit_ridges": ridges}
                 for name, ridges in (("ridge fixed at 1.0 (before)", (1.0,)), ("ridge fixed at 0.03", (0.03,)),
@@ -151,7 +151,7 @@ def main() -> None:
 
     entry = get_model(args.model)
     variants = _variants(args.study, entry, args.seq_len, args.images)
-    if entry.readout == "first":
+    if entry.preprocess_images:
         columns, measure = _image_measure(entry, args.eval_images)
         with torch.no_grad():  # FLOPs count the attention over all the model's tokens
             tokens = run(entry.load_torch(), entry.make_calibration_inputs(1, 1)[0]).shape[1]

@@ -90,8 +90,7 @@ def _record(module, batches, head_masks, neuron_masks, structure: EncoderStructu
 
 def _least_squares(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """argmin ||A m - t||^2 + ridge ||m - 1||^2 from A^T A and A^T t: pulled towards the unit's own scale."""
-    ridge = RIDGE * max(np.mean(np.diag(gram)), 1e-30)
-    return np.linalg.solve(gram + ridge * np.eye(len(gram)), rhs + ridge)
+    return _ridge_fit(gram, rhs, np.ones(len(gram)), RIDGE)
 
 
 def _ridge_fit(gram: np.ndarray, rhs: np.ndarray, towards: np.ndarray, ridge: float) -> np.ndarray:
